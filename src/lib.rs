@@ -1,0 +1,5 @@
+//! peerline: a rendezvous server and a line-mode client for direct
+//! peer-to-peer chat. See `docs/ARCHITECTURE.md` for the codemap.
+
+pub mod duration;
+pub mod proto;

@@ -1,0 +1,463 @@
+//! Lines the server sends on the control connection: final replies (`OK`/`ERR`),
+//! `LIST` item lines and unsolicited `EVENT`s. Formatted by the server, parsed by
+//! the client and the tests: one definition for both ends.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use super::error::ErrorCode;
+
+/// Why the server is about to close a connection (`EVENT CLOSING <reason> …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    ServerFull,
+    SessionExpired,
+    Replaced,
+    Idle,
+    SlowReader,
+    Shutdown,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ServerFull => "server-full",
+            CloseReason::SessionExpired => "session-expired",
+            CloseReason::Replaced => "replaced",
+            CloseReason::Idle => "idle",
+            CloseReason::SlowReader => "slow-reader",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CloseReason> {
+        [
+            CloseReason::ServerFull,
+            CloseReason::SessionExpired,
+            CloseReason::Replaced,
+            CloseReason::Idle,
+            CloseReason::SlowReader,
+            CloseReason::Shutdown,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// Why a pending introduction ended without an answer (`EVENT CANCELLED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// Nobody answered within the request TTL.
+    Expired,
+    /// The other side went offline.
+    Offline,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Expired => "expired",
+            CancelReason::Offline => "offline",
+        }
+    }
+}
+
+/// A successful final reply: `OK <VERB> …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OkReply {
+    Signup {
+        user: String,
+    },
+    Login {
+        user: String,
+        token: String,
+    },
+    List {
+        count: usize,
+    },
+    Connect {
+        user: String,
+    },
+    Accept {
+        user: String,
+        token: String,
+    },
+    Deny {
+        user: String,
+    },
+    /// `reached`: delivered or being delivered now; `pending`: offline users who
+    /// get it if they log in before `expires` (unix seconds).
+    Broadcast {
+        id: u64,
+        reached: usize,
+        pending: usize,
+        expires: u64,
+    },
+    Ping,
+    Quit,
+}
+
+impl OkReply {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            OkReply::Signup { .. } => "SIGNUP",
+            OkReply::Login { .. } => "LOGIN",
+            OkReply::List { .. } => "LIST",
+            OkReply::Connect { .. } => "CONNECT",
+            OkReply::Accept { .. } => "ACCEPT",
+            OkReply::Deny { .. } => "DENY",
+            OkReply::Broadcast { .. } => "BROADCAST",
+            OkReply::Ping => "PING",
+            OkReply::Quit => "QUIT",
+        }
+    }
+}
+
+/// An unsolicited line: `EVENT <NAME> …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Welcome {
+        text: String,
+    },
+    Request {
+        from: String,
+        ip: IpAddr,
+    },
+    Peer {
+        user: String,
+        addr: SocketAddr,
+        token: String,
+    },
+    Denied {
+        user: String,
+    },
+    Cancelled {
+        user: String,
+        reason: CancelReason,
+    },
+    Broadcast {
+        id: u64,
+        from: String,
+        unix: u64,
+        text: String,
+    },
+    Reauth {
+        seconds: u64,
+    },
+    Closing {
+        reason: CloseReason,
+        text: String,
+    },
+}
+
+/// Any line the server sends on the control connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerLine {
+    Ok(OkReply),
+    Err {
+        code: ErrorCode,
+        text: String,
+    },
+    /// One `LIST` item, sent before `OK LIST`.
+    Client {
+        user: String,
+        ip: IpAddr,
+    },
+    Event(Event),
+}
+
+impl ServerLine {
+    pub fn err(code: ErrorCode) -> ServerLine {
+        ServerLine::Err {
+            code,
+            text: code.default_text().to_owned(),
+        }
+    }
+
+    pub fn err_with(code: ErrorCode, text: impl Into<String>) -> ServerLine {
+        ServerLine::Err {
+            code,
+            text: text.into(),
+        }
+    }
+
+    /// True for lines that end a command (`OK …` or `ERR …`).
+    pub fn is_final(&self) -> bool {
+        matches!(self, ServerLine::Ok(_) | ServerLine::Err { .. })
+    }
+
+    /// Parses one line from the server. `None` for anything malformed.
+    pub fn parse(line: &str) -> Option<ServerLine> {
+        let mut it = line.splitn(2, ' ');
+        let head = it.next()?;
+        let rest = it.next().unwrap_or("");
+        match head {
+            "OK" => parse_ok(rest).map(ServerLine::Ok),
+            "ERR" => {
+                let (code, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                Some(ServerLine::Err {
+                    code: ErrorCode::from_code(code)?,
+                    text: text.to_owned(),
+                })
+            }
+            "CLIENT" => {
+                let (user, ip) = rest.split_once(' ')?;
+                Some(ServerLine::Client {
+                    user: user.to_owned(),
+                    ip: ip.parse().ok()?,
+                })
+            }
+            "EVENT" => parse_event(rest).map(ServerLine::Event),
+            _ => None,
+        }
+    }
+}
+
+/// Splits `n` space-separated fields off the front; the last gets the rest.
+fn fields(s: &str, n: usize) -> Option<Vec<&str>> {
+    let v: Vec<&str> = s.splitn(n, ' ').collect();
+    (v.len() == n).then_some(v)
+}
+
+fn kv<'a>(field: &'a str, key: &str) -> Option<&'a str> {
+    field.strip_prefix(key)?.strip_prefix('=')
+}
+
+fn parse_ok(rest: &str) -> Option<OkReply> {
+    let (verb, args) = rest.split_once(' ').unwrap_or((rest, ""));
+    let a: Vec<&str> = args.split(' ').filter(|s| !s.is_empty()).collect();
+    Some(match (verb, a.as_slice()) {
+        ("SIGNUP", [user]) => OkReply::Signup {
+            user: user.to_string(),
+        },
+        ("LOGIN", [user, token]) => OkReply::Login {
+            user: user.to_string(),
+            token: token.to_string(),
+        },
+        ("LIST", [count]) => OkReply::List {
+            count: count.parse().ok()?,
+        },
+        ("CONNECT", [user]) => OkReply::Connect {
+            user: user.to_string(),
+        },
+        ("ACCEPT", [user, token]) => OkReply::Accept {
+            user: user.to_string(),
+            token: token.to_string(),
+        },
+        ("DENY", [user]) => OkReply::Deny {
+            user: user.to_string(),
+        },
+        ("BROADCAST", [id, reached, pending, expires]) => OkReply::Broadcast {
+            id: id.parse().ok()?,
+            reached: kv(reached, "reached")?.parse().ok()?,
+            pending: kv(pending, "pending")?.parse().ok()?,
+            expires: kv(expires, "expires")?.parse().ok()?,
+        },
+        ("PING", []) => OkReply::Ping,
+        ("QUIT", []) => OkReply::Quit,
+        _ => return None,
+    })
+}
+
+fn parse_event(rest: &str) -> Option<Event> {
+    let (name, args) = rest.split_once(' ').unwrap_or((rest, ""));
+    Some(match name {
+        "WELCOME" => Event::Welcome {
+            text: args.to_owned(),
+        },
+        "REQUEST" => {
+            let f = fields(args, 2)?;
+            Event::Request {
+                from: f[0].to_owned(),
+                ip: f[1].parse().ok()?,
+            }
+        }
+        "PEER" => {
+            let f = fields(args, 3)?;
+            Event::Peer {
+                user: f[0].to_owned(),
+                addr: f[1].parse().ok()?,
+                token: f[2].to_owned(),
+            }
+        }
+        "DENIED" => Event::Denied {
+            user: args.to_owned(),
+        },
+        "CANCELLED" => {
+            let f = fields(args, 2)?;
+            let reason = match f[1] {
+                "expired" => CancelReason::Expired,
+                "offline" => CancelReason::Offline,
+                _ => return None,
+            };
+            Event::Cancelled {
+                user: f[0].to_owned(),
+                reason,
+            }
+        }
+        "BROADCAST" => {
+            let f = fields(args, 4)?;
+            Event::Broadcast {
+                id: f[0].parse().ok()?,
+                from: f[1].to_owned(),
+                unix: f[2].parse().ok()?,
+                text: f[3].to_owned(),
+            }
+        }
+        "REAUTH" => Event::Reauth {
+            seconds: args.parse().ok()?,
+        },
+        "CLOSING" => {
+            let (reason, text) = args.split_once(' ').unwrap_or((args, ""));
+            Event::Closing {
+                reason: CloseReason::parse(reason)?,
+                text: text.to_owned(),
+            }
+        }
+        _ => return None,
+    })
+}
+
+impl fmt::Display for OkReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OK {}", self.verb())?;
+        match self {
+            OkReply::Signup { user } | OkReply::Connect { user } | OkReply::Deny { user } => {
+                write!(f, " {user}")
+            }
+            OkReply::Login { user, token } | OkReply::Accept { user, token } => {
+                write!(f, " {user} {token}")
+            }
+            OkReply::List { count } => write!(f, " {count}"),
+            OkReply::Broadcast {
+                id,
+                reached,
+                pending,
+                expires,
+            } => {
+                write!(
+                    f,
+                    " {id} reached={reached} pending={pending} expires={expires}"
+                )
+            }
+            OkReply::Ping | OkReply::Quit => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Welcome { text } => write!(f, "EVENT WELCOME {text}"),
+            Event::Request { from, ip } => write!(f, "EVENT REQUEST {from} {ip}"),
+            Event::Peer { user, addr, token } => write!(f, "EVENT PEER {user} {addr} {token}"),
+            Event::Denied { user } => write!(f, "EVENT DENIED {user}"),
+            Event::Cancelled { user, reason } => {
+                write!(f, "EVENT CANCELLED {user} {}", reason.as_str())
+            }
+            Event::Broadcast {
+                id,
+                from,
+                unix,
+                text,
+            } => {
+                write!(f, "EVENT BROADCAST {id} {from} {unix} {text}")
+            }
+            Event::Reauth { seconds } => write!(f, "EVENT REAUTH {seconds}"),
+            Event::Closing { reason, text } => {
+                write!(f, "EVENT CLOSING {} {text}", reason.as_str())
+            }
+        }
+    }
+}
+
+impl fmt::Display for ServerLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerLine::Ok(ok) => ok.fmt(f),
+            ServerLine::Err { code, text } => write!(f, "ERR {code} {text}"),
+            ServerLine::Client { user, ip } => write!(f, "CLIENT {user} {ip}"),
+            ServerLine::Event(e) => e.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_line_round_trips() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let lines = vec![
+            ServerLine::Ok(OkReply::Signup { user: "a".into() }),
+            ServerLine::Ok(OkReply::Login {
+                user: "a".into(),
+                token: "ab".repeat(16),
+            }),
+            ServerLine::Ok(OkReply::List { count: 3 }),
+            ServerLine::Ok(OkReply::Connect { user: "b".into() }),
+            ServerLine::Ok(OkReply::Accept {
+                user: "b".into(),
+                token: "cd".repeat(16),
+            }),
+            ServerLine::Ok(OkReply::Deny { user: "b".into() }),
+            ServerLine::Ok(OkReply::Broadcast {
+                id: 7,
+                reached: 2,
+                pending: 5,
+                expires: 99,
+            }),
+            ServerLine::Ok(OkReply::Ping),
+            ServerLine::Ok(OkReply::Quit),
+            ServerLine::err(ErrorCode::BadCredentials),
+            ServerLine::Client {
+                user: "a".into(),
+                ip: "::1".parse().unwrap(),
+            },
+            ServerLine::Event(Event::Welcome {
+                text: "hi there".into(),
+            }),
+            ServerLine::Event(Event::Request {
+                from: "a".into(),
+                ip,
+            }),
+            ServerLine::Event(Event::Peer {
+                user: "a".into(),
+                addr: "[::1]:4000".parse().unwrap(),
+                token: "ef".repeat(16),
+            }),
+            ServerLine::Event(Event::Denied { user: "a".into() }),
+            ServerLine::Event(Event::Cancelled {
+                user: "a".into(),
+                reason: CancelReason::Offline,
+            }),
+            ServerLine::Event(Event::Broadcast {
+                id: 1,
+                from: "a".into(),
+                unix: 1_700_000_000,
+                text: "multi word  text".into(),
+            }),
+            ServerLine::Event(Event::Reauth { seconds: 120 }),
+            ServerLine::Event(Event::Closing {
+                reason: CloseReason::SlowReader,
+                text: "output buffer full".into(),
+            }),
+        ];
+        for l in lines {
+            let s = l.to_string();
+            assert_eq!(ServerLine::parse(&s), Some(l), "{s}");
+        }
+    }
+
+    #[test]
+    fn contract_shapes() {
+        assert_eq!(
+            ServerLine::err(ErrorCode::NotLoggedIn).to_string(),
+            "ERR not-logged-in LOGIN or SIGNUP first"
+        );
+        assert!(ServerLine::parse("OK LIST x").is_none());
+        assert!(ServerLine::parse("EVENT NOPE").is_none());
+        assert!(ServerLine::parse("ERR no-such-code text").is_none());
+    }
+}
