@@ -2,4 +2,6 @@
 //! peer-to-peer chat. See `docs/ARCHITECTURE.md` for the codemap.
 
 pub mod duration;
+pub mod netio;
 pub mod proto;
+pub mod signals;

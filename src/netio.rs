@@ -1,0 +1,232 @@
+//! Non-blocking socket plumbing shared by both drivers: bounded output buffers,
+//! fair reads into a [`LineReader`], and a UDP send queue that never drops on
+//! `WouldBlock`. No protocol knowledge lives here.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::UdpSocket;
+use mio::Interest;
+
+use crate::proto::{Frame, LineReader};
+
+/// How much one connection may read in one turn before others get theirs.
+pub const READ_BUDGET: usize = 64 * 1024;
+
+/// Bytes waiting to be written to a stream, with a hard cap.
+#[derive(Debug)]
+pub struct OutBuffer {
+    buf: Vec<u8>,
+    pos: usize,
+    cap: usize,
+}
+
+/// The peer is not reading: the buffer would pass its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+impl OutBuffer {
+    pub fn with_cap(cap: usize) -> Self {
+        OutBuffer { buf: Vec::new(), pos: 0, cap }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Queues `line` plus `\n`. Fails, queueing nothing, past the cap.
+    pub fn push_line(&mut self, line: &str) -> Result<(), Overflow> {
+        if self.len() + line.len() + 1 > self.cap {
+            return Err(Overflow);
+        }
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(line.as_bytes());
+        self.buf.push(b'\n');
+        Ok(())
+    }
+
+    /// Writes until empty or `WouldBlock`. `Ok(true)` when everything is out.
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<bool> {
+        while !self.is_empty() {
+            match w.write(&self.buf[self.pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.is_empty() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        Ok(self.is_empty())
+    }
+}
+
+/// What a read turn ended on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// The socket returned `WouldBlock`: wait for the next readiness event.
+    Drained,
+    /// The peer closed its side (or the connection failed).
+    Closed,
+    /// [`READ_BUDGET`] was used up with data still waiting: read again next turn
+    /// without waiting for an event (edge-triggered readiness will not repeat).
+    MoreWaiting,
+}
+
+/// Reads up to [`READ_BUDGET`] bytes, handing each complete frame to `on_frame`
+/// as soon as its chunk arrives, so the reader's buffer stays bounded.
+pub fn read_frames(
+    r: &mut impl Read,
+    reader: &mut LineReader,
+    mut on_frame: impl FnMut(Frame),
+) -> ReadStatus {
+    let mut chunk = [0u8; 8192];
+    let mut taken = 0;
+    loop {
+        if taken >= READ_BUDGET {
+            return ReadStatus::MoreWaiting;
+        }
+        match r.read(&mut chunk) {
+            Ok(0) => return ReadStatus::Closed,
+            Ok(n) => {
+                taken += n;
+                reader.push(&chunk[..n]);
+                while let Some(frame) = reader.next_frame() {
+                    on_frame(frame);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadStatus::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return ReadStatus::Closed,
+        }
+    }
+}
+
+/// Interest to register for a stream, computed from its state (never flipped ad hoc).
+/// `None` means "nothing": deregister.
+pub fn interest(read: bool, write: bool) -> Option<Interest> {
+    match (read, write) {
+        (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+        (true, false) => Some(Interest::READABLE),
+        (false, true) => Some(Interest::WRITABLE),
+        (false, false) => None,
+    }
+}
+
+/// Datagrams that met `WouldBlock`, sent in order when the socket is writable.
+#[derive(Debug)]
+pub struct UdpQueue {
+    queue: VecDeque<(SocketAddr, Vec<u8>)>,
+    cap: usize,
+    /// Datagrams dropped because the queue was full (reported in logs).
+    pub dropped: u64,
+}
+
+impl UdpQueue {
+    pub fn with_cap(cap: usize) -> Self {
+        UdpQueue { queue: VecDeque::new(), cap, dropped: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Sends now if nothing is queued and the socket takes it; queues otherwise.
+    pub fn send(&mut self, sock: &UdpSocket, to: SocketAddr, bytes: Vec<u8>) {
+        if self.queue.is_empty() {
+            match sock.send_to(&bytes, to) {
+                Ok(_) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    // ICMP errors and the like: UDP is best effort, the retransmit
+                    // schedule above us covers a lost datagram.
+                    log::debug!("udp send to {to} failed: {e}");
+                    return;
+                }
+            }
+        }
+        if self.queue.len() >= self.cap {
+            self.dropped += 1;
+            return;
+        }
+        self.queue.push_back((to, bytes));
+    }
+
+    /// Sends queued datagrams until empty or `WouldBlock`.
+    pub fn flush(&mut self, sock: &UdpSocket) {
+        while let Some((to, bytes)) = self.queue.front() {
+            match sock.send_to(bytes, *to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => log::debug!("udp send to {to} failed: {e}"),
+                Ok(_) => {}
+            }
+            self.queue.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that accepts `room` bytes, then says `WouldBlock`.
+    struct Choked {
+        got: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Choked {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = b.len().min(self.room);
+            self.room -= n;
+            self.got.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn out_buffer_caps_and_resumes_short_writes() {
+        let mut out = OutBuffer::with_cap(16);
+        out.push_line("hello").unwrap();
+        out.push_line("world").unwrap();
+        assert_eq!(out.push_line("overflowing"), Err(Overflow));
+        let mut w = Choked { got: Vec::new(), room: 4 };
+        assert!(!out.write_to(&mut w).unwrap());
+        w.room = 100;
+        assert!(out.write_to(&mut w).unwrap());
+        assert_eq!(w.got, b"hello\nworld\n");
+        assert!(out.push_line("overflowing").is_ok());
+    }
+
+    #[test]
+    fn read_frames_stops_at_budget() {
+        let data = b"PING\n".repeat(READ_BUDGET / 4);
+        let mut src = &data[..];
+        let mut reader = LineReader::new();
+        let mut n = 0;
+        assert_eq!(read_frames(&mut src, &mut reader, |_| n += 1), ReadStatus::MoreWaiting);
+        assert!(n > 0 && n < READ_BUDGET / 4);
+        assert_eq!(read_frames(&mut src, &mut reader, |_| n += 1), ReadStatus::Closed);
+        assert_eq!(n, READ_BUDGET / 4);
+    }
+}

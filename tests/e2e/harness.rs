@@ -1,0 +1,357 @@
+//! Real processes over loopback, with every wait bounded.
+//!
+//! `Server::start` runs `peerline-server --port 0` on a temp data dir and reads
+//! its `listening …` line; `Line` is a line-oriented TCP client whose `expect*`
+//! calls fail with the transcript so far after a deadline.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_peerline-server");
+pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_peerline-client");
+
+/// Default bound for one expected line.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running server; killed (by PID, ours) on drop.
+pub struct Server {
+    pub child: Child,
+    pub tcp: SocketAddr,
+    pub udp: SocketAddr,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    stderr_lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts a server on a fresh temp dir with low KDF cost and these extra flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server::start_in(&dir, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on an existing data dir (for restart tests).
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec![
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            "0".into(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--kdf-iterations".into(),
+            "1000".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(SERVER_BIN)
+            .args(&args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn peerline-server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut l = String::new();
+            let _ = r.read_line(&mut l);
+            let _ = tx.send(l);
+            let mut sink = Vec::new();
+            let _ = r.read_to_end(&mut sink);
+        });
+        let stderr = child.stderr.take().unwrap();
+        let (etx, erx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if etx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("server printed no 'listening' line within {WAIT:?}"));
+        let (tcp, udp) = parse_listening(&line)
+            .unwrap_or_else(|| panic!("bad listening line from server: {line:?}"));
+        Server { child, tcp, udp, data_dir: dir.to_path_buf(), _tmp: None, stderr_lines: erx }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A new control connection that has consumed `EVENT WELCOME`.
+    pub fn connect(&self) -> Line {
+        let mut c = Line::connect(self.tcp);
+        c.expect_prefix("EVENT WELCOME");
+        c
+    }
+
+    /// Signs up and logs in `user`; returns the connection and its session token.
+    pub fn login_new(&self, user: &str) -> (Line, String) {
+        let mut c = self.connect();
+        c.cmd_ok(&format!("SIGNUP {user} pw-{user} pw-{user}"));
+        let reply = c.cmd_ok(&format!("LOGIN {user} pw-{user}"));
+        let token = reply.split(' ').nth(3).expect("token in OK LOGIN").to_owned();
+        (c, token)
+    }
+
+    /// Sends a signal (ours, by PID) and waits, bounded, for the exit status.
+    pub fn signal_and_wait(&mut self, sig: i32) -> std::process::ExitStatus {
+        unsafe { libc_kill(self.child.id() as i32, sig) };
+        wait_exit(&mut self.child, WAIT).expect("server did not exit after signal")
+    }
+
+    /// Stderr lines logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.stderr_lines.try_iter().collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+pub const SIGTERM: i32 = 15;
+pub const SIGINT: i32 = 2;
+pub const SIGKILL: i32 = 9;
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+pub fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let rest = line.trim().strip_prefix("listening ")?;
+    let (t, u) = rest.split_once(' ')?;
+    Some((t.strip_prefix("tcp=")?.parse().ok()?, u.strip_prefix("udp=")?.parse().ok()?))
+}
+
+/// A line-oriented TCP client with bounded waits and a transcript for failures.
+pub struct Line {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    pub transcript: Vec<String>,
+}
+
+impl Line {
+    pub fn connect(addr: SocketAddr) -> Line {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to server");
+        stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Line { stream, reader, transcript: Vec::new() }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.transcript.push(format!(">> {line}"));
+        self.stream.write_all(format!("{line}\n").as_bytes()).expect("send line");
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.transcript.push(format!(">> {:?}", String::from_utf8_lossy(bytes)));
+        self.stream.write_all(bytes).expect("send bytes");
+    }
+
+    /// The next line within `limit`, or `None` on timeout; panics on EOF.
+    pub fn next_within(&mut self, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        let mut buf = Vec::new();
+        loop {
+            match self.reader.read_until(b'\n', &mut buf) {
+                Ok(0) => {
+                    if buf.is_empty() {
+                        return Some(String::from("<EOF>"));
+                    }
+                }
+                Ok(_) if buf.ends_with(b"\n") => {
+                    let l = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_owned();
+                    self.transcript.push(format!("<< {l}"));
+                    return Some(l);
+                }
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => panic!("read failed: {e}\n{}", self.dump()),
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+        }
+    }
+
+    /// The next line, or a panic naming `what` with the transcript.
+    pub fn next(&mut self, what: &str) -> String {
+        match self.next_within(WAIT) {
+            Some(l) => l,
+            None => panic!("no line within {WAIT:?} while waiting for {what}\n{}", self.dump()),
+        }
+    }
+
+    /// Skips lines until one starts with `prefix`; returns it.
+    pub fn expect_prefix(&mut self, prefix: &str) -> String {
+        loop {
+            let l = self.next(prefix);
+            if l.starts_with(prefix) {
+                return l;
+            }
+            if l == "<EOF>" {
+                panic!("connection closed while waiting for {prefix:?}\n{}", self.dump());
+            }
+        }
+    }
+
+    /// Sends a command and returns its final reply (`OK …`/`ERR …`), skipping
+    /// events and LIST items.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(line);
+        loop {
+            let l = self.next(&format!("the reply to {line:?}"));
+            if l.starts_with("OK ") || l == "OK" || l.starts_with("ERR ") {
+                return l;
+            }
+            if l == "<EOF>" {
+                panic!("connection closed before the reply to {line:?}\n{}", self.dump());
+            }
+        }
+    }
+
+    /// `cmd` that must succeed.
+    pub fn cmd_ok(&mut self, line: &str) -> String {
+        let r = self.cmd(line);
+        assert!(r.starts_with("OK "), "{line:?} got {r:?}\n{}", self.dump());
+        r
+    }
+
+    /// `cmd` that must fail with `code`.
+    pub fn cmd_err(&mut self, line: &str, code: &str) -> String {
+        let r = self.cmd(line);
+        assert!(r.starts_with(&format!("ERR {code}")), "{line:?} wanted ERR {code}, got {r:?}\n{}", self.dump());
+        r
+    }
+
+    /// Asserts that nothing arrives within `limit`.
+    pub fn expect_silence(&mut self, limit: Duration) {
+        if let Some(l) = self.next_within(limit) {
+            panic!("expected silence, got {l:?}\n{}", self.dump());
+        }
+    }
+
+    /// Waits, bounded, for the server to close the connection; returns lines seen.
+    pub fn expect_closed(&mut self) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let l = self.next("the connection to close");
+            if l == "<EOF>" {
+                return seen;
+            }
+            seen.push(l);
+        }
+    }
+
+    pub fn dump(&self) -> String {
+        format!("transcript:\n  {}", self.transcript.join("\n  "))
+    }
+}
+
+/// A running `peerline-client` with piped stdin and captured stdout.
+pub struct Client {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Client {
+    pub fn start(server: &Server, extra: &[&str]) -> Client {
+        let mut child = Command::new(CLIENT_BIN)
+            .arg(server.tcp.ip().to_string())
+            .arg(server.tcp.port().to_string())
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn peerline-client");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Client { stdin: child.stdin.take(), child, lines: rx, seen: Vec::new() }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(format!("{line}\n").as_bytes()).expect("write to client stdin");
+        stdin.flush().unwrap();
+    }
+
+    /// Waits, bounded, for an output line containing `needle`.
+    pub fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "client printed no line containing {needle:?} within {WAIT:?}; output:\n  {}",
+                    self.seen.join("\n  ")
+                ),
+            }
+        }
+    }
+
+    /// Closes stdin and waits, bounded, for exit; returns status and remaining output.
+    pub fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        drop(self.stdin.take());
+        let st = wait_exit(&mut self.child, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("client did not exit; output:\n  {}", self.seen.join("\n  ")));
+        let mut all = self.seen.clone();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            all.push(l);
+        }
+        (st, all)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
