@@ -1,3 +1,7 @@
 //! End-to-end tests: real binaries over loopback. One test binary, a module per area.
 
+mod broadcast;
+mod client;
 mod harness;
+mod p2p;
+mod server;
