@@ -1,6 +1,7 @@
 //! peerline: a rendezvous server and a line-mode client for direct
 //! peer-to-peer chat. See `docs/ARCHITECTURE.md` for the codemap.
 
+pub mod client;
 pub mod duration;
 pub mod netio;
 pub mod proto;
