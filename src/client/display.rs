@@ -41,7 +41,7 @@ pub fn peer_message(stamp: &str, from: &str, text: &str) -> String {
 /// Our own chat line, echoed so the conversation reads in order. Shaped
 /// differently from a received one (`me -> bob:`) so it is never mistaken for it.
 pub fn own_message(stamp: &str, to: &str, text: &str) -> String {
-    format!("[{stamp}] me -> {to}: {text}")
+    format!("[{stamp}] me -> {to}: {}", sanitize(text))
 }
 
 /// A broadcast, stamped with the time it was made (not received).

@@ -406,7 +406,7 @@ impl Engine {
                 Origin::Client,
                 "no server connection and no direct links left; exiting",
             );
-            return self.finish(if self.eof_deadline.is_some() { 0 } else { 1 });
+            self.finish(if self.eof_deadline.is_some() { 0 } else { 1 });
         }
     }
 

@@ -4,6 +4,8 @@
 //! terminal/pipe/file differences of stdin are hidden in [`stdin`].
 
 pub mod display;
+pub mod driver;
 pub mod engine;
 pub mod input;
 pub mod links;
+pub mod stdin;
