@@ -5,4 +5,5 @@ pub mod client;
 pub mod duration;
 pub mod netio;
 pub mod proto;
+pub mod server;
 pub mod signals;
