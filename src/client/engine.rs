@@ -115,6 +115,17 @@ pub enum Output {
     Exit(i32),
 }
 
+/// The user named by an `ACCEPT` command, if that is what `sent` was.
+fn accept_user(sent: &Option<Sent>) -> Option<String> {
+    match sent {
+        Some(Sent {
+            command: Command::Accept { user, .. },
+            ..
+        }) => Some(user.clone()),
+        _ => None,
+    }
+}
+
 /// An interactive question in progress; the next typed line answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Prompt {
@@ -182,6 +193,10 @@ pub struct Engine {
     /// Our requests, waiting for the other side.
     outgoing: BTreeSet<String>,
     links: Links,
+    /// `PEER` hellos that arrived before the `OK ACCEPT` carrying their token:
+    /// the server tells both sides at once, and the peer's connection can win
+    /// the race against our server socket. Decided when the reply comes.
+    parked_hellos: Vec<(LinkId, String, String)>,
     udp: Udp,
     broadcasts: Dedup,
     prompt: Option<Prompt>,
@@ -205,6 +220,7 @@ impl Engine {
             incoming: BTreeMap::new(),
             outgoing: BTreeSet::new(),
             links: Links::default(),
+            parked_hellos: Vec::new(),
             udp: Udp::default(),
             broadcasts: Dedup::default(),
             prompt: None,
@@ -283,7 +299,7 @@ impl Engine {
             Input::Server(_) => {
                 self.say(Origin::Client, "ignored a malformed line from the server")
             }
-            Input::ServerClosed => self.on_server_closed(),
+            Input::ServerClosed => self.on_server_closed(now),
             Input::Datagram { from, bytes } => self.on_datagram(now, from, &bytes),
             Input::LinkAccepted { link, addr } => self.links.add_incoming(link, addr, now.mono),
             Input::Dialed {
@@ -370,6 +386,7 @@ impl Engine {
     }
 
     fn close_link(&mut self, id: LinkId) {
+        self.parked_hellos.retain(|(l, ..)| *l != id);
         if self.links.remove(id).is_some() {
             self.out.push_back(Output::CloseLink(id));
         }
@@ -642,7 +659,11 @@ impl Engine {
         match line {
             ServerLine::Ok(ok) => {
                 let sent = self.sent.pop_front();
-                self.on_ok(now, ok, sent)
+                let accepted = accept_user(&sent);
+                self.on_ok(now, ok, sent);
+                if let Some(user) = accepted {
+                    self.unpark(now, &user);
+                }
             }
             ServerLine::Err { code, text } => {
                 let sent = self.sent.pop_front();
@@ -652,6 +673,9 @@ impl Engine {
                     Origin::Server,
                     &format!("{verb} failed: {} ({code}: {detail})", code.plain_words()),
                 );
+                if let Some(user) = accept_user(&sent) {
+                    self.unpark(now, &user);
+                }
             }
             ServerLine::Client { user, ip } => self.list_rows.push((user, ip)),
             ServerLine::Event(e) => self.on_event(e),
@@ -825,12 +849,16 @@ impl Engine {
         }
     }
 
-    fn on_server_closed(&mut self) {
+    fn on_server_closed(&mut self, now: Now) {
         if !self.server_up {
             return;
         }
         self.server_up = false;
         self.sent.clear();
+        // No OK ACCEPT will come: parked hellos are refused now.
+        for (id, user, token) in std::mem::take(&mut self.parked_hellos) {
+            self.on_hello(now, id, user, token);
+        }
         self.udp = Udp::default();
         if self.quit_deadline.is_some() {
             return;
@@ -1003,8 +1031,33 @@ impl Engine {
         }
     }
 
+    /// True while an `ACCEPT <user>` we sent awaits its reply.
+    fn accept_pending(&self, user: &str) -> bool {
+        self.sent
+            .iter()
+            .any(|s| matches!(&s.command, Command::Accept { user: u, .. } if u == user))
+    }
+
+    /// Decides the hellos parked for `user` now that its `ACCEPT` was answered.
+    fn unpark(&mut self, now: Now, user: &str) {
+        let (ready, keep) = std::mem::take(&mut self.parked_hellos)
+            .into_iter()
+            .partition(|(_, u, _)| u == user);
+        self.parked_hellos = keep;
+        for (id, user, token) in ready {
+            if self.links.get(id).is_some() {
+                self.on_hello(now, id, user, token);
+            }
+        }
+    }
+
     fn on_hello(&mut self, now: Now, id: LinkId, user: String, token: String) {
-        match self.links.check_token(&user, &token, now.mono) {
+        let checked = self.links.check_token(&user, &token, now.mono);
+        if checked == Err(Refusal::NotIssued) && self.accept_pending(&user) {
+            self.parked_hellos.push((id, user, token));
+            return;
+        }
+        match checked {
             Ok(()) => {
                 let me = self.me.clone().unwrap_or_default();
                 self.out.push_back(Output::ToLink(

@@ -517,6 +517,35 @@ fn wrong_token_and_wrong_user_are_refused_without_using_the_token() {
 }
 
 #[test]
+fn a_hello_racing_ahead_of_ok_accept_waits_for_it() {
+    let mut t = T::logged_in("bob");
+    t.typed("/accept alice");
+    t.input(Input::LinkAccepted {
+        link: 1,
+        addr: peer_addr(),
+    });
+    // The dialer was faster than the server's reply to us.
+    assert!(t.link(1, &format!("PEER alice {P2P}")).is_empty());
+    let out = t.server(&format!("OK ACCEPT alice {P2P}"));
+    assert!(
+        out.contains(&Output::ToLink(1, "OK PEER bob".into())),
+        "{out:?}"
+    );
+
+    // If the ACCEPT fails instead, the parked hello is refused.
+    t.typed("/accept carol");
+    t.input(Input::LinkAccepted {
+        link: 2,
+        addr: peer_addr(),
+    });
+    assert!(t.link(2, &format!("PEER carol {P2P}")).is_empty());
+    assert!(refused(
+        &t.server("ERR no-request no pending request from that user"),
+        2
+    ));
+}
+
+#[test]
 fn a_token_works_once() {
     let mut t = T::linked_in("bob", "alice", 1);
     t.input(Input::LinkAccepted {
