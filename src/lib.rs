@@ -6,3 +6,4 @@ pub mod netio;
 pub mod proto;
 pub mod server;
 pub mod signals;
+pub mod transcript;
