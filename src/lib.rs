@@ -7,3 +7,4 @@ pub mod netio;
 pub mod proto;
 pub mod server;
 pub mod signals;
+pub mod transcript;
