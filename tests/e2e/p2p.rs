@@ -164,9 +164,10 @@ fn three_clients_two_links_at_once() {
     alice.send("/msg carol for carol only");
     bob.expect("<alice> for bob only");
     carol.expect("<alice> for carol only");
+    // One at a time: `expect` skips lines, so arrival order must be fixed.
     bob.send("/msg alice from bob");
-    carol.send("/msg alice from carol");
     alice.expect("<bob> from bob");
+    carol.send("/msg alice from carol");
     alice.expect("<carol> from carol");
     // Two links open: plain text is ambiguous and not sent.
     alice.send("who gets this?");
