@@ -369,6 +369,26 @@ fn longest_text_arrives_whole_over_udp_and_tcp() {
     assert_eq!((b.id, &b.text), (ok.id, &text));
 }
 
+#[test]
+fn an_unacked_delivery_is_not_lost_when_the_user_goes_offline() {
+    let server = Server::start(&[]);
+    let (mut alice, _) = server.login_new("alice");
+    let (mut bob, bob_token, mut bob_udp) = udp_user(&server, "bob");
+    let ok = broadcast(&mut alice, "did you get it");
+    let b = bob_udp.expect_bcast(Duration::from_secs(2));
+    assert_eq!(b.id, ok.id);
+    assert_eq!(bob.cmd("QUIT"), "OK QUIT"); // gone before ACKing
+    bob.expect_closed();
+    let (_bob, bob_token2) = login(&server, "bob");
+    assert_ne!(bob_token2, bob_token);
+    bob_udp.send(&format!("ACK {bob_token} {}", b.id)); // old session: ignored
+    let mut bob_udp = Udp::register(&server, &bob_token2);
+    let again = bob_udp.expect_bcast(Duration::from_secs(2));
+    assert_eq!(again, b);
+    bob_udp.send(&format!("ACK {bob_token2} {}", b.id));
+    bob_udp.expect_silence(Duration::from_millis(1500));
+}
+
 // ---- delivery at login ------------------------------------------------------------------
 
 #[test]
@@ -381,8 +401,8 @@ fn users_logging_in_within_the_ttl_get_it_and_later_signups_do_not() {
     // Made late in a wall-clock second, so that an expiry rounded down to whole
     // seconds would cut the TTL short by most of a second.
     sleep_until_late_in_a_second(0.75);
+    let t0 = Instant::now(); // not after the broadcast was made
     let ok = broadcast(&mut alice, "while you were out");
-    let t0 = Instant::now();
     assert_eq!((ok.reached, ok.pending), (0, 3), "{ok:?}");
     signup(&server, "dave"); // after the broadcast: not in its audience
 
@@ -409,7 +429,7 @@ fn users_logging_in_within_the_ttl_get_it_and_later_signups_do_not() {
     let mut dave_udp = Udp::register(&server, &dave_token);
 
     // erin logs in shortly before the TTL is over: still hers.
-    let due = Duration::from_millis(4300);
+    let due = Duration::from_millis(4400);
     std::thread::sleep(due.saturating_sub(t0.elapsed()));
     let (_erin, erin_token) = login(&server, "erin");
     let mut erin_udp = Udp::register(&server, &erin_token);
@@ -466,6 +486,10 @@ fn survives_stop(signal: i32) {
     drop(server);
 
     let server = Server::start_in(dir.path(), &["--broadcast-ttl", "10m"]);
+    // Sessions do not survive a restart: the old token registers nothing.
+    let mut stale = Udp::bind(&server);
+    stale.send(&format!("REGISTER {bob_token}"));
+    stale.expect_silence(Duration::from_millis(300));
     let (_bob, bob_token) = login(&server, "bob");
     let mut bob_udp = Udp::register(&server, &bob_token);
     let (mut carol, carol_token) = login(&server, "carol");
