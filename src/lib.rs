@@ -4,4 +4,5 @@
 pub mod duration;
 pub mod netio;
 pub mod proto;
+pub mod server;
 pub mod signals;

@@ -28,7 +28,11 @@ pub struct Overflow;
 
 impl OutBuffer {
     pub fn with_cap(cap: usize) -> Self {
-        OutBuffer { buf: Vec::new(), pos: 0, cap }
+        OutBuffer {
+            buf: Vec::new(),
+            pos: 0,
+            cap,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -138,7 +142,11 @@ pub struct UdpQueue {
 
 impl UdpQueue {
     pub fn with_cap(cap: usize) -> Self {
-        UdpQueue { queue: VecDeque::new(), cap, dropped: 0 }
+        UdpQueue {
+            queue: VecDeque::new(),
+            cap,
+            dropped: 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -210,7 +218,10 @@ mod tests {
         out.push_line("hello").unwrap();
         out.push_line("world").unwrap();
         assert_eq!(out.push_line("overflowing"), Err(Overflow));
-        let mut w = Choked { got: Vec::new(), room: 4 };
+        let mut w = Choked {
+            got: Vec::new(),
+            room: 4,
+        };
         assert!(!out.write_to(&mut w).unwrap());
         w.room = 100;
         assert!(out.write_to(&mut w).unwrap());
@@ -224,9 +235,15 @@ mod tests {
         let mut src = &data[..];
         let mut reader = LineReader::new();
         let mut n = 0;
-        assert_eq!(read_frames(&mut src, &mut reader, |_| n += 1), ReadStatus::MoreWaiting);
+        assert_eq!(
+            read_frames(&mut src, &mut reader, |_| n += 1),
+            ReadStatus::MoreWaiting
+        );
         assert!(n > 0 && n < READ_BUDGET / 4);
-        assert_eq!(read_frames(&mut src, &mut reader, |_| n += 1), ReadStatus::Closed);
+        assert_eq!(
+            read_frames(&mut src, &mut reader, |_| n += 1),
+            ReadStatus::Closed
+        );
         assert_eq!(n, READ_BUDGET / 4);
     }
 }

@@ -34,7 +34,10 @@ impl SignalPipe {
                 return Err(io::Error::last_os_error());
             }
         }
-        Ok(SignalPipe { receiver, _sender: sender })
+        Ok(SignalPipe {
+            receiver,
+            _sender: sender,
+        })
     }
 
     pub fn receiver(&mut self) -> &mut pipe::Receiver {

@@ -54,7 +54,10 @@ impl Server {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new(SERVER_BIN)
             .args(&args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -84,7 +87,14 @@ impl Server {
             .unwrap_or_else(|_| panic!("server printed no 'listening' line within {WAIT:?}"));
         let (tcp, udp) = parse_listening(&line)
             .unwrap_or_else(|| panic!("bad listening line from server: {line:?}"));
-        Server { child, tcp, udp, data_dir: dir.to_path_buf(), _tmp: None, stderr_lines: erx }
+        Server {
+            child,
+            tcp,
+            udp,
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+            stderr_lines: erx,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -103,7 +113,11 @@ impl Server {
         let mut c = self.connect();
         c.cmd_ok(&format!("SIGNUP {user} pw-{user} pw-{user}"));
         let reply = c.cmd_ok(&format!("LOGIN {user} pw-{user}"));
-        let token = reply.split(' ').nth(3).expect("token in OK LOGIN").to_owned();
+        let token = reply
+            .split(' ')
+            .nth(3)
+            .expect("token in OK LOGIN")
+            .to_owned();
         (c, token)
     }
 
@@ -149,7 +163,10 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
 pub fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     let rest = line.trim().strip_prefix("listening ")?;
     let (t, u) = rest.split_once(' ')?;
-    Some((t.strip_prefix("tcp=")?.parse().ok()?, u.strip_prefix("udp=")?.parse().ok()?))
+    Some((
+        t.strip_prefix("tcp=")?.parse().ok()?,
+        u.strip_prefix("udp=")?.parse().ok()?,
+    ))
 }
 
 /// A line-oriented TCP client with bounded waits and a transcript for failures.
@@ -162,18 +179,27 @@ pub struct Line {
 impl Line {
     pub fn connect(addr: SocketAddr) -> Line {
         let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to server");
-        stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
-        Line { stream, reader, transcript: Vec::new() }
+        Line {
+            stream,
+            reader,
+            transcript: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, line: &str) {
         self.transcript.push(format!(">> {line}"));
-        self.stream.write_all(format!("{line}\n").as_bytes()).expect("send line");
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("send line");
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.transcript.push(format!(">> {:?}", String::from_utf8_lossy(bytes)));
+        self.transcript
+            .push(format!(">> {:?}", String::from_utf8_lossy(bytes)));
         self.stream.write_all(bytes).expect("send bytes");
     }
 
@@ -189,7 +215,9 @@ impl Line {
                     }
                 }
                 Ok(_) if buf.ends_with(b"\n") => {
-                    let l = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_owned();
+                    let l = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned();
                     self.transcript.push(format!("<< {l}"));
                     return Some(l);
                 }
@@ -209,7 +237,10 @@ impl Line {
     pub fn next(&mut self, what: &str) -> String {
         match self.next_within(WAIT) {
             Some(l) => l,
-            None => panic!("no line within {WAIT:?} while waiting for {what}\n{}", self.dump()),
+            None => panic!(
+                "no line within {WAIT:?} while waiting for {what}\n{}",
+                self.dump()
+            ),
         }
     }
 
@@ -221,7 +252,10 @@ impl Line {
                 return l;
             }
             if l == "<EOF>" {
-                panic!("connection closed while waiting for {prefix:?}\n{}", self.dump());
+                panic!(
+                    "connection closed while waiting for {prefix:?}\n{}",
+                    self.dump()
+                );
             }
         }
     }
@@ -236,7 +270,10 @@ impl Line {
                 return l;
             }
             if l == "<EOF>" {
-                panic!("connection closed before the reply to {line:?}\n{}", self.dump());
+                panic!(
+                    "connection closed before the reply to {line:?}\n{}",
+                    self.dump()
+                );
             }
         }
     }
@@ -251,7 +288,11 @@ impl Line {
     /// `cmd` that must fail with `code`.
     pub fn cmd_err(&mut self, line: &str, code: &str) -> String {
         let r = self.cmd(line);
-        assert!(r.starts_with(&format!("ERR {code}")), "{line:?} wanted ERR {code}, got {r:?}\n{}", self.dump());
+        assert!(
+            r.starts_with(&format!("ERR {code}")),
+            "{line:?} wanted ERR {code}, got {r:?}\n{}",
+            self.dump()
+        );
         r
     }
 
@@ -307,12 +348,19 @@ impl Client {
                 }
             }
         });
-        Client { stdin: child.stdin.take(), child, lines: rx, seen: Vec::new() }
+        Client {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin still open");
-        stdin.write_all(format!("{line}\n").as_bytes()).expect("write to client stdin");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to client stdin");
         stdin.flush().unwrap();
     }
 
@@ -339,8 +387,9 @@ impl Client {
     /// Closes stdin and waits, bounded, for exit; returns status and remaining output.
     pub fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
         drop(self.stdin.take());
-        let st = wait_exit(&mut self.child, Duration::from_secs(20))
-            .unwrap_or_else(|| panic!("client did not exit; output:\n  {}", self.seen.join("\n  ")));
+        let st = wait_exit(&mut self.child, Duration::from_secs(20)).unwrap_or_else(|| {
+            panic!("client did not exit; output:\n  {}", self.seen.join("\n  "))
+        });
         let mut all = self.seen.clone();
         while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
             all.push(l);

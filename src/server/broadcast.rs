@@ -1,0 +1,404 @@
+//! Broadcast bookkeeping, pure: which broadcasts are live, who has received
+//! which, and the UDP retransmit schedule.
+//!
+//! Memory: per account a high-water mark (`floor`: every live broadcast with an
+//! id at or below it is done for this user) plus the few ids above it that were
+//! delivered out of order. One broadcast to 10,000 users therefore costs one
+//! record, not a set of 10,000 names; once a user has it, the floor moves past it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::accounts::{Accounts, UserIdx};
+
+/// One row of `broadcasts.csv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastRecord {
+    pub id: u64,
+    pub from: String,
+    pub created_unix: u64,
+    /// Fixed when the broadcast is made; a restart does not extend it.
+    pub expires_unix: u64,
+    /// Accounts that existed when it was made: indexes `0..audience` receive it.
+    pub audience: u32,
+    pub text: String,
+}
+
+/// One row of `deliveries.csv`: a delivery, or (after compaction) a floor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryRow {
+    Got { user: String, id: u64 },
+    Upto { user: String, id: u64 },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Delivered {
+    floor: u64,
+    /// Sorted ids above `floor` already delivered (out-of-order ACKs).
+    above: Vec<u64>,
+}
+
+#[derive(Debug)]
+struct Live {
+    record: BroadcastRecord,
+    sender: Option<UserIdx>,
+}
+
+#[derive(Debug, Default)]
+pub struct BroadcastBook {
+    live: BTreeMap<u64, Live>,
+    delivered: Vec<Delivered>,
+    next_id: u64,
+}
+
+impl BroadcastBook {
+    /// Rebuilds the book from the store's rows, dropping what expired by `now_unix`.
+    pub fn load(
+        records: Vec<BroadcastRecord>,
+        rows: Vec<DeliveryRow>,
+        accounts: &Accounts,
+        now_unix: u64,
+    ) -> BroadcastBook {
+        let mut book = BroadcastBook {
+            next_id: 1,
+            ..Default::default()
+        };
+        for r in records {
+            book.next_id = book.next_id.max(r.id + 1);
+            if r.expires_unix > now_unix {
+                book.add(r, accounts);
+            }
+        }
+        for row in rows {
+            match row {
+                DeliveryRow::Got { user, id } => {
+                    if let Some(u) = accounts.find(&user) {
+                        book.mark_delivered(u, id);
+                    }
+                }
+                DeliveryRow::Upto { user, id } => {
+                    if let Some(u) = accounts.find(&user) {
+                        let d = book.slot(u);
+                        d.floor = d.floor.max(id);
+                        d.above.retain(|&x| x > id);
+                        book.advance(u);
+                    }
+                }
+            }
+        }
+        book
+    }
+
+    /// The id the next broadcast gets (ids only grow, across restarts too).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.max(1)
+    }
+
+    /// Makes sure `id` is never handed out again, even if its store write fails.
+    pub fn reserve_id(&mut self, id: u64) {
+        self.next_id = self.next_id.max(id + 1);
+    }
+
+    pub fn add(&mut self, record: BroadcastRecord, accounts: &Accounts) {
+        self.next_id = self.next_id.max(record.id + 1);
+        let sender = accounts.find(&record.from);
+        self.live.insert(record.id, Live { record, sender });
+    }
+
+    pub fn get(&self, id: u64) -> Option<&BroadcastRecord> {
+        self.live.get(&id).map(|l| &l.record)
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    fn eligible(live: &Live, user: UserIdx) -> bool {
+        user.0 < live.record.audience && live.sender != Some(user)
+    }
+
+    /// Whether `user` is in the audience of broadcast `id` (alive or not).
+    pub fn is_recipient(&self, id: u64, user: UserIdx) -> bool {
+        self.live.get(&id).is_some_and(|l| Self::eligible(l, user))
+    }
+
+    pub fn is_delivered(&self, user: UserIdx, id: u64) -> bool {
+        match self.delivered.get(user.0 as usize) {
+            Some(d) => id <= d.floor || d.above.binary_search(&id).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Live broadcasts `user` should get and has not, oldest first.
+    pub fn pending_for(&self, user: UserIdx, now_unix: u64) -> Vec<u64> {
+        let floor = self.delivered.get(user.0 as usize).map_or(0, |d| d.floor);
+        self.live
+            .range(floor + 1..)
+            .filter(|(id, l)| {
+                l.record.expires_unix > now_unix
+                    && Self::eligible(l, user)
+                    && !self.is_delivered(user, **id)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Records a delivery. True if it is new (so it must be persisted).
+    pub fn mark_delivered(&mut self, user: UserIdx, id: u64) -> bool {
+        if self.is_delivered(user, id) {
+            return false;
+        }
+        let d = self.slot(user);
+        if let Err(pos) = d.above.binary_search(&id) {
+            d.above.insert(pos, id);
+        }
+        self.advance(user);
+        true
+    }
+
+    fn slot(&mut self, user: UserIdx) -> &mut Delivered {
+        let i = user.0 as usize;
+        if self.delivered.len() <= i {
+            self.delivered.resize_with(i + 1, Delivered::default);
+        }
+        &mut self.delivered[i]
+    }
+
+    /// Moves the floor past every live broadcast that is done for `user`.
+    fn advance(&mut self, user: UserIdx) {
+        let i = user.0 as usize;
+        let Some(d) = self.delivered.get_mut(i) else {
+            return;
+        };
+        for (id, l) in self.live.range(d.floor + 1..) {
+            let done = !Self::eligible(l, user) || d.above.binary_search(id).is_ok();
+            if !done {
+                break;
+            }
+            d.floor = *id;
+        }
+        // With no live broadcast left above, everything delivered is below the
+        // next id: fold it into the floor too.
+        if let Some(&max) = d.above.last().filter(|&&max| max > d.floor) {
+            if self.live.range(d.floor + 1..=max).next().is_none() {
+                d.floor = d.floor.max(max);
+            }
+        }
+        let floor = d.floor;
+        d.above.retain(|&x| x > floor);
+    }
+
+    /// Drops broadcasts expired by `now_unix`; returns how many.
+    pub fn purge_expired(&mut self, now_unix: u64) -> usize {
+        let before = self.live.len();
+        self.live.retain(|_, l| l.record.expires_unix > now_unix);
+        before - self.live.len()
+    }
+
+    /// Unix second of the next expiry, if any broadcast is live.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.live.values().map(|l| l.record.expires_unix).min()
+    }
+
+    /// The compacted contents of the store: live broadcasts, one floor row per
+    /// user with a floor, and the out-of-order deliveries above it.
+    pub fn snapshot(&self, accounts: &Accounts) -> (Vec<BroadcastRecord>, Vec<DeliveryRow>) {
+        let records = self.live.values().map(|l| l.record.clone()).collect();
+        let oldest_live = self.live.keys().next().copied().unwrap_or(u64::MAX);
+        let mut rows = Vec::new();
+        for (i, d) in self.delivered.iter().enumerate() {
+            let user = accounts.name(UserIdx(i as u32));
+            // A floor below every live id says nothing the next restart needs.
+            if d.floor > 0 && d.floor + 1 >= oldest_live {
+                rows.push(DeliveryRow::Upto {
+                    user: user.to_owned(),
+                    id: d.floor,
+                });
+            }
+            for &id in &d.above {
+                if self.live.contains_key(&id) {
+                    rows.push(DeliveryRow::Got {
+                        user: user.to_owned(),
+                        id,
+                    });
+                }
+            }
+        }
+        (records, rows)
+    }
+}
+
+/// Where a UDP delivery stands after its n-th datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// Send the datagram again after this long.
+    Resend(Duration),
+    /// Give up on UDP after this long and deliver on TCP.
+    FallBack(Duration),
+}
+
+impl NextStep {
+    /// How long until this step is due.
+    pub fn wait(self) -> Duration {
+        match self {
+            NextStep::Resend(d) | NextStep::FallBack(d) => d,
+        }
+    }
+}
+
+/// Datagrams sent per delivery before the TCP fallback.
+pub const UDP_ATTEMPTS: u32 = 4;
+pub const FIRST_RETRANSMIT: Duration = Duration::from_millis(500);
+
+/// Exponential backoff: datagrams at 0, 0.5, 1.5 and 3.5 s, TCP at 7.5 s, so
+/// a client that never ACKs has it on TCP within the contract's 10 s.
+pub fn after_send(sent: u32) -> NextStep {
+    let wait = FIRST_RETRANSMIT * 2u32.pow(sent.saturating_sub(1).min(16));
+    if sent >= UDP_ATTEMPTS {
+        NextStep::FallBack(wait)
+    } else {
+        NextStep::Resend(wait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::accounts::UserRecord;
+    use crate::server::kdf::PasswordHash;
+
+    fn accounts(names: &[&str]) -> Accounts {
+        let mut a = Accounts::new();
+        for n in names {
+            a.insert(UserRecord {
+                username: n.to_string(),
+                password_hash: PasswordHash {
+                    iterations: 1,
+                    salt: [0; 16],
+                    hash: [0; 32],
+                },
+                created_unix: 0,
+            });
+        }
+        a
+    }
+
+    fn rec(id: u64, from: &str, expires: u64, audience: u32) -> BroadcastRecord {
+        BroadcastRecord {
+            id,
+            from: from.into(),
+            created_unix: 0,
+            expires_unix: expires,
+            audience,
+            text: format!("text {id}"),
+        }
+    }
+
+    const A: UserIdx = UserIdx(0);
+    const B: UserIdx = UserIdx(1);
+    const C: UserIdx = UserIdx(2);
+
+    #[test]
+    fn audience_excludes_sender_and_later_signups() {
+        let acc = accounts(&["a", "b", "c"]);
+        let mut book = BroadcastBook::default();
+        book.add(rec(1, "a", 100, 2), &acc);
+        assert_eq!(book.pending_for(A, 0), Vec::<u64>::new(), "sender");
+        assert_eq!(book.pending_for(B, 0), vec![1]);
+        assert_eq!(book.pending_for(C, 0), Vec::<u64>::new(), "signed up after");
+    }
+
+    #[test]
+    fn delivered_once_and_floor_absorbs_it() {
+        let acc = accounts(&["a", "b"]);
+        let mut book = BroadcastBook::default();
+        book.add(rec(1, "a", 100, 2), &acc);
+        book.add(rec(2, "a", 100, 2), &acc);
+        assert!(book.mark_delivered(B, 2), "out of order first");
+        assert!(!book.mark_delivered(B, 2), "twice is not new");
+        assert_eq!(book.pending_for(B, 0), vec![1]);
+        assert!(book.mark_delivered(B, 1));
+        assert_eq!(book.pending_for(B, 0), Vec::<u64>::new());
+        assert_eq!(
+            book.delivered[1],
+            Delivered {
+                floor: 2,
+                above: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn expiry_hides_and_purges() {
+        let acc = accounts(&["a", "b"]);
+        let mut book = BroadcastBook::default();
+        book.add(rec(1, "a", 50, 2), &acc);
+        book.add(rec(2, "a", 100, 2), &acc);
+        assert_eq!(book.pending_for(B, 60), vec![2]);
+        assert_eq!(book.next_expiry(), Some(50));
+        assert_eq!(book.purge_expired(60), 1);
+        assert_eq!(book.next_expiry(), Some(100));
+        assert_eq!(book.next_id(), 3, "ids never reused");
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_load() {
+        let acc = accounts(&["a", "b", "c"]);
+        let mut book = BroadcastBook::default();
+        for id in 1..=3 {
+            book.add(rec(id, "a", 100, 3), &acc);
+        }
+        book.mark_delivered(B, 1);
+        book.mark_delivered(B, 3);
+        book.mark_delivered(C, 2);
+        let (records, rows) = book.snapshot(&acc);
+        let again = BroadcastBook::load(records, rows, &acc, 0);
+        for u in [A, B, C] {
+            assert_eq!(again.pending_for(u, 0), book.pending_for(u, 0), "{u:?}");
+        }
+        assert_eq!(again.pending_for(B, 0), vec![2]);
+        assert_eq!(again.pending_for(C, 0), vec![1, 3]);
+        assert_eq!(again.next_id(), 4);
+    }
+
+    #[test]
+    fn load_drops_expired_but_keeps_ids_growing() {
+        let acc = accounts(&["a", "b"]);
+        let book = BroadcastBook::load(vec![rec(7, "a", 10, 2)], vec![], &acc, 20);
+        assert_eq!(book.live_count(), 0);
+        assert_eq!(book.next_id(), 8);
+    }
+
+    #[test]
+    fn memory_per_user_stays_flat_for_in_order_delivery() {
+        let names: Vec<String> = (0..1000).map(|i| format!("u{i}")).collect();
+        let acc = accounts(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut book = BroadcastBook::default();
+        for id in 1..=50 {
+            book.add(rec(id, "u0", 100, 1000), &acc);
+            for u in 1..1000 {
+                book.mark_delivered(UserIdx(u), id);
+            }
+        }
+        assert!(book.delivered.iter().all(|d| d.above.is_empty()));
+    }
+
+    #[test]
+    fn retransmit_schedule_falls_back_within_ten_seconds() {
+        let mut at = Duration::ZERO;
+        let mut sends = 0;
+        loop {
+            sends += 1;
+            match after_send(sends) {
+                NextStep::Resend(d) => at += d,
+                NextStep::FallBack(d) => {
+                    at += d;
+                    break;
+                }
+            }
+        }
+        assert_eq!(sends, UDP_ATTEMPTS);
+        assert_eq!(at, Duration::from_millis(7500));
+        assert!(at < Duration::from_secs(10));
+    }
+}

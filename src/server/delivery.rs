@@ -1,0 +1,224 @@
+//! Broadcast delivery and the UDP side: `REGISTER`/`ACK`/`PING` datagrams,
+//! fan-out in bounded batches, retransmits with backoff, and the TCP fallback.
+//!
+//! A delivery counts (and is persisted) when the client ACKs the datagram or
+//! when the `EVENT BROADCAST` line is handed to its TCP connection.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::accounts::UserIdx;
+use super::broadcast::{after_send, BroadcastRecord, DeliveryRow, NextStep};
+use super::engine::{Engine, Output, Timer};
+use crate::proto::{ClientDatagram, Event, OkReply, ServerDatagram, ServerLine};
+
+impl Engine {
+    /// A datagram arrived on the UDP port. Anything not carrying a live session
+    /// token (and, except for REGISTER, from that session's registered address)
+    /// is dropped without an answer; answers are never larger than the request.
+    pub fn on_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let Some(d) = ClientDatagram::parse(bytes) else {
+            return self.drop_datagram(from, "malformed");
+        };
+        let Some(&user) = self.by_token.get(d.token()) else {
+            return self.drop_datagram(from, "unknown token");
+        };
+        let registered = self.sessions.get(&user).and_then(|s| s.udp);
+        match d {
+            ClientDatagram::Register { .. } => {
+                let s = self
+                    .sessions
+                    .get_mut(&user)
+                    .expect("token maps to a session");
+                s.udp = Some(from);
+                let was_waiting = std::mem::replace(&mut s.awaiting_register, false);
+                log::debug!(
+                    "udp endpoint {from} registered for {}",
+                    self.accounts.name(user)
+                );
+                self.datagram(from, ServerDatagram::Registered);
+                if was_waiting {
+                    self.deliver_pending(now, user);
+                }
+            }
+            _ if registered != Some(from) => self.drop_datagram(from, "unregistered address"),
+            ClientDatagram::Ping { .. } => self.datagram(from, ServerDatagram::Pong),
+            ClientDatagram::Ack { id, .. } => {
+                if let Some(s) = self.sessions.get_mut(&user) {
+                    s.inflight.remove(&id);
+                }
+                if self.book.is_recipient(id, user) {
+                    self.delivered(user, id);
+                }
+            }
+        }
+    }
+
+    fn drop_datagram(&mut self, from: SocketAddr, why: &str) {
+        self.stats.dropped_datagrams += 1;
+        log::debug!("dropped datagram from {from}: {why}");
+    }
+
+    fn datagram(&mut self, to: SocketAddr, d: ServerDatagram) {
+        self.stats.datagrams_sent += 1;
+        self.push(Output::Datagram {
+            to,
+            bytes: d.to_string().into_bytes(),
+        });
+    }
+
+    /// The broadcast is on disk: count its audience, queue the fan-out, reply.
+    pub(super) fn start_broadcast(&mut self, _now: Instant, record: BroadcastRecord) -> ServerLine {
+        let id = record.id;
+        let expires = record.expires_unix;
+        let audience = record.audience;
+        log::info!(
+            "broadcast {id} from {} to {} account(s)",
+            record.from,
+            audience.saturating_sub(1)
+        );
+        self.book.add(record, &self.accounts);
+        let reached = self
+            .sessions
+            .keys()
+            .filter(|&&u| self.book.is_recipient(id, u))
+            .count();
+        let eligible = (0..audience)
+            .filter(|&u| self.book.is_recipient(id, UserIdx(u)))
+            .count();
+        self.fanout.push_back((id, 0));
+        self.arm_expiry();
+        ServerLine::Ok(OkReply::Broadcast {
+            id,
+            reached,
+            pending: eligible - reached,
+            expires,
+        })
+    }
+
+    /// Hands up to `batch` recipients their copy of the oldest fan-out in progress.
+    pub(super) fn run_fanout(&mut self, now: Instant, mut batch: usize) {
+        while batch > 0 {
+            let Some(&(id, next)) = self.fanout.front() else {
+                return;
+            };
+            let Some(audience) = self.book.get(id).map(|r| r.audience) else {
+                self.fanout.pop_front();
+                continue;
+            };
+            let end = audience.min(next.saturating_add(batch as u32));
+            for u in next..end {
+                let user = UserIdx(u);
+                if self.sessions.contains_key(&user) && self.book.is_recipient(id, user) {
+                    self.deliver(now, user, id);
+                }
+            }
+            batch -= (end - next) as usize;
+            if end >= audience {
+                self.fanout.pop_front();
+            } else {
+                self.fanout.front_mut().unwrap().1 = end;
+            }
+        }
+    }
+
+    /// Everything still owed to a user who just became reachable.
+    pub(super) fn deliver_pending(&mut self, now: Instant, user: UserIdx) {
+        for id in self.book.pending_for(user, self.unix_secs(now)) {
+            self.deliver(now, user, id);
+        }
+    }
+
+    /// Starts delivering broadcast `id` to an online user: UDP if registered,
+    /// TCP if not, nothing yet if we are waiting for the client to REGISTER.
+    fn deliver(&mut self, now: Instant, user: UserIdx, id: u64) {
+        if self.book.is_delivered(user, id) {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&user) else {
+            return;
+        };
+        if s.awaiting_register || s.inflight.contains_key(&id) {
+            return;
+        }
+        match s.udp {
+            Some(addr) => {
+                s.inflight.insert(id, 1);
+                let serial = s.serial;
+                self.send_bcast(addr, id);
+                self.timers.arm(
+                    now + after_send(1).wait(),
+                    Timer::Retransmit(user, serial, id),
+                );
+            }
+            None => self.deliver_tcp(user, id),
+        }
+    }
+
+    fn send_bcast(&mut self, to: SocketAddr, id: u64) {
+        let Some(r) = self.book.get(id) else { return };
+        let d = ServerDatagram::Bcast {
+            id,
+            from: r.from.clone(),
+            unix: r.created_unix,
+            text: r.text.clone(),
+        };
+        self.datagram(to, d);
+    }
+
+    fn deliver_tcp(&mut self, user: UserIdx, id: u64) {
+        let (Some(r), Some(s)) = (self.book.get(id), self.sessions.get(&user)) else {
+            return;
+        };
+        let e = Event::Broadcast {
+            id,
+            from: r.from.clone(),
+            unix: r.created_unix,
+            text: r.text.clone(),
+        };
+        let conn = s.conn;
+        self.line(conn, e);
+        self.delivered(user, id);
+    }
+
+    fn delivered(&mut self, user: UserIdx, id: u64) {
+        if self.book.mark_delivered(user, id) {
+            let user = self.accounts.name(user).to_owned();
+            self.push(Output::StoreDelivery(DeliveryRow::Got { user, id }));
+        }
+    }
+
+    /// A retransmit timer: send again, or give up on UDP and use TCP.
+    pub(super) fn retransmit(&mut self, now: Instant, user: UserIdx, serial: u64, id: u64) {
+        let Some(s) = self.sessions.get_mut(&user).filter(|s| s.serial == serial) else {
+            return;
+        };
+        let Some(&sent) = s.inflight.get(&id) else {
+            return;
+        };
+        if self.book.get(id).is_none() {
+            s.inflight.remove(&id);
+            return;
+        }
+        match after_send(sent) {
+            NextStep::Resend(_) => {
+                s.inflight.insert(id, sent + 1);
+                let addr = s.udp.expect("in flight implies a UDP endpoint");
+                self.send_bcast(addr, id);
+                self.timers.arm(
+                    now + after_send(sent + 1).wait(),
+                    Timer::Retransmit(user, serial, id),
+                );
+            }
+            NextStep::FallBack(_) => {
+                s.inflight.remove(&id);
+                self.stats.tcp_fallbacks += 1;
+                log::debug!(
+                    "broadcast {id}: no ACK from {}, falling back to TCP",
+                    self.accounts.name(user)
+                );
+                self.deliver_tcp(user, id);
+            }
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! The thin mio driver: one `Poll`, one thread. It owns the sockets and the
+//! store, feeds the engine `(now, input)`, executes the engine's outputs in
+//! order, and sleeps until the engine's next deadline.
+//!
+//! Tokens: the slab key of a connection is its `mio::Token` and the engine's
+//! `ConnId`; the listener, the UDP socket and the signal pipe have fixed tokens
+//! at the top of the range. Closed slots are freed after the event batch, so a
+//! stale event in the same batch can never reach a reused slot.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::config::Config;
+use super::engine::{Engine, Output};
+use super::store::Store;
+use crate::netio::{self, OutBuffer, ReadStatus, UdpQueue};
+use crate::proto::datagram::MAX_DATAGRAM;
+use crate::proto::LineReader;
+use crate::signals::SignalPipe;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const UDP: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+/// A client that stops reading may have this much queued before it is dropped.
+const OUT_CAP: usize = 1 << 20;
+/// After we close, how long we keep reading (and discarding) so that our last
+/// lines are not destroyed by a reset.
+const LINGER: Duration = Duration::from_secs(2);
+/// Datagrams taken from the UDP socket per turn before others get theirs.
+const UDP_BUDGET: usize = 1024;
+/// How long shutdown waits for final lines to drain.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+
+struct Conn {
+    stream: TcpStream,
+    reader: LineReader,
+    out: OutBuffer,
+    registered: Interest,
+    /// The engine is still working on earlier input: do not read.
+    paused: bool,
+    /// Data may be waiting with no edge to announce it: read next turn.
+    read_again: bool,
+    /// Set once we decided to close: when to give up lingering.
+    closing: Option<Instant>,
+    wrote_fin: bool,
+    gone: bool,
+}
+
+pub struct Driver {
+    poll: Poll,
+    listener: TcpListener,
+    udp: UdpSocket,
+    udp_queue: UdpQueue,
+    udp_read_again: bool,
+    signals: SignalPipe,
+    conns: Slab<Conn>,
+    engine: Engine,
+    store: Store,
+    delivery_sync_at: Option<Instant>,
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Raises the soft open-files limit to what `max_clients` needs, or says why not.
+fn ensure_fd_limit(max_clients: usize) -> Result<(), String> {
+    let need = max_clients as u64 + 64;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(format!(
+            "cannot read RLIMIT_NOFILE: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    if lim.rlim_cur >= need {
+        return Ok(());
+    }
+    if lim.rlim_max < need {
+        return Err(format!(
+            "--max-clients {max_clients} needs {need} open files, but the hard limit is {}; \
+             lower --max-clients or raise the limit (ulimit -Hn)",
+            lim.rlim_max
+        ));
+    }
+    lim.rlim_cur = need;
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(format!(
+            "cannot raise RLIMIT_NOFILE to {need}: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    log::info!("raised the open-files limit to {need}");
+    Ok(())
+}
+
+/// Binds TCP and UDP on the same port; with port 0, retries until a port is free for both.
+fn bind(cfg: &Config) -> io::Result<(TcpListener, UdpSocket)> {
+    let mut last_err = None;
+    for _ in 0..if cfg.port == 0 { 32 } else { 1 } {
+        let listener = TcpListener::bind(SocketAddr::new(cfg.bind, cfg.port))?;
+        let port = listener.local_addr()?.port();
+        match UdpSocket::bind(SocketAddr::new(cfg.bind, port)) {
+            Ok(udp) => return Ok((listener, udp)),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::other("no port free for both TCP and UDP")))
+}
+
+impl Driver {
+    /// Opens the store, binds, registers; prints the `listening` line.
+    pub fn start(cfg: Config) -> Result<Driver, String> {
+        ensure_fd_limit(cfg.engine.max_clients)?;
+        let (store, loaded) = Store::open(&cfg.data_dir)
+            .map_err(|e| format!("cannot open data dir {}: {e}", cfg.data_dir.display()))?;
+        log::info!(
+            "data dir {}: {} user(s), {} broadcast row(s), {} delivery row(s)",
+            cfg.data_dir.display(),
+            loaded.users.len(),
+            loaded.broadcasts.len(),
+            loaded.deliveries.len()
+        );
+        let engine = Engine::new(
+            cfg.engine.clone(),
+            loaded.users,
+            loaded.broadcasts,
+            loaded.deliveries,
+            Instant::now(),
+            unix_ms_now(),
+        );
+        let (mut listener, mut udp) =
+            bind(&cfg).map_err(|e| format!("cannot bind {}:{}: {e}", cfg.bind, cfg.port))?;
+        let poll = Poll::new().map_err(|e| format!("cannot create poll: {e}"))?;
+        let mut signals =
+            SignalPipe::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let reg = poll.registry();
+        let fail = |e: io::Error| format!("cannot register with poll: {e}");
+        reg.register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(fail)?;
+        reg.register(&mut udp, UDP, Interest::READABLE)
+            .map_err(fail)?;
+        reg.register(signals.receiver(), SIGNALS, Interest::READABLE)
+            .map_err(fail)?;
+        let tcp_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let udp_addr = udp.local_addr().map_err(|e| e.to_string())?;
+        let mut out = io::stdout();
+        let _ = writeln!(out, "listening tcp={tcp_addr} udp={udp_addr}");
+        let _ = out.flush();
+        log::info!("listening on tcp={tcp_addr} udp={udp_addr}");
+        let mut d = Driver {
+            poll,
+            listener,
+            udp,
+            udp_queue: UdpQueue::with_cap(65_536),
+            udp_read_again: false,
+            signals,
+            conns: Slab::new(),
+            engine,
+            store,
+            delivery_sync_at: None,
+        };
+        d.run_outputs(Instant::now());
+        Ok(d)
+    }
+
+    /// Runs until SIGINT/SIGTERM; then flushes and returns.
+    pub fn run(mut self) -> Result<(), String> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(format!("poll failed: {e}"));
+            }
+            let now = Instant::now();
+            let mut stop = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_all(now),
+                    UDP => {
+                        if ev.is_readable() {
+                            self.recv_datagrams(now);
+                        }
+                        if ev.is_writable() {
+                            self.udp_queue.flush(&self.udp);
+                        }
+                    }
+                    SIGNALS => stop |= self.signals.drain(),
+                    Token(i) => self.conn_event(now, i, ev.is_readable(), ev.is_writable()),
+                }
+            }
+            self.catch_up_reads(now);
+            self.engine.on_timeout(now);
+            // Ending the turn can itself produce outputs (a failed write ends a
+            // session, which cancels requests): run until quiet, boundedly.
+            for _ in 0..4 {
+                self.run_outputs(now);
+                self.end_turn(now);
+                if !self.engine.has_output() {
+                    break;
+                }
+            }
+            if stop {
+                log::info!("signal received: shutting down");
+                return self.shutdown();
+            }
+        }
+    }
+
+    fn timeout(&self, now: Instant) -> Option<Duration> {
+        let busy = self.engine.has_work()
+            || self.udp_read_again
+            || self.conns.iter().any(|(_, c)| c.read_again && !c.paused);
+        if busy {
+            return Some(Duration::ZERO);
+        }
+        let lingering = self.conns.iter().filter_map(|(_, c)| c.closing).min();
+        [
+            self.engine.next_deadline(),
+            lingering,
+            self.delivery_sync_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, addr)) => {
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, Token(key), Interest::READABLE)
+                    {
+                        log::warn!("cannot register connection from {addr}: {e}");
+                        continue;
+                    }
+                    entry.insert(Conn {
+                        stream,
+                        reader: LineReader::new(),
+                        out: OutBuffer::with_cap(OUT_CAP),
+                        registered: Interest::READABLE,
+                        paused: false,
+                        read_again: false,
+                        closing: None,
+                        wrote_fin: false,
+                        gone: false,
+                    });
+                    self.engine.on_connect(now, key, addr);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the pending connection stays queued;
+                    // we try again on the next readiness edge.
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn recv_datagrams(&mut self, now: Instant) {
+        let mut buf = [0u8; MAX_DATAGRAM + 1];
+        self.udp_read_again = false;
+        for _ in 0..UDP_BUDGET {
+            match self.udp.recv_from(&mut buf) {
+                Ok((n, from)) => self.engine.on_datagram(now, from, &buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("udp receive error: {e}");
+                    return;
+                }
+            }
+        }
+        self.udp_read_again = true;
+    }
+
+    fn conn_event(&mut self, now: Instant, key: usize, readable: bool, writable: bool) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.gone {
+            return;
+        }
+        if writable && c.out.write_to(&mut c.stream).is_err() {
+            c.gone = true;
+            self.engine.on_disconnect(now, key);
+            return;
+        }
+        if readable {
+            self.read_conn(now, key);
+        }
+    }
+
+    fn catch_up_reads(&mut self, now: Instant) {
+        if self.udp_read_again {
+            self.recv_datagrams(now);
+        }
+        let again: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.read_again && !c.paused && !c.gone)
+            .map(|(k, _)| k)
+            .collect();
+        for key in again {
+            self.read_conn(now, key);
+        }
+    }
+
+    fn read_conn(&mut self, now: Instant, key: usize) {
+        let Driver { conns, engine, .. } = self;
+        let Some(c) = conns.get_mut(key) else { return };
+        c.read_again = false;
+        if c.closing.is_some() {
+            // Lingering: discard input until the peer closes too.
+            let mut sink = LineReader::new();
+            if netio::read_frames(&mut c.stream, &mut sink, |_| {}) == ReadStatus::Closed {
+                c.gone = true;
+            }
+            return;
+        }
+        if c.paused {
+            return;
+        }
+        let status = netio::read_frames(&mut c.stream, &mut c.reader, |f| {
+            engine.on_frame(now, key, f)
+        });
+        match status {
+            ReadStatus::Closed => {
+                c.gone = true;
+                engine.on_disconnect(now, key);
+            }
+            ReadStatus::MoreWaiting => c.read_again = true,
+            ReadStatus::Drained => {}
+        }
+        if !engine.accepts_input(key) {
+            c.paused = true;
+            c.read_again = true;
+        }
+    }
+
+    /// Executes the engine's outputs in order. Store writes complete before the
+    /// reply that depends on them is produced.
+    fn run_outputs(&mut self, now: Instant) {
+        while let Some(out) = self.engine.poll_output() {
+            match out {
+                Output::Line { conn, line } => {
+                    let Some(c) = self
+                        .conns
+                        .get_mut(conn)
+                        .filter(|c| c.closing.is_none() && !c.gone)
+                    else {
+                        continue;
+                    };
+                    if c.out.push_line(&line).is_err() {
+                        self.engine.on_overflow(now, conn);
+                    }
+                }
+                Output::Close { conn } => self.begin_close(now, conn),
+                Output::Evict { conn, line } => {
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        c.out = OutBuffer::with_cap(OUT_CAP);
+                        let _ = c.out.push_line(&line);
+                    }
+                    self.begin_close(now, conn);
+                }
+                Output::Resume { conn } => {
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        c.paused = false;
+                        c.read_again = true;
+                    }
+                }
+                Output::Datagram { to, bytes } => self.udp_queue.send(&self.udp, to, bytes),
+                Output::StoreUser { conn, record } => {
+                    let ok = self
+                        .store
+                        .append_user(&record)
+                        .map_err(|e| log::error!("cannot save signup: {e}"));
+                    self.engine.user_stored(now, conn, record, ok.is_ok());
+                }
+                Output::StoreBroadcast { conn, record } => {
+                    let ok = self
+                        .store
+                        .append_broadcast(&record)
+                        .map_err(|e| log::error!("cannot save broadcast: {e}"));
+                    self.engine.broadcast_stored(now, conn, record, ok.is_ok());
+                }
+                Output::StoreDelivery(row) => self.store.record_delivery(&row),
+                Output::Compact {
+                    broadcasts,
+                    deliveries,
+                } => {
+                    if let Err(e) = self.store.compact(&broadcasts, &deliveries) {
+                        log::error!("cannot compact the broadcast store: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn begin_close(&mut self, now: Instant, conn: usize) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.closing.get_or_insert(now + LINGER);
+            c.read_again = true;
+        }
+    }
+
+    /// Flushes, persists, recomputes interests and frees finished connections.
+    fn end_turn(&mut self, now: Instant) {
+        match self.store.flush_deliveries(now, false) {
+            Ok(at) => self.delivery_sync_at = at,
+            Err(e) => log::error!("cannot write deliveries: {e}"),
+        }
+        let registry = self.poll.registry();
+        let mut dead = Vec::new();
+        for (key, c) in self.conns.iter_mut() {
+            if !c.gone && !c.out.is_empty() && c.out.write_to(&mut c.stream).is_err() {
+                c.gone = true;
+                if c.closing.is_none() {
+                    self.engine.on_disconnect(now, key);
+                }
+            }
+            if let Some(deadline) = c.closing {
+                if c.out.is_empty() && !c.wrote_fin {
+                    let _ = c.stream.shutdown(Shutdown::Write);
+                    c.wrote_fin = true;
+                }
+                if now >= deadline {
+                    c.gone = true;
+                }
+            }
+            if c.gone {
+                dead.push(key);
+                continue;
+            }
+            let want = netio::interest(true, !c.out.is_empty()).expect("always readable");
+            if want != c.registered {
+                if let Err(e) = registry.reregister(&mut c.stream, Token(key), want) {
+                    log::warn!("reregister conn {key}: {e}");
+                }
+                c.registered = want;
+            }
+        }
+        for key in dead {
+            let mut c = self.conns.remove(key);
+            let _ = registry.deregister(&mut c.stream);
+        }
+        let udp_want = netio::interest(true, !self.udp_queue.is_empty()).expect("always readable");
+        let _ = registry.reregister(&mut self.udp, UDP, udp_want);
+    }
+
+    fn shutdown(mut self) -> Result<(), String> {
+        let now = Instant::now();
+        self.engine.shutdown(now);
+        self.run_outputs(now);
+        let deadline = now + SHUTDOWN_DRAIN;
+        let mut events = Events::with_capacity(256);
+        while Instant::now() < deadline {
+            let now = Instant::now();
+            self.end_turn(now);
+            if self.conns.iter().all(|(_, c)| c.out.is_empty()) && self.udp_queue.is_empty() {
+                break;
+            }
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(20)));
+            self.udp_queue.flush(&self.udp);
+        }
+        self.store
+            .flush_deliveries(Instant::now(), true)
+            .map_err(|e| format!("cannot flush deliveries at shutdown: {e}"))?;
+        log::info!("shut down cleanly");
+        Ok(())
+    }
+}

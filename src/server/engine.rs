@@ -1,0 +1,818 @@
+//! The server engine: every rule of the control protocol, sessions, presence,
+//! introductions and broadcast delivery, as a pure state machine.
+//!
+//! It is fed `(now, input)` through the `on_*` methods, and the driver then
+//! drains [`Output`]s with [`Engine::poll_output`] and sleeps until
+//! [`Engine::next_deadline`] (or not at all while [`Engine::has_work`]). It
+//! never touches a socket, a file or the clock: time arrives as `now`, file
+//! writes leave as ordered outputs whose completion is reported back
+//! (`user_stored`, `broadcast_stored`) before the reply that depends on them.
+//!
+//! The per-verb handlers live in `handlers.rs`, UDP and broadcast delivery in
+//! `delivery.rs`; this file holds the state, the plumbing and the timers.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::accounts::{Accounts, UserIdx, UserRecord};
+use super::broadcast::{BroadcastBook, BroadcastRecord, DeliveryRow};
+use super::kdf::{self, PasswordHash, Pbkdf2};
+use crate::proto::{CancelReason, CloseReason, ErrorCode, Event, Frame, ServerLine};
+
+/// The driver's slab key for a TCP connection.
+pub type ConnId = usize;
+
+/// Iterations of PBKDF2 run per loop turn, across all pending hashes (~1 ms
+/// at 108 ns each): long enough to make progress, short enough that other
+/// clients' commands are answered promptly during a login storm.
+pub const KDF_TURN_BUDGET: u32 = 8192;
+/// Iterations one hash gets before the next queued hash has its turn.
+const KDF_SLICE: u32 = 2048;
+/// Broadcast recipients handled per loop turn.
+pub const FANOUT_BATCH: usize = 512;
+/// A connection's queued input lines while a hash or a store write is pending;
+/// past this the driver stops reading it (backpressure, not loss).
+const BACKLOG_LIMIT: usize = 256;
+
+/// Knobs, validated by the driver's config.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub session_ttl: Duration,
+    pub reauth_grace: Duration,
+    pub broadcast_ttl: Duration,
+    pub request_ttl: Duration,
+    pub idle_timeout: Duration,
+    pub register_wait: Duration,
+    pub max_clients: usize,
+    pub kdf_iterations: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            session_ttl: Duration::from_secs(30 * 60),
+            reauth_grace: Duration::from_secs(120),
+            broadcast_ttl: Duration::from_secs(30 * 60),
+            request_ttl: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            register_wait: Duration::from_secs(3),
+            max_clients: 10_000,
+            kdf_iterations: kdf::DEFAULT_ITERATIONS,
+        }
+    }
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Queue a line (a `\n` is added) on a connection.
+    Line {
+        conn: ConnId,
+        line: String,
+    },
+    /// Close after sending what is queued. The engine has forgotten the connection.
+    Close {
+        conn: ConnId,
+    },
+    /// Throw away what is queued (the peer is not reading), send `line`, close.
+    Evict {
+        conn: ConnId,
+        line: String,
+    },
+    /// The connection takes input again: read it even without a new event.
+    Resume {
+        conn: ConnId,
+    },
+    Datagram {
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// Append and fsync, then call [`Engine::user_stored`].
+    StoreUser {
+        conn: ConnId,
+        record: UserRecord,
+    },
+    /// Append and fsync, then call [`Engine::broadcast_stored`].
+    StoreBroadcast {
+        conn: ConnId,
+        record: BroadcastRecord,
+    },
+    /// Append (batched per turn; losing the tail to a crash means a duplicate, never a loss).
+    StoreDelivery(DeliveryRow),
+    /// Rewrite broadcasts and deliveries with this snapshot.
+    Compact {
+        broadcasts: Vec<BroadcastRecord>,
+        deliveries: Vec<DeliveryRow>,
+    },
+}
+
+/// Counters for logs and the benchmark.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub dropped_datagrams: u64,
+    pub datagrams_sent: u64,
+    pub tcp_fallbacks: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub serial: u64,
+    pub addr: SocketAddr,
+    pub user: Option<UserIdx>,
+    pub busy: Option<Busy>,
+    pub backlog: VecDeque<Frame>,
+    pub last_input: Instant,
+}
+
+#[derive(Debug)]
+pub(super) enum Busy {
+    Hashing(Box<KdfJob>),
+    /// Waiting for the driver to report a store write.
+    Storing,
+}
+
+#[derive(Debug)]
+pub(super) struct KdfJob {
+    pub kdf: Pbkdf2,
+    pub purpose: Purpose,
+}
+
+#[derive(Debug)]
+pub(super) enum Purpose {
+    /// `account` is `None` for an unknown user: the hash runs against a dummy
+    /// so the reply takes the same work either way.
+    Login {
+        account: Option<UserIdx>,
+        typed: String,
+    },
+    Signup {
+        name: String,
+        salt: [u8; kdf::SALT_LEN],
+        iterations: u32,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct Session {
+    pub conn: ConnId,
+    pub serial: u64,
+    pub token: String,
+    pub udp: Option<SocketAddr>,
+    pub list_key: u64,
+    pub grace_until: Option<Instant>,
+    /// Just logged in: deliveries wait for `REGISTER` (or `register_wait`).
+    pub awaiting_register: bool,
+    /// Broadcast id → datagrams sent so far, for unacknowledged UDP deliveries.
+    pub inflight: HashMap<u64, u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Timer {
+    Idle(ConnId, u64),
+    Reauth(UserIdx, u64),
+    Grace(UserIdx, u64),
+    Request(UserIdx, UserIdx, u64),
+    Retransmit(UserIdx, u64, u64),
+    RegisterWait(UserIdx, u64),
+    Expiry,
+    Compact,
+}
+
+pub struct Engine {
+    pub(super) cfg: EngineConfig,
+    /// Wall-clock anchor: `now` (monotonic) maps to unix time through it, so a
+    /// wall-clock step after start moves no timer.
+    epoch: Instant,
+    epoch_unix_ms: u64,
+    pub(super) accounts: Accounts,
+    pub(super) book: BroadcastBook,
+    pub(super) conns: HashMap<ConnId, Conn>,
+    pub(super) sessions: HashMap<UserIdx, Session>,
+    pub(super) by_token: HashMap<String, UserIdx>,
+    pub(super) list_order: BTreeMap<u64, UserIdx>,
+    /// Pending introductions, (from, to) → serial.
+    pub(super) requests: HashMap<(UserIdx, UserIdx), u64>,
+    pub(super) pending_signups: HashSet<String>,
+    pub(super) kdf_queue: VecDeque<(ConnId, u64)>,
+    /// Broadcasts being handed to online recipients: (id, next user index).
+    pub(super) fanout: VecDeque<(u64, u32)>,
+    pub(super) timers: crate::server::timers::Timers<Timer>,
+    outputs: VecDeque<Output>,
+    serial: u64,
+    pub(super) dummy: PasswordHash,
+    last_compact: Option<Instant>,
+    compact_armed: bool,
+    pub stats: Stats,
+}
+
+impl Engine {
+    /// Builds the engine from what the store loaded. `now_unix_ms` is the wall
+    /// clock at `now`. Emits a compaction of the loaded broadcast state.
+    pub fn new(
+        cfg: EngineConfig,
+        users: Vec<UserRecord>,
+        broadcasts: Vec<BroadcastRecord>,
+        deliveries: Vec<DeliveryRow>,
+        now: Instant,
+        now_unix_ms: u64,
+    ) -> Engine {
+        let mut accounts = Accounts::new();
+        for u in users {
+            let name = u.username.clone();
+            if accounts.insert(u).is_none() {
+                log::warn!("users.csv: duplicate username {name:?} ignored");
+            }
+        }
+        let book = BroadcastBook::load(broadcasts, deliveries, &accounts, now_unix_ms / 1000);
+        let iterations = cfg.kdf_iterations;
+        let dummy_salt = kdf::random_salt();
+        let mut e = Engine {
+            cfg,
+            epoch: now,
+            epoch_unix_ms: now_unix_ms,
+            accounts,
+            book,
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            by_token: HashMap::new(),
+            list_order: BTreeMap::new(),
+            requests: HashMap::new(),
+            pending_signups: HashSet::new(),
+            kdf_queue: VecDeque::new(),
+            fanout: VecDeque::new(),
+            timers: Default::default(),
+            outputs: VecDeque::new(),
+            serial: 0,
+            dummy: PasswordHash {
+                iterations,
+                salt: dummy_salt,
+                hash: [0; kdf::HASH_LEN],
+            },
+            last_compact: None,
+            compact_armed: false,
+            stats: Stats::default(),
+        };
+        e.arm_expiry();
+        e.compact(now);
+        e
+    }
+
+    pub fn accounts_len(&self) -> u32 {
+        self.accounts.len()
+    }
+
+    pub fn online(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn live_broadcasts(&self) -> usize {
+        self.book.live_count()
+    }
+
+    // ---- inputs -------------------------------------------------------------
+
+    /// A TCP connection was accepted.
+    pub fn on_connect(&mut self, now: Instant, conn: ConnId, addr: SocketAddr) {
+        if self.conns.len() >= self.cfg.max_clients {
+            log::warn!(
+                "refusing {addr}: {} connections is the limit",
+                self.cfg.max_clients
+            );
+            let text = format!(
+                "the server holds {} connections already; try later",
+                self.cfg.max_clients
+            );
+            self.line(
+                conn,
+                Event::Closing {
+                    reason: CloseReason::ServerFull,
+                    text,
+                },
+            );
+            self.push(Output::Close { conn });
+            return;
+        }
+        log::info!("connect {addr} (conn {conn})");
+        let serial = self.next_serial();
+        self.conns.insert(
+            conn,
+            Conn {
+                serial,
+                addr,
+                user: None,
+                busy: None,
+                backlog: VecDeque::new(),
+                last_input: now,
+            },
+        );
+        self.timers
+            .arm(now + self.cfg.idle_timeout, Timer::Idle(conn, serial));
+        let text = "peerline: LOGIN <user> <password> or SIGNUP <user> <password> <password-again>"
+            .to_owned();
+        self.line(conn, Event::Welcome { text });
+    }
+
+    /// One frame from a connection's line reader.
+    pub fn on_frame(&mut self, now: Instant, conn: ConnId, frame: Frame) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_input = now;
+        if c.busy.is_some() || !c.backlog.is_empty() {
+            c.backlog.push_back(frame);
+            return;
+        }
+        self.handle_frame(now, conn, frame);
+    }
+
+    /// False while a connection's earlier command is still being worked on
+    /// and its backlog is full: the driver should stop reading it.
+    pub fn accepts_input(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.backlog.len() < BACKLOG_LIMIT)
+    }
+
+    /// The peer closed the connection (or it failed).
+    pub fn on_disconnect(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            log::info!("disconnect {} (conn {conn})", c.addr);
+            if let Some(user) = c.user {
+                self.end_session(now, user, conn);
+            }
+        }
+    }
+
+    /// The connection's output buffer is full: it is not reading.
+    pub fn on_overflow(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.get(&conn) {
+            log::warn!(
+                "slow reader {} (conn {conn}): output buffer full, disconnecting",
+                c.addr
+            );
+        }
+        let text = "output buffer full; read faster".to_owned();
+        let line = Event::Closing {
+            reason: CloseReason::SlowReader,
+            text,
+        }
+        .to_string();
+        self.forget(now, conn);
+        self.push(Output::Evict { conn, line });
+    }
+
+    /// Result of an [`Output::StoreUser`].
+    pub fn user_stored(&mut self, now: Instant, conn: ConnId, record: UserRecord, ok: bool) {
+        self.pending_signups
+            .remove(&record.username.to_ascii_lowercase());
+        let name = record.username.clone();
+        let reply = if ok {
+            self.accounts.insert(record);
+            log::info!("signup {name}");
+            ServerLine::Ok(crate::proto::OkReply::Signup { user: name })
+        } else {
+            ServerLine::err(ErrorCode::Internal)
+        };
+        self.finish_busy(now, conn, reply);
+    }
+
+    /// Result of an [`Output::StoreBroadcast`].
+    pub fn broadcast_stored(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        record: BroadcastRecord,
+        ok: bool,
+    ) {
+        let reply = if ok {
+            self.start_broadcast(now, record)
+        } else {
+            ServerLine::err(ErrorCode::Internal)
+        };
+        self.finish_busy(now, conn, reply);
+    }
+
+    /// Fires due timers and does one bounded slice of pending work.
+    pub fn on_timeout(&mut self, now: Instant) {
+        while let Some(t) = self.timers.pop_due(now) {
+            self.fire(now, t);
+        }
+        self.run_kdf(now, KDF_TURN_BUDGET);
+        self.run_fanout(now, FANOUT_BATCH);
+    }
+
+    /// SIGINT/SIGTERM: tell everyone, close everything.
+    pub fn shutdown(&mut self, now: Instant) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.close_with(
+                now,
+                conn,
+                CloseReason::Shutdown,
+                "the server is shutting down",
+            );
+        }
+        self.compact(now);
+    }
+
+    // ---- outputs ------------------------------------------------------------
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
+    /// The earliest timer; the driver may sleep until then unless [`Engine::has_work`].
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// True while hashes or fan-outs are in progress: poll without sleeping.
+    pub fn has_work(&self) -> bool {
+        !self.kdf_queue.is_empty() || !self.fanout.is_empty()
+    }
+
+    // ---- plumbing shared by the handlers --------------------------------------
+
+    pub(super) fn push(&mut self, o: Output) {
+        self.outputs.push_back(o);
+    }
+
+    pub(super) fn line(&mut self, conn: ConnId, line: impl Into<ServerLine>) {
+        let line = line.into().to_string();
+        log::debug!("conn {conn} << {}", redact(&line));
+        self.push(Output::Line { conn, line });
+    }
+
+    pub(super) fn next_serial(&mut self) -> u64 {
+        self.serial += 1;
+        self.serial
+    }
+
+    pub(super) fn unix_ms(&self, now: Instant) -> u64 {
+        self.epoch_unix_ms + now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    pub(super) fn unix_secs(&self, now: Instant) -> u64 {
+        self.unix_ms(now) / 1000
+    }
+
+    fn instant_of_unix(&self, unix_secs: u64) -> Instant {
+        let ms = (unix_secs * 1000).saturating_sub(self.epoch_unix_ms);
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    /// Sends `EVENT CLOSING`, ends the session and closes the connection.
+    pub(super) fn close_with(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: CloseReason,
+        text: &str,
+    ) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        log::info!("closing conn {conn}: {}", reason.as_str());
+        self.line(
+            conn,
+            Event::Closing {
+                reason,
+                text: text.to_owned(),
+            },
+        );
+        self.forget(now, conn);
+        self.push(Output::Close { conn });
+    }
+
+    /// Drops every trace of a connection (and its session) without output to it.
+    fn forget(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            if let Some(user) = c.user {
+                self.end_session(now, user, conn);
+            }
+        }
+    }
+
+    /// A command finished: send its reply, then work through queued input.
+    pub(super) fn finish_busy(&mut self, now: Instant, conn: ConnId, reply: ServerLine) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.busy = None;
+        self.line(conn, reply);
+        self.drain_backlog(now, conn);
+    }
+
+    fn drain_backlog(&mut self, now: Instant, conn: ConnId) {
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if c.busy.is_some() {
+                return;
+            }
+            match c.backlog.pop_front() {
+                Some(frame) => self.handle_frame(now, conn, frame),
+                None => {
+                    self.push(Output::Resume { conn });
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Starts a session for `user` on `conn` after a successful LOGIN.
+    pub(super) fn start_session(&mut self, now: Instant, conn: ConnId, user: UserIdx) -> String {
+        if let Some(old) = self.sessions.get(&user).map(|s| s.conn) {
+            self.close_with(
+                now,
+                old,
+                CloseReason::Replaced,
+                "you logged in from another connection",
+            );
+        }
+        let serial = self.next_serial();
+        let token = crate::proto::names::random_token();
+        let list_key = serial;
+        self.sessions.insert(
+            user,
+            Session {
+                conn,
+                serial,
+                token: token.clone(),
+                udp: None,
+                list_key,
+                grace_until: None,
+                awaiting_register: true,
+                inflight: HashMap::new(),
+            },
+        );
+        self.by_token.insert(token.clone(), user);
+        self.list_order.insert(list_key, user);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.user = Some(user);
+        }
+        self.timers
+            .arm(now + self.cfg.session_ttl, Timer::Reauth(user, serial));
+        self.timers.arm(
+            now + self.cfg.register_wait,
+            Timer::RegisterWait(user, serial),
+        );
+        log::info!("login {} (conn {conn})", self.accounts.name(user));
+        token
+    }
+
+    /// A successful re-LOGIN on the session's own connection: same token, same
+    /// place in LIST, next REAUTH a full TTL from now.
+    pub(super) fn renew_session(&mut self, now: Instant, user: UserIdx) -> String {
+        let s = self
+            .sessions
+            .get_mut(&user)
+            .expect("renewing a live session");
+        s.grace_until = None;
+        let serial = s.serial;
+        let token = s.token.clone();
+        self.timers
+            .arm(now + self.cfg.session_ttl, Timer::Reauth(user, serial));
+        log::info!("re-login {}", self.accounts.name(user));
+        token
+    }
+
+    fn end_session(&mut self, now: Instant, user: UserIdx, conn: ConnId) {
+        let Some(s) = self.sessions.get(&user) else {
+            return;
+        };
+        if s.conn != conn {
+            return;
+        }
+        let s = self.sessions.remove(&user).expect("checked above");
+        self.by_token.remove(&s.token);
+        self.list_order.remove(&s.list_key);
+        log::info!("offline {}", self.accounts.name(user));
+        let _ = now;
+        let involved: Vec<(UserIdx, UserIdx)> = self
+            .requests
+            .keys()
+            .filter(|(f, t)| *f == user || *t == user)
+            .copied()
+            .collect();
+        let name = self.accounts.name(user).to_owned();
+        for key in involved {
+            self.requests.remove(&key);
+            let other = if key.0 == user { key.1 } else { key.0 };
+            if let Some(oc) = self.sessions.get(&other).map(|s| s.conn) {
+                self.line(
+                    oc,
+                    Event::Cancelled {
+                        user: name.clone(),
+                        reason: CancelReason::Offline,
+                    },
+                );
+            }
+        }
+    }
+
+    // ---- timers ---------------------------------------------------------------
+
+    fn fire(&mut self, now: Instant, t: Timer) {
+        match t {
+            Timer::Idle(conn, serial) => {
+                let Some(c) = self.conns.get(&conn).filter(|c| c.serial == serial) else {
+                    return;
+                };
+                if c.user.is_some() || c.busy.is_some() {
+                    return;
+                }
+                let due = c.last_input + self.cfg.idle_timeout;
+                if due <= now {
+                    let secs = self.cfg.idle_timeout.as_secs();
+                    self.close_with(
+                        now,
+                        conn,
+                        CloseReason::Idle,
+                        &format!("no login within {secs} s of inactivity"),
+                    );
+                } else {
+                    self.timers.arm(due, Timer::Idle(conn, serial));
+                }
+            }
+            Timer::Reauth(user, serial) => {
+                let Some(s) = self.session_if(user, serial) else {
+                    return;
+                };
+                let conn = s.conn;
+                let grace = self.cfg.reauth_grace;
+                self.sessions.get_mut(&user).unwrap().grace_until = Some(now + grace);
+                self.line(
+                    conn,
+                    Event::Reauth {
+                        seconds: grace.as_secs().max(1),
+                    },
+                );
+                self.timers.arm(now + grace, Timer::Grace(user, serial));
+            }
+            Timer::Grace(user, serial) => {
+                let Some(s) = self.session_if(user, serial) else {
+                    return;
+                };
+                let (conn, until) = (s.conn, s.grace_until);
+                let hashing = self
+                    .conns
+                    .get(&conn)
+                    .is_some_and(|c| matches!(c.busy, Some(Busy::Hashing(_))));
+                // A re-LOGIN still being hashed decides for itself when it completes.
+                if until.is_some_and(|u| u <= now) && !hashing {
+                    self.close_with(
+                        now,
+                        conn,
+                        CloseReason::SessionExpired,
+                        "no LOGIN in answer to REAUTH",
+                    );
+                }
+            }
+            Timer::Request(from, to, serial) => {
+                if self.requests.get(&(from, to)) != Some(&serial) {
+                    return;
+                }
+                self.requests.remove(&(from, to));
+                let (fname, tname) = (
+                    self.accounts.name(from).to_owned(),
+                    self.accounts.name(to).to_owned(),
+                );
+                if let Some(c) = self.sessions.get(&from).map(|s| s.conn) {
+                    self.line(
+                        c,
+                        Event::Cancelled {
+                            user: tname,
+                            reason: CancelReason::Expired,
+                        },
+                    );
+                }
+                if let Some(c) = self.sessions.get(&to).map(|s| s.conn) {
+                    self.line(
+                        c,
+                        Event::Cancelled {
+                            user: fname,
+                            reason: CancelReason::Expired,
+                        },
+                    );
+                }
+            }
+            Timer::Retransmit(user, serial, id) => self.retransmit(now, user, serial, id),
+            Timer::RegisterWait(user, serial) => {
+                if self
+                    .session_if(user, serial)
+                    .is_some_and(|s| s.awaiting_register)
+                {
+                    self.sessions.get_mut(&user).unwrap().awaiting_register = false;
+                    self.deliver_pending(now, user);
+                }
+            }
+            Timer::Expiry => {
+                let n = self.book.purge_expired(self.unix_secs(now));
+                if n > 0 {
+                    log::info!("{n} broadcast(s) expired");
+                    self.compact(now);
+                }
+                self.arm_expiry();
+            }
+            Timer::Compact => {
+                self.compact_armed = false;
+                self.compact(now);
+            }
+        }
+    }
+
+    pub(super) fn session_if(&self, user: UserIdx, serial: u64) -> Option<&Session> {
+        self.sessions.get(&user).filter(|s| s.serial == serial)
+    }
+
+    pub(super) fn arm_expiry(&mut self) {
+        if let Some(unix) = self.book.next_expiry() {
+            let at = self.instant_of_unix(unix);
+            self.timers.arm(at, Timer::Expiry);
+        }
+    }
+
+    /// Rewrites the broadcast store, at most once a minute.
+    fn compact(&mut self, now: Instant) {
+        const EVERY: Duration = Duration::from_secs(60);
+        match self.last_compact {
+            Some(last) if now < last + EVERY => {
+                if !self.compact_armed {
+                    self.compact_armed = true;
+                    self.timers.arm(last + EVERY, Timer::Compact);
+                }
+            }
+            _ => {
+                self.last_compact = Some(now);
+                let (broadcasts, deliveries) = self.book.snapshot(&self.accounts);
+                self.push(Output::Compact {
+                    broadcasts,
+                    deliveries,
+                });
+            }
+        }
+    }
+
+    // ---- the KDF worker -------------------------------------------------------
+
+    /// Runs up to `budget` PBKDF2 iterations, round-robin across queued hashes.
+    fn run_kdf(&mut self, now: Instant, mut budget: u32) {
+        while budget > 0 {
+            let Some((conn, serial)) = self.kdf_queue.pop_front() else {
+                return;
+            };
+            let Some(c) = self.conns.get_mut(&conn).filter(|c| c.serial == serial) else {
+                continue;
+            };
+            let Some(Busy::Hashing(job)) = c.busy.as_mut() else {
+                continue;
+            };
+            budget -= job.kdf.step(KDF_SLICE.min(budget));
+            if job.kdf.is_done() {
+                let Some(Busy::Hashing(job)) = c.busy.take() else {
+                    unreachable!()
+                };
+                self.hash_done(now, conn, *job);
+            } else {
+                self.kdf_queue.push_back((conn, serial));
+            }
+        }
+    }
+
+    /// Queues a hash for `conn`; its command completes in `hash_done`.
+    pub(super) fn start_hash(&mut self, conn: ConnId, job: KdfJob) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.busy = Some(Busy::Hashing(Box::new(job)));
+        self.kdf_queue.push_back((conn, c.serial));
+    }
+}
+
+/// Protocol lines are logged at debug; tokens never are.
+fn redact(line: &str) -> String {
+    let mut words: Vec<&str> = line.split(' ').collect();
+    match words.as_slice() {
+        ["OK", "LOGIN", _, _] | ["OK", "ACCEPT", _, _] => words[3] = "<token>",
+        ["EVENT", "PEER", _, _, _] => words[4] = "<token>",
+        _ => {}
+    }
+    words.join(" ")
+}
+
+impl From<Event> for ServerLine {
+    fn from(e: Event) -> ServerLine {
+        ServerLine::Event(e)
+    }
+}

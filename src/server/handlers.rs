@@ -1,0 +1,340 @@
+//! One handler per control command. Each ends in exactly one final reply
+//! (`OK <VERB>` or `ERR <code>`), now or when its hash or store write completes.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::accounts::{UserIdx, UserRecord};
+use super::broadcast::BroadcastRecord;
+use super::engine::{Busy, ConnId, Engine, KdfJob, Output, Purpose, Timer};
+use super::kdf::{self, Pbkdf2};
+use crate::proto::{Command, ErrorCode, Event, Frame, OkReply, ServerLine};
+
+impl Engine {
+    pub(super) fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Frame) {
+        let line = match frame {
+            Frame::Line(l) => l,
+            Frame::TooLong => return self.line(conn, ServerLine::err(ErrorCode::LineTooLong)),
+            Frame::BadUtf8 => return self.line(conn, ServerLine::err(ErrorCode::BadUtf8)),
+        };
+        let cmd = match Command::parse(&line) {
+            Ok(c) => c,
+            Err(e) => {
+                let text = match e.verb {
+                    Some(v) => format!("{v}: {}", e.code.default_text()),
+                    None => format!(
+                        "{}; try SIGNUP, LOGIN, LIST, CONNECT, ACCEPT, DENY, BROADCAST, PING, QUIT",
+                        e.code.default_text()
+                    ),
+                };
+                return self.line(conn, ServerLine::err_with(e.code, text));
+            }
+        };
+        log::debug!("conn {conn} >> {}", cmd.verb());
+        let user = self.conns.get(&conn).and_then(|c| c.user);
+        match (cmd, user) {
+            (
+                Command::Signup {
+                    user,
+                    password,
+                    password_again,
+                },
+                _,
+            ) => self.signup(conn, user, password, password_again),
+            (
+                Command::Login {
+                    user: name,
+                    password,
+                },
+                current,
+            ) => self.login(conn, current, name, password),
+            (Command::Ping, _) => self.line(conn, ServerLine::Ok(OkReply::Ping)),
+            (Command::Quit, _) => {
+                self.line(conn, ServerLine::Ok(OkReply::Quit));
+                self.on_disconnect(now, conn);
+                self.push(Output::Close { conn });
+            }
+            (_, None) => self.line(conn, ServerLine::err(ErrorCode::NotLoggedIn)),
+            (Command::List, Some(_)) => self.list(conn),
+            (Command::Connect { target }, Some(me)) => self.connect(now, conn, me, &target),
+            (Command::Accept { user, port }, Some(me)) => self.accept(conn, me, &user, port),
+            (Command::Deny { user }, Some(me)) => self.deny(conn, me, &user),
+            (Command::Broadcast { text }, Some(me)) => self.broadcast(now, conn, me, text),
+        }
+    }
+
+    fn signup(&mut self, conn: ConnId, name: String, password: String, again: String) {
+        if password != again {
+            return self.line(conn, ServerLine::err(ErrorCode::PasswordMismatch));
+        }
+        if self.name_taken(&name) {
+            return self.line(conn, ServerLine::err(ErrorCode::UserExists));
+        }
+        let salt = kdf::random_salt();
+        let iterations = self.cfg.kdf_iterations;
+        let kdf = Pbkdf2::new(password.as_bytes(), &salt, iterations);
+        self.start_hash(
+            conn,
+            KdfJob {
+                kdf,
+                purpose: Purpose::Signup {
+                    name,
+                    salt,
+                    iterations,
+                },
+            },
+        );
+    }
+
+    fn name_taken(&self, name: &str) -> bool {
+        self.accounts.find(name).is_some()
+            || self.pending_signups.contains(&name.to_ascii_lowercase())
+    }
+
+    fn login(&mut self, conn: ConnId, current: Option<UserIdx>, name: String, password: String) {
+        let account = self.accounts.find(&name);
+        if current.is_some() && current != account {
+            return self.line(conn, ServerLine::err(ErrorCode::AlreadyLoggedIn));
+        }
+        let stored = account.map_or(&self.dummy, |a| &self.accounts.get(a).password_hash);
+        let kdf = Pbkdf2::new(password.as_bytes(), &stored.salt, stored.iterations);
+        self.start_hash(
+            conn,
+            KdfJob {
+                kdf,
+                purpose: Purpose::Login {
+                    account,
+                    typed: name,
+                },
+            },
+        );
+    }
+
+    /// A LOGIN's or SIGNUP's hash is done: decide and reply.
+    pub(super) fn hash_done(&mut self, now: Instant, conn: ConnId, job: KdfJob) {
+        let derived = job.kdf.result();
+        match job.purpose {
+            Purpose::Signup {
+                name,
+                salt,
+                iterations,
+            } => {
+                // Another connection may have taken the name while we hashed.
+                if self.name_taken(&name) {
+                    return self.finish_busy(now, conn, ServerLine::err(ErrorCode::UserExists));
+                }
+                self.pending_signups.insert(name.to_ascii_lowercase());
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.busy = Some(Busy::Storing);
+                }
+                let record = UserRecord {
+                    username: name,
+                    password_hash: kdf::PasswordHash {
+                        iterations,
+                        salt,
+                        hash: derived,
+                    },
+                    created_unix: self.unix_secs(now),
+                };
+                self.push(Output::StoreUser { conn, record });
+            }
+            Purpose::Login { account, typed } => {
+                let good =
+                    account.filter(|&a| self.accounts.get(a).password_hash.matches(&derived));
+                let current = self.conns.get(&conn).and_then(|c| c.user);
+                let reply = match good {
+                    None => {
+                        log::info!("failed login for {typed:?} (conn {conn})");
+                        self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
+                        // A failed answer to REAUTH after the grace period ends the session.
+                        if let Some(u) = current {
+                            let expired = self
+                                .sessions
+                                .get(&u)
+                                .and_then(|s| s.grace_until)
+                                .is_some_and(|g| g <= now);
+                            if expired {
+                                self.close_with(
+                                    now,
+                                    conn,
+                                    crate::proto::CloseReason::SessionExpired,
+                                    "no valid LOGIN in answer to REAUTH",
+                                );
+                            }
+                        }
+                        return;
+                    }
+                    Some(user) if current == Some(user) => {
+                        let token = self.renew_session(now, user);
+                        OkReply::Login {
+                            user: self.accounts.name(user).to_owned(),
+                            token,
+                        }
+                    }
+                    Some(user) => {
+                        let token = self.start_session(now, conn, user);
+                        OkReply::Login {
+                            user: self.accounts.name(user).to_owned(),
+                            token,
+                        }
+                    }
+                };
+                self.finish_busy(now, conn, ServerLine::Ok(reply));
+            }
+        }
+    }
+
+    fn list(&mut self, conn: ConnId) {
+        let items: Vec<ServerLine> = self
+            .list_order
+            .values()
+            .filter_map(|u| {
+                let s = self.sessions.get(u)?;
+                let ip = self.conns.get(&s.conn)?.addr.ip();
+                Some(ServerLine::Client {
+                    user: self.accounts.name(*u).to_owned(),
+                    ip,
+                })
+            })
+            .collect();
+        let count = items.len();
+        for item in items {
+            self.line(conn, item);
+        }
+        self.line(conn, ServerLine::Ok(OkReply::List { count }));
+    }
+
+    fn ip_of(&self, user: UserIdx) -> Option<IpAddr> {
+        let s = self.sessions.get(&user)?;
+        Some(self.conns.get(&s.conn)?.addr.ip())
+    }
+
+    /// Resolves CONNECT's target: an online username, or the one other online
+    /// user at an IP address.
+    fn resolve_target(&self, me: UserIdx, target: &str) -> Result<UserIdx, ServerLine> {
+        if let Ok(ip) = target.parse::<IpAddr>() {
+            let mut at_ip: Vec<UserIdx> = self
+                .list_order
+                .values()
+                .copied()
+                .filter(|&u| u != me && self.ip_of(u) == Some(ip))
+                .collect();
+            return match at_ip.len() {
+                0 if self.ip_of(me) == Some(ip) => Err(ServerLine::err(ErrorCode::SelfRequest)),
+                0 => Err(ServerLine::err_with(
+                    ErrorCode::NoSuchUser,
+                    format!("nobody online at {ip}"),
+                )),
+                1 => Ok(at_ip.remove(0)),
+                _ => {
+                    let names: Vec<&str> = at_ip.iter().map(|&u| self.accounts.name(u)).collect();
+                    Err(ServerLine::err_with(
+                        ErrorCode::Ambiguous,
+                        format!(
+                            "{} users at {ip}: {}; CONNECT by username",
+                            names.len(),
+                            names.join(" ")
+                        ),
+                    ))
+                }
+            };
+        }
+        if !crate::proto::names::is_valid_username(target) {
+            return Err(ServerLine::err(ErrorCode::BadUsername));
+        }
+        let user = self
+            .accounts
+            .find(target)
+            .ok_or_else(|| ServerLine::err(ErrorCode::NoSuchUser))?;
+        if user == me {
+            return Err(ServerLine::err(ErrorCode::SelfRequest));
+        }
+        if !self.sessions.contains_key(&user) {
+            return Err(ServerLine::err(ErrorCode::Offline));
+        }
+        Ok(user)
+    }
+
+    fn connect(&mut self, now: Instant, conn: ConnId, me: UserIdx, target: &str) {
+        let to = match self.resolve_target(me, target) {
+            Ok(u) => u,
+            Err(reply) => return self.line(conn, reply),
+        };
+        if self.requests.contains_key(&(me, to)) || self.requests.contains_key(&(to, me)) {
+            return self.line(conn, ServerLine::err(ErrorCode::AlreadyPending));
+        }
+        let serial = self.next_serial();
+        self.requests.insert((me, to), serial);
+        self.timers
+            .arm(now + self.cfg.request_ttl, Timer::Request(me, to, serial));
+        let from = self.accounts.name(me).to_owned();
+        let ip = self.ip_of(me).expect("requester is online");
+        let target_conn = self.sessions[&to].conn;
+        self.line(target_conn, Event::Request { from, ip });
+        let user = self.accounts.name(to).to_owned();
+        self.line(conn, ServerLine::Ok(OkReply::Connect { user }));
+    }
+
+    /// Takes the pending request from `name` to `me` off the table.
+    fn take_request(&mut self, me: UserIdx, name: &str) -> Result<UserIdx, ServerLine> {
+        let from = self
+            .accounts
+            .find(name)
+            .filter(|&f| self.requests.contains_key(&(f, me)));
+        let from = from.ok_or_else(|| ServerLine::err(ErrorCode::NoRequest))?;
+        self.requests.remove(&(from, me));
+        Ok(from)
+    }
+
+    fn accept(&mut self, conn: ConnId, me: UserIdx, name: &str, port: u16) {
+        let from = match self.take_request(me, name) {
+            Ok(u) => u,
+            Err(reply) => return self.line(conn, reply),
+        };
+        let token = crate::proto::names::random_token();
+        let ip = self.ip_of(me).expect("acceptor is online");
+        let requester_conn = self.sessions[&from].conn;
+        let me_name = self.accounts.name(me).to_owned();
+        let addr = std::net::SocketAddr::new(ip, port);
+        self.line(
+            requester_conn,
+            Event::Peer {
+                user: me_name,
+                addr,
+                token: token.clone(),
+            },
+        );
+        let user = self.accounts.name(from).to_owned();
+        self.line(conn, ServerLine::Ok(OkReply::Accept { user, token }));
+    }
+
+    fn deny(&mut self, conn: ConnId, me: UserIdx, name: &str) {
+        let from = match self.take_request(me, name) {
+            Ok(u) => u,
+            Err(reply) => return self.line(conn, reply),
+        };
+        let requester_conn = self.sessions[&from].conn;
+        let me_name = self.accounts.name(me).to_owned();
+        self.line(requester_conn, Event::Denied { user: me_name });
+        let user = self.accounts.name(from).to_owned();
+        self.line(conn, ServerLine::Ok(OkReply::Deny { user }));
+    }
+
+    fn broadcast(&mut self, now: Instant, conn: ConnId, me: UserIdx, text: String) {
+        let created_unix = self.unix_secs(now);
+        let record = BroadcastRecord {
+            id: self.book.next_id(),
+            from: self.accounts.name(me).to_owned(),
+            created_unix,
+            expires_unix: created_unix + self.cfg.broadcast_ttl.as_secs().max(1),
+            audience: self.accounts.len(),
+            text,
+        };
+        // Reserve the id now: another broadcast may be made before the store reports.
+        self.book.reserve_id(record.id);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.busy = Some(Busy::Storing);
+        }
+        self.push(Output::StoreBroadcast { conn, record });
+    }
+}

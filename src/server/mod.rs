@@ -1,0 +1,12 @@
+//! The rendezvous server: a pure engine and the mio driver around it.
+
+pub mod accounts;
+pub mod broadcast;
+pub mod config;
+pub mod delivery;
+pub mod driver;
+pub mod engine;
+pub mod handlers;
+pub mod kdf;
+pub mod store;
+pub mod timers;
