@@ -1,1 +1,101 @@
-fn main() {}
+//! `peerline-client [HOST] [PORT]`: flags in, validated options out, exit
+//! codes here. Everything else is in `peerline::client`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::Parser;
+use peerline::client::driver::{self, Options};
+use peerline::proto::names::{is_valid_password, is_valid_username};
+
+/// Line-mode peerline client: chat through the rendezvous server, directly
+/// with peers, and by broadcast. Type /help once connected.
+#[derive(Parser, Debug)]
+#[command(name = "peerline-client", version)]
+struct Args {
+    /// Server host name or address.
+    #[arg(default_value = "127.0.0.1")]
+    host: String,
+    /// Server port (TCP control and UDP broadcast use the same number).
+    #[arg(default_value_t = 4400)]
+    port: u16,
+    /// Log in as this user at start (unattended use); the password comes
+    /// from --password-file or the PEERLINE_PASSWORD environment variable.
+    #[arg(long)]
+    user: Option<String>,
+    /// File whose first line is the password for --user.
+    #[arg(long, requires = "user")]
+    password_file: Option<PathBuf>,
+    /// Address the listener for direct peer links binds to.
+    #[arg(long, default_value = "0.0.0.0")]
+    listen_addr: IpAddr,
+    /// Port for direct peer links (0 = any free port). Fix it to forward it
+    /// through a NAT router; peers behind NAT need a reachable port.
+    #[arg(long, default_value_t = 0)]
+    listen_port: u16,
+    /// Ask for the password when the server requests a re-login, instead of
+    /// answering with the credentials kept in memory.
+    #[arg(long)]
+    reauth_prompt: bool,
+    /// Log to stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn password_for(args: &Args) -> Result<Option<(String, String)>, String> {
+    let Some(user) = &args.user else {
+        return Ok(None);
+    };
+    if !is_valid_username(user) {
+        return Err(format!("--user {user:?} is not a valid username"));
+    }
+    let password = match &args.password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        None => std::env::var("PEERLINE_PASSWORD")
+            .map_err(|_| "--user needs --password-file or PEERLINE_PASSWORD".to_owned())?,
+    };
+    if !is_valid_password(&password) {
+        return Err("the password must be 1 to 128 characters without spaces".to_owned());
+    }
+    Ok(Some((user.clone(), password)))
+}
+
+fn main() {
+    let args = Args::parse();
+    let level = match args.verbose {
+        0 => "error",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let auto_login = match password_for(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("peerline-client: {e}");
+            std::process::exit(2);
+        }
+    };
+    let opts = Options {
+        host: args.host,
+        port: args.port,
+        listen: SocketAddr::new(args.listen_addr, args.listen_port),
+        auto_login,
+        reauth_prompt: args.reauth_prompt,
+    };
+    let code = match driver::run(opts) {
+        Ok(code) => code,
+        // Whoever read our output has gone: nothing more to say, not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("peerline-client: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

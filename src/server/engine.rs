@@ -161,6 +161,10 @@ pub(super) struct Session {
     pub udp: Option<SocketAddr>,
     pub list_key: u64,
     pub grace_until: Option<Instant>,
+    /// When the next `EVENT REAUTH` is due. A re-LOGIN moves it, and timers are
+    /// never cancelled, so a `Timer::Reauth` firing before this is a stale one
+    /// (armed before the re-login) and must not send REAUTH early.
+    pub reauth_at: Instant,
     /// Just logged in: deliveries wait for `REGISTER` (or `register_wait`).
     pub awaiting_register: bool,
     /// Broadcast id → datagrams sent so far, for unacknowledged UDP deliveries.
@@ -552,6 +556,7 @@ impl Engine {
                 udp: None,
                 list_key,
                 grace_until: None,
+                reauth_at: now + self.cfg.session_ttl,
                 awaiting_register: true,
                 inflight: HashMap::new(),
             },
@@ -579,6 +584,7 @@ impl Engine {
             .get_mut(&user)
             .expect("renewing a live session");
         s.grace_until = None;
+        s.reauth_at = now + self.cfg.session_ttl;
         let serial = s.serial;
         let token = s.token.clone();
         self.timers
@@ -649,6 +655,10 @@ impl Engine {
                 let Some(s) = self.session_if(user, serial) else {
                     return;
                 };
+                // Armed before a later re-login: that one armed its own timer.
+                if now < s.reauth_at {
+                    return;
+                }
                 let conn = s.conn;
                 let grace = self.cfg.reauth_grace;
                 self.sessions.get_mut(&user).unwrap().grace_until = Some(now + grace);

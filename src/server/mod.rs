@@ -10,3 +10,6 @@ pub mod handlers;
 pub mod kdf;
 pub mod store;
 pub mod timers;
+
+#[cfg(test)]
+mod tests;

@@ -404,3 +404,29 @@ impl Drop for Client {
         let _ = self.child.wait();
     }
 }
+
+impl Client {
+    /// A client whose peer listener stays on loopback, signed up and logged in as `user`
+    /// (password `pw-<user>`, like `Server::login_new`).
+    pub fn start_user(server: &Server, user: &str) -> Client {
+        let mut c = Client::start(server, &["--listen-addr", "127.0.0.1"]);
+        c.send(&format!("/signup {user} pw-{user} pw-{user}"));
+        c.send(&format!("/login {user} pw-{user}"));
+        c.expect(&format!("logged in as {user}"));
+        c
+    }
+
+    /// Lines printed within `limit` (for checking something did not happen twice).
+    pub fn lines_for(&mut self, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut got = Vec::new();
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(l.clone());
+            got.push(l);
+        }
+        got
+    }
+}

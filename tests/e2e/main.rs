@@ -2,6 +2,7 @@
 
 mod broadcast;
 mod client;
+mod fixtures;
 mod harness;
 mod p2p;
 mod server;

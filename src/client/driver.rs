@@ -1,0 +1,635 @@
+//! The thin mio driver: one thread, one `Poll`. It owns every socket (the
+//! server connection and peer links in a slab whose keys are the mio tokens;
+//! the listener, UDP socket, stdin and signal pipe on fixed tokens at the top
+//! of the range), turns readiness into engine inputs, and carries out the
+//! engine's outputs in order. Protocol decisions are the engine's.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::engine::{Config, Engine, Input, Now, Output};
+use super::stdin::{Kind as StdinKind, Stdin};
+use crate::netio::{interest, read_frames, OutBuffer, ReadStatus, UdpQueue};
+use crate::proto::datagram::MAX_DATAGRAM;
+use crate::proto::{Frame, LineReader};
+use crate::signals::SignalPipe;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const UDP: Token = Token(usize::MAX - 2);
+const STDIN: Token = Token(usize::MAX - 3);
+const SIGNALS: Token = Token(usize::MAX - 4);
+
+/// Output cap towards the server; it reads fast, so hitting this means it is stuck.
+const SERVER_OUT_CAP: usize = 1 << 20;
+/// Output cap per peer link: a peer that stops reading loses the link.
+const LINK_OUT_CAP: usize = 256 * 1024;
+/// How long a closing connection may take to drain before it is dropped.
+const LINGER: Duration = Duration::from_secs(2);
+/// Connections accepted and datagrams received per turn, so one busy source
+/// cannot starve the others.
+const ACCEPT_BUDGET: usize = 64;
+const DATAGRAM_BUDGET: usize = 256;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything the driver needs, already validated (no clap types here).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub host: String,
+    pub port: u16,
+    /// Where the peer listener binds (`--listen-addr`, `--listen-port`).
+    pub listen: SocketAddr,
+    pub auto_login: Option<(String, String)>,
+    pub reauth_prompt: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Server,
+    Link,
+}
+
+struct Conn {
+    stream: TcpStream,
+    kind: Kind,
+    reader: LineReader,
+    out: OutBuffer,
+    /// A dial in progress: writable readiness tells whether it worked.
+    connecting: bool,
+    /// Write what is queued, then shut down and drain until EOF or the deadline.
+    closing: Option<Instant>,
+    /// Read budget ran out with data left: read again without an event.
+    more: bool,
+    dead: bool,
+    /// The engine already forgot this connection; do not report its end.
+    engine_knows: bool,
+    registered: Option<Interest>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, kind: Kind, connecting: bool) -> Conn {
+        let cap = if kind == Kind::Server {
+            SERVER_OUT_CAP
+        } else {
+            LINK_OUT_CAP
+        };
+        Conn {
+            stream,
+            kind,
+            reader: LineReader::new(),
+            out: OutBuffer::with_cap(cap),
+            connecting,
+            closing: None,
+            more: false,
+            dead: false,
+            engine_knows: true,
+            registered: None,
+        }
+    }
+
+    /// Interest from state: always readable while alive (EOF and drain),
+    /// writable while bytes wait or a dial is in progress.
+    fn wanted(&self) -> Option<Interest> {
+        interest(
+            !self.dead,
+            !self.dead && (self.connecting || !self.out.is_empty()),
+        )
+    }
+}
+
+fn now() -> Now {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Now {
+        mono: Instant::now(),
+        unix,
+    }
+}
+
+/// Seconds east of UTC for the local time zone, for clock stamps.
+fn local_utc_offset() -> i64 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as libc::time_t;
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return 0;
+    }
+    tm.tm_gmtoff
+}
+
+/// Writes to fd 1 directly: stdout may share a non-blocking file description
+/// with a terminal's stdin, so `WouldBlock` is waited out (bounded) rather
+/// than treated as an error. A broken pipe comes back as `BrokenPipe`.
+fn write_stdout(mut bytes: &[u8]) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !bytes.is_empty() {
+        let n = unsafe { libc::write(libc::STDOUT_FILENO, bytes.as_ptr().cast(), bytes.len()) };
+        if n >= 0 {
+            bytes = &bytes[n as usize..];
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock if Instant::now() < deadline => {
+                let mut p = libc::pollfd {
+                    fd: libc::STDOUT_FILENO,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                unsafe { libc::poll(&mut p, 1, 100) };
+            }
+            _ => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Connects to the first address of `host:port` that answers.
+fn connect_server(host: &str, port: u16) -> io::Result<std::net::TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
+    for addr in (host, port).to_socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+struct Driver {
+    poll: Poll,
+    engine: Engine,
+    conns: Slab<Conn>,
+    listener: TcpListener,
+    udp: UdpSocket,
+    udp_queue: UdpQueue,
+    udp_registered_write: bool,
+    server_addr: SocketAddr,
+    stdin: Stdin,
+    stdin_more: bool,
+    signals: SignalPipe,
+    exit: Option<i32>,
+}
+
+/// Runs the client until it decides to exit; returns the exit code.
+pub fn run(opts: Options) -> io::Result<i32> {
+    let std_stream = match connect_server(&opts.host, opts.port) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "peerline-client: cannot connect to {}:{}: {e}",
+                opts.host, opts.port
+            );
+            return Ok(1);
+        }
+    };
+    std_stream.set_nonblocking(true)?;
+    let _ = std_stream.set_nodelay(true);
+    let server_addr = std_stream.peer_addr()?;
+    let local_ip = std_stream.local_addr()?.ip();
+
+    let poll = Poll::new()?;
+    let mut conns = Slab::new();
+    let mut server = Conn::new(TcpStream::from_std(std_stream), Kind::Server, false);
+    let key = conns.vacant_key();
+    poll.registry()
+        .register(&mut server.stream, Token(key), Interest::READABLE)?;
+    server.registered = Some(Interest::READABLE);
+    conns.insert(server);
+
+    let mut listener = TcpListener::bind(opts.listen)?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    // The UDP socket uses the interface that reaches the server.
+    let mut udp = UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
+    poll.registry()
+        .register(&mut udp, UDP, Interest::READABLE)?;
+
+    let mut stdin = Stdin::open();
+    if stdin.kind() != StdinKind::Direct && !stdin.ended() {
+        let fd = stdin.fd();
+        if let Err(e) = poll
+            .registry()
+            .register(&mut SourceFd(&fd), STDIN, Interest::READABLE)
+        {
+            log::debug!("stdin cannot be polled ({e}); reading it directly");
+            stdin.fall_back_to_direct();
+        }
+    }
+    let mut signals = SignalPipe::install()?;
+    poll.registry()
+        .register(signals.receiver(), SIGNALS, Interest::READABLE)?;
+
+    let cfg = Config {
+        server: server_addr,
+        listen_port: listener.local_addr()?.port(),
+        interactive: stdin.is_terminal(),
+        reauth_prompt: opts.reauth_prompt,
+        auto_login: opts.auto_login,
+        utc_offset: local_utc_offset(),
+    };
+    let mut engine = Engine::new(cfg);
+    engine.start(now());
+    let mut d = Driver {
+        poll,
+        engine,
+        conns,
+        listener,
+        udp,
+        udp_queue: UdpQueue::with_cap(1024),
+        udp_registered_write: false,
+        server_addr,
+        stdin,
+        stdin_more: false,
+        signals,
+        exit: None,
+    };
+    d.run_loop()
+}
+
+impl Driver {
+    fn run_loop(&mut self) -> io::Result<i32> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            self.carry_out()?;
+            if let Some(code) = self.exit {
+                self.flush_on_exit();
+                return Ok(code);
+            }
+            self.update_interests();
+            // Closed slots are freed only here, after the batch that closed
+            // them: a stale event for the same token cannot hit a new socket.
+            self.conns.retain(|_, c| !c.dead);
+
+            let timeout = self.poll_timeout();
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => {
+                        if self.signals.drain() {
+                            self.engine.handle(now(), Input::Interrupt);
+                        }
+                    }
+                    STDIN => self.read_stdin(),
+                    LISTENER => self.accept_peers()?,
+                    UDP => {
+                        if ev.is_readable() {
+                            self.read_udp();
+                        }
+                        if ev.is_writable() {
+                            self.udp_queue.flush(&self.udp);
+                        }
+                    }
+                    Token(key) => self.conn_event(key, ev.is_readable(), ev.is_writable()),
+                }
+            }
+            // Sources that ran out of budget last turn, and stdin read directly.
+            if self.stdin_more || (self.stdin.kind() == StdinKind::Direct && !self.stdin.ended()) {
+                self.read_stdin();
+            }
+            let more: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.more)
+                .map(|(k, _)| k)
+                .collect();
+            for key in more {
+                self.conn_event(key, true, false);
+            }
+            self.expire_lingering();
+            self.engine.handle_timeout(now());
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        let busy = self.stdin_more
+            || (self.stdin.kind() == StdinKind::Direct && !self.stdin.ended())
+            || self.conns.iter().any(|(_, c)| c.more);
+        if busy {
+            return Some(Duration::ZERO);
+        }
+        let lingering = self
+            .conns
+            .iter()
+            .filter_map(|(_, c)| c.closing.map(|t| t + LINGER));
+        let deadline = self
+            .engine
+            .next_deadline()
+            .into_iter()
+            .chain(lingering)
+            .min();
+        deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    // ---- engine outputs ---------------------------------------------------------
+
+    fn carry_out(&mut self) -> io::Result<()> {
+        while let Some(out) = self.engine.poll_output() {
+            match out {
+                Output::Print(line) => write_stdout(format!("{line}\n").as_bytes())?,
+                Output::Prompt(text) => write_stdout(text.as_bytes())?,
+                Output::Echo(on) => self.stdin.set_echo(on),
+                Output::ToServer(line) => {
+                    if let Some(key) = self.server_key() {
+                        self.queue_line(key, &line);
+                    }
+                }
+                Output::ToLink(key, line) => {
+                    if self
+                        .conns
+                        .get(key)
+                        .is_some_and(|c| c.kind == Kind::Link && !c.dead)
+                    {
+                        self.queue_line(key, &line);
+                    }
+                }
+                Output::CloseLink(key) => {
+                    if let Some(c) = self.conns.get_mut(key) {
+                        c.engine_knows = false;
+                        c.closing.get_or_insert(Instant::now());
+                        Self::flush_conn(c);
+                    }
+                }
+                Output::Datagram(text) => {
+                    self.udp_queue
+                        .send(&self.udp, self.server_addr, text.into_bytes());
+                }
+                Output::Dial { user, addr, token } => self.dial(user, addr, token),
+                Output::Exit(code) => self.exit = Some(code),
+            }
+        }
+        Ok(())
+    }
+
+    fn server_key(&self) -> Option<usize> {
+        self.conns
+            .iter()
+            .find(|(_, c)| c.kind == Kind::Server && !c.dead)
+            .map(|(k, _)| k)
+    }
+
+    fn queue_line(&mut self, key: usize, line: &str) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.out.push_line(line).is_err() {
+            log::warn!("connection {key} is not reading; dropping it");
+            self.kill(key);
+            return;
+        }
+        Self::flush_conn(c);
+        if c.dead {
+            self.report_end(key);
+        }
+    }
+
+    /// Writes what is queued (unless a dial is still in progress); a closing
+    /// connection is shut down for writing once empty.
+    fn flush_conn(c: &mut Conn) {
+        if c.connecting || c.dead {
+            return;
+        }
+        match c.out.write_to(&mut c.stream) {
+            Ok(true) if c.closing.is_some() => {
+                let _ = c.stream.shutdown(Shutdown::Write);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log::debug!("write failed: {e}");
+                c.dead = true;
+            }
+        }
+    }
+
+    fn dial(&mut self, user: String, addr: SocketAddr, token: String) {
+        let stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = e.to_string();
+                self.engine
+                    .handle(now(), Input::DialFailed { user, reason });
+                return;
+            }
+        };
+        let key = self.conns.insert(Conn::new(stream, Kind::Link, true));
+        self.engine.handle(
+            now(),
+            Input::Dialed {
+                link: key,
+                user,
+                token,
+                addr,
+            },
+        );
+    }
+
+    /// Marks a connection dead and tells the engine, if it still cares.
+    fn kill(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            c.dead = true;
+        }
+        self.report_end(key);
+    }
+
+    fn report_end(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !c.engine_knows {
+            return;
+        }
+        c.engine_knows = false;
+        let input = match c.kind {
+            Kind::Server => Input::ServerClosed,
+            Kind::Link => Input::LinkClosed { link: key },
+        };
+        self.engine.handle(now(), input);
+    }
+
+    fn update_interests(&mut self) {
+        let registry = self.poll.registry();
+        for (key, c) in self.conns.iter_mut() {
+            let want = c.wanted();
+            if want == c.registered {
+                continue;
+            }
+            let result = match (c.registered, want) {
+                (None, Some(i)) => registry.register(&mut c.stream, Token(key), i),
+                (Some(_), Some(i)) => registry.reregister(&mut c.stream, Token(key), i),
+                (Some(_), None) => registry.deregister(&mut c.stream),
+                (None, None) => Ok(()),
+            };
+            if let Err(e) = result {
+                log::warn!("cannot register connection {key}: {e}");
+                c.dead = true;
+            }
+            c.registered = want;
+        }
+        let udp_write = !self.udp_queue.is_empty();
+        if udp_write != self.udp_registered_write {
+            let i = if udp_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if registry.reregister(&mut self.udp, UDP, i).is_ok() {
+                self.udp_registered_write = udp_write;
+            }
+        }
+        // A dead connection found above still has to be reported.
+        let newly_dead: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.dead && c.engine_knows)
+            .map(|(k, _)| k)
+            .collect();
+        for key in newly_dead {
+            self.report_end(key);
+        }
+    }
+
+    fn expire_lingering(&mut self) {
+        let now = Instant::now();
+        for (_, c) in self.conns.iter_mut() {
+            if c.closing.is_some_and(|t| now >= t + LINGER) {
+                c.dead = true;
+            }
+        }
+    }
+
+    /// Best effort on the way out: queued lines (BYE, QUIT) are small and the
+    /// sockets' buffers take them at once.
+    fn flush_on_exit(&mut self) {
+        for (_, c) in self.conns.iter_mut() {
+            c.connecting = false;
+            let _ = c.out.write_to(&mut c.stream);
+            let _ = c.stream.shutdown(Shutdown::Write);
+        }
+        self.udp_queue.flush(&self.udp);
+    }
+
+    // ---- input sources --------------------------------------------------------
+
+    fn read_stdin(&mut self) {
+        let mut frames = Vec::new();
+        let status = self.stdin.read(|f| frames.push(f));
+        for f in frames {
+            self.engine.handle(now(), Input::Stdin(f));
+        }
+        self.stdin_more = status == ReadStatus::MoreWaiting;
+        if status == ReadStatus::Closed {
+            if self.stdin.kind() != StdinKind::Direct {
+                let fd = self.stdin.fd();
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+            self.engine.handle(now(), Input::StdinEnd);
+        }
+    }
+
+    fn accept_peers(&mut self) -> io::Result<()> {
+        for _ in 0..ACCEPT_BUDGET {
+            match self.listener.accept() {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let key = self.conns.insert(Conn::new(stream, Kind::Link, false));
+                    self.engine
+                        .handle(now(), Input::LinkAccepted { link: key, addr });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Typically EMFILE: log and let the next event retry.
+                    log::warn!("accept failed: {e}");
+                    return Ok(());
+                }
+            }
+        }
+        // Budget used with connections possibly left: the listener stays
+        // readable, so re-arm it to get another event.
+        self.poll
+            .registry()
+            .reregister(&mut self.listener, LISTENER, Interest::READABLE)
+    }
+
+    fn read_udp(&mut self) {
+        let mut buf = [0u8; MAX_DATAGRAM + 1];
+        for _ in 0..DATAGRAM_BUDGET {
+            match self.udp.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let bytes = buf[..n].to_vec();
+                    self.engine.handle(now(), Input::Datagram { from, bytes });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP port unreachable and the like: UDP is best effort.
+                    log::debug!("udp receive: {e}");
+                    return;
+                }
+            }
+        }
+        let _ = self
+            .poll
+            .registry()
+            .reregister(&mut self.udp, UDP, Interest::READABLE);
+        self.udp_registered_write = false;
+    }
+
+    fn conn_event(&mut self, key: usize, readable: bool, writable: bool) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.dead {
+            return;
+        }
+        if c.connecting && writable {
+            // The mio way to learn how a non-blocking connect ended.
+            match (c.stream.take_error(), c.stream.peer_addr()) {
+                (Ok(None), Ok(_)) => c.connecting = false,
+                (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
+                (Ok(Some(e)) | Err(e), _) | (_, Err(e)) => {
+                    log::debug!("dial failed: {e}");
+                    return self.kill(key);
+                }
+            }
+        }
+        if writable {
+            Self::flush_conn(c);
+        }
+        if readable && !c.connecting {
+            let mut frames: Vec<Frame> = Vec::new();
+            let status = read_frames(&mut c.stream, &mut c.reader, |f| frames.push(f));
+            c.more = status == ReadStatus::MoreWaiting;
+            if status == ReadStatus::Closed {
+                c.dead = true;
+            }
+            let kind = c.kind;
+            let closing = c.closing.is_some();
+            // A closing connection is only drained: the engine is done with it.
+            if !closing {
+                for frame in frames {
+                    let input = match kind {
+                        Kind::Server => Input::Server(frame),
+                        Kind::Link => Input::Link { link: key, frame },
+                    };
+                    self.engine.handle(now(), input);
+                }
+            }
+        }
+        if self.conns.get(key).is_some_and(|c| c.dead) {
+            self.report_end(key);
+        }
+    }
+}

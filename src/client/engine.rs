@@ -1,0 +1,1127 @@
+//! The client's pure core. The driver feeds it `(now, input)` — a typed line,
+//! a server line, a datagram, a link line, a closed socket — and drains its
+//! outputs: lines to print, lines for the server or a peer, datagrams, links
+//! to dial, and when to exit. It also answers "when do you next need me?"
+//! ([`Engine::next_deadline`]). It never touches a socket, a file or the clock,
+//! so tests run it on a virtual clock.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::display::{self, Origin};
+use super::input::{self, UserCommand, UserInput};
+use super::links::{LinkId, LinkState, Links, Refusal, MAX_BAD_LINES};
+use crate::proto::{
+    CancelReason, ClientDatagram, Command, ErrorCode, Event, Frame, LinkLine, OkReply,
+    ServerDatagram, ServerLine,
+};
+
+/// How long to wait for outstanding replies once input has ended.
+pub const EOF_WAIT: Duration = Duration::from_secs(10);
+/// How long `/quit` waits for `OK QUIT` before leaving anyway.
+pub const QUIT_WAIT: Duration = Duration::from_secs(3);
+/// Gap between `REGISTER` attempts until the server answers.
+pub const REGISTER_RETRY: Duration = Duration::from_secs(1);
+/// `REGISTER` attempts in a row before waiting a full ping interval.
+pub const REGISTER_TRIES: u32 = 5;
+/// Keep-alive for the UDP path (NAT mappings typically last 30 s or more).
+pub const PING_EVERY: Duration = Duration::from_secs(25);
+/// Broadcast ids remembered for duplicate suppression.
+const DEDUP_CAP: usize = 4096;
+
+/// A moment: the monotonic instant for timers, and the wall clock (unix
+/// seconds) for the stamps shown next to messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The server's TCP address; its UDP port has the same number.
+    pub server: SocketAddr,
+    /// Where peers reach our listener (sent in `ACCEPT`).
+    pub listen_port: u16,
+    /// stdin is a terminal: `/login` and `/signup` alone may prompt.
+    pub interactive: bool,
+    /// Ask for the password on `EVENT REAUTH` instead of answering by itself.
+    pub reauth_prompt: bool,
+    /// Log in as this user at start (unattended use).
+    pub auto_login: Option<(String, String)>,
+    /// Local time zone offset for clock stamps, in seconds east of UTC.
+    pub utc_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A line (or a bad frame) from stdin.
+    Stdin(Frame),
+    StdinEnd,
+    Server(Frame),
+    ServerClosed,
+    Datagram {
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// Our listener accepted a connection, registered as `link`.
+    LinkAccepted {
+        link: LinkId,
+        addr: SocketAddr,
+    },
+    /// The driver opened the connection asked for by [`Output::Dial`].
+    Dialed {
+        link: LinkId,
+        user: String,
+        token: String,
+        addr: SocketAddr,
+    },
+    DialFailed {
+        user: String,
+        reason: String,
+    },
+    Link {
+        link: LinkId,
+        frame: Frame,
+    },
+    LinkClosed {
+        link: LinkId,
+    },
+    /// SIGINT/SIGTERM: leave like `/quit`.
+    Interrupt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A full line for stdout.
+    Print(String),
+    /// A prompt for stdout, without a newline.
+    Prompt(String),
+    /// Terminal echo on or off (passwords).
+    Echo(bool),
+    ToServer(String),
+    ToLink(LinkId, String),
+    /// Close a link once its queued lines are written.
+    CloseLink(LinkId),
+    /// A datagram for the server's UDP port.
+    Datagram(String),
+    /// Open a TCP connection to a peer, then report [`Input::Dialed`].
+    Dial {
+        user: String,
+        addr: SocketAddr,
+        token: String,
+    },
+    Exit(i32),
+}
+
+/// The user named by an `ACCEPT` command, if that is what `sent` was.
+fn accept_user(sent: &Option<Sent>) -> Option<String> {
+    match sent {
+        Some(Sent {
+            command: Command::Accept { user, .. },
+            ..
+        }) => Some(user.clone()),
+        _ => None,
+    }
+}
+
+/// An interactive question in progress; the next typed line answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Prompt {
+    SignupUser,
+    SignupPassword { user: String },
+    SignupAgain { user: String, password: String },
+    LoginUser,
+    LoginPassword { user: String, reauth: bool },
+}
+
+/// A command sent to the server and not yet answered. The server answers in
+/// order, so the front of the queue owns the next final reply.
+#[derive(Debug)]
+struct Sent {
+    command: Command,
+    /// Sent by the client on its own (REAUTH answer), not typed.
+    automatic: bool,
+}
+
+/// The UDP side: registration with retries, then keep-alive pings.
+#[derive(Debug, Default)]
+struct Udp {
+    token: Option<String>,
+    registered: bool,
+    tries: u32,
+    due: Option<Instant>,
+}
+
+/// Broadcast ids already shown, bounded (oldest forgotten first).
+#[derive(Debug, Default)]
+struct Dedup {
+    seen: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Dedup {
+    /// True the first time an id is seen.
+    fn first_time(&mut self, id: u64) -> bool {
+        if !self.seen.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > DEDUP_CAP {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+pub struct Engine {
+    cfg: Config,
+    out: VecDeque<Output>,
+    server_up: bool,
+    sent: VecDeque<Sent>,
+    /// Our username once logged in; kept after the server is gone because
+    /// links still introduce us by it.
+    me: Option<String>,
+    /// Credentials of the last successful login, for REAUTH (memory only).
+    creds: Option<(String, String)>,
+    list_rows: Vec<(String, IpAddr)>,
+    /// Requests to us, waiting for /accept or /deny.
+    incoming: BTreeMap<String, IpAddr>,
+    /// Our requests, waiting for the other side.
+    outgoing: BTreeSet<String>,
+    links: Links,
+    /// `PEER` hellos that arrived before the `OK ACCEPT` carrying their token:
+    /// the server tells both sides at once, and the peer's connection can win
+    /// the race against our server socket. Decided when the reply comes.
+    parked_hellos: Vec<(LinkId, String, String)>,
+    udp: Udp,
+    broadcasts: Dedup,
+    prompt: Option<Prompt>,
+    /// Input ended; leave once replies are in or at this deadline.
+    eof_deadline: Option<Instant>,
+    /// `/quit` sent; leave on `OK QUIT`, on close, or at this deadline.
+    quit_deadline: Option<Instant>,
+    done: bool,
+}
+
+impl Engine {
+    pub fn new(cfg: Config) -> Engine {
+        Engine {
+            cfg,
+            out: VecDeque::new(),
+            server_up: true,
+            sent: VecDeque::new(),
+            me: None,
+            creds: None,
+            list_rows: Vec::new(),
+            incoming: BTreeMap::new(),
+            outgoing: BTreeSet::new(),
+            links: Links::default(),
+            parked_hellos: Vec::new(),
+            udp: Udp::default(),
+            broadcasts: Dedup::default(),
+            prompt: None,
+            eof_deadline: None,
+            quit_deadline: None,
+            done: false,
+        }
+    }
+
+    /// The greeting, and the unattended login if configured.
+    pub fn start(&mut self, _now: Now) {
+        let server = self.cfg.server;
+        let port = self.cfg.listen_port;
+        self.say(
+            Origin::Client,
+            &format!("connected to the server at {server}; peers reach you on port {port}"),
+        );
+        if let Some((user, password)) = self.cfg.auto_login.clone() {
+            self.say(Origin::Client, &format!("logging in as {user}"));
+            self.send(Command::Login { user, password }, true);
+        } else {
+            let alone = if self.cfg.interactive {
+                " (alone, they ask)"
+            } else {
+                ""
+            };
+            self.say(
+                Origin::Client,
+                &format!(
+                    "type /signup <user> <password> <password> or /login <user> <password>{alone}; \
+                     /help lists every command"
+                ),
+            );
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The earliest moment [`Engine::handle_timeout`] has work to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.done {
+            return None;
+        }
+        [
+            self.udp.due,
+            self.eof_deadline,
+            self.quit_deadline,
+            self.links.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn handle(&mut self, now: Now, input: Input) {
+        if self.done {
+            return;
+        }
+        match input {
+            Input::Stdin(Frame::Line(line)) => self.on_typed(now, &line),
+            Input::Stdin(_) => self.say(
+                Origin::Client,
+                "that line was too long (1024 bytes at most) or not UTF-8; ignored",
+            ),
+            Input::StdinEnd => {
+                self.prompt = None;
+                self.eof_deadline.get_or_insert(now.mono + EOF_WAIT);
+            }
+            Input::Server(Frame::Line(line)) => self.on_server_line(now, &line),
+            Input::Server(_) => {
+                self.say(Origin::Client, "ignored a malformed line from the server")
+            }
+            Input::ServerClosed => self.on_server_closed(now),
+            Input::Datagram { from, bytes } => self.on_datagram(now, from, &bytes),
+            Input::LinkAccepted { link, addr } => self.links.add_incoming(link, addr, now.mono),
+            Input::Dialed {
+                link,
+                user,
+                token,
+                addr,
+            } => {
+                self.links.add_dialed(link, &user, addr, now.mono);
+                let me = self.me.clone().unwrap_or_default();
+                self.out.push_back(Output::ToLink(
+                    link,
+                    LinkLine::Hello { user: me, token }.to_string(),
+                ));
+            }
+            Input::DialFailed { user, reason } => self.say(
+                Origin::Peer,
+                &format!("could not connect to {user}: {reason}"),
+            ),
+            Input::Link { link, frame } => self.on_link_frame(now, link, frame),
+            Input::LinkClosed { link } => self.on_link_closed(link),
+            Input::Interrupt => self.quit(now),
+        }
+        self.check_done();
+    }
+
+    pub fn handle_timeout(&mut self, now: Now) {
+        if self.done {
+            return;
+        }
+        if self.udp.due.is_some_and(|d| d <= now.mono) {
+            self.udp_tick(now);
+        }
+        for id in self.links.expire(now.mono) {
+            let who = self.links.get(id).and_then(|l| l.user().map(str::to_owned));
+            match who {
+                Some(user) => self.say(
+                    Origin::Peer,
+                    &format!("{user} did not answer the link handshake in time"),
+                ),
+                None => log::info!("incoming link {id} sent no PEER line in time; closed"),
+            }
+            self.close_link(id);
+        }
+        if self.quit_deadline.is_some_and(|d| d <= now.mono) {
+            return self.finish(0);
+        }
+        if self.eof_deadline.is_some_and(|d| d <= now.mono) {
+            let n = self.sent.len();
+            self.say(
+                Origin::Client,
+                &format!("end of input; stopped waiting for {n} reply(ies)"),
+            );
+            return self.finish(0);
+        }
+        self.check_done();
+    }
+
+    // ---- output helpers -------------------------------------------------
+
+    fn say(&mut self, origin: Origin, text: &str) {
+        self.out
+            .push_back(Output::Print(display::tagged(origin, text)));
+    }
+
+    fn stamp(&self, unix: u64) -> String {
+        display::clock(unix, self.cfg.utc_offset)
+    }
+
+    fn send(&mut self, command: Command, automatic: bool) {
+        if !self.server_up {
+            self.say(
+                Origin::Client,
+                "not connected to the server; that needs it (direct links still work)",
+            );
+            return;
+        }
+        self.out.push_back(Output::ToServer(command.to_string()));
+        self.sent.push_back(Sent { command, automatic });
+    }
+
+    fn datagram(&mut self, d: ClientDatagram) {
+        self.out.push_back(Output::Datagram(d.to_string()));
+    }
+
+    fn close_link(&mut self, id: LinkId) {
+        self.parked_hellos.retain(|(l, ..)| *l != id);
+        if self.links.remove(id).is_some() {
+            self.out.push_back(Output::CloseLink(id));
+        }
+    }
+
+    /// Leaves: says goodbye on every link, then exits.
+    fn finish(&mut self, code: i32) {
+        for id in self.links.ids() {
+            if self.links.get(id).is_some_and(|l| l.is_up()) {
+                self.out
+                    .push_back(Output::ToLink(id, LinkLine::Bye.to_string()));
+            }
+            self.close_link(id);
+        }
+        if self.prompt.take().is_some() {
+            self.out.push_back(Output::Echo(true));
+        }
+        self.out.push_back(Output::Exit(code));
+        self.done = true;
+    }
+
+    fn check_done(&mut self) {
+        if self.done {
+            return;
+        }
+        if self.quit_deadline.is_some() && !self.server_up {
+            return self.finish(0);
+        }
+        if self.eof_deadline.is_some() && self.sent.is_empty() && self.links.dialing() == 0 {
+            return self.finish(0);
+        }
+        if !self.server_up && self.links.is_empty() {
+            self.say(
+                Origin::Client,
+                "no server connection and no direct links left; exiting",
+            );
+            self.finish(if self.eof_deadline.is_some() { 0 } else { 1 });
+        }
+    }
+
+    fn quit(&mut self, now: Now) {
+        if self.server_up && self.quit_deadline.is_none() {
+            self.send(Command::Quit, false);
+            self.quit_deadline = Some(now.mono + QUIT_WAIT);
+        } else if !self.server_up {
+            self.finish(0);
+        }
+    }
+
+    // ---- typed input ----------------------------------------------------
+
+    fn on_typed(&mut self, now: Now, line: &str) {
+        if let Some(prompt) = self.prompt.take() {
+            return self.answer_prompt(prompt, line.trim());
+        }
+        match input::parse(line) {
+            Ok(UserInput::Command(cmd)) => self.on_command(now, cmd),
+            Ok(UserInput::Text(text)) => self.on_text(now, text),
+            Err(e) => self.say(Origin::Client, &e.to_string()),
+        }
+    }
+
+    fn on_text(&mut self, now: Now, text: String) {
+        let up: Vec<String> = self
+            .links
+            .up()
+            .filter_map(|(_, l)| l.user().map(str::to_owned))
+            .collect();
+        match up.as_slice() {
+            [user] => {
+                let user = user.clone();
+                self.on_command(now, UserCommand::Msg { user, text })
+            }
+            [] => self.say(
+                Origin::Client,
+                "not sent: no direct link is open (commands start with /; see /help)",
+            ),
+            _ => self.say(
+                Origin::Client,
+                &format!(
+                    "not sent: several links are open ({}); use /msg <user> <text>",
+                    up.join(", ")
+                ),
+            ),
+        }
+    }
+
+    fn on_command(&mut self, now: Now, cmd: UserCommand) {
+        match cmd {
+            UserCommand::Help => {
+                for l in input::help_lines(!self.cfg.reauth_prompt) {
+                    self.say(Origin::Client, &l);
+                }
+            }
+            UserCommand::Signup(Some((user, password, password_again))) => self.send(
+                Command::Signup {
+                    user,
+                    password,
+                    password_again,
+                },
+                false,
+            ),
+            UserCommand::Signup(None) => self.ask(Prompt::SignupUser, "signup"),
+            UserCommand::Login(Some((user, password))) => {
+                self.send(Command::Login { user, password }, false)
+            }
+            UserCommand::Login(None) => self.ask(Prompt::LoginUser, "login"),
+            UserCommand::List => self.send(Command::List, false),
+            UserCommand::Connect(target) => self.send(Command::Connect { target }, false),
+            UserCommand::Accept(user) => {
+                let port = self.cfg.listen_port;
+                self.send(Command::Accept { user, port }, false)
+            }
+            UserCommand::Deny(user) => self.send(Command::Deny { user }, false),
+            UserCommand::Broadcast(text) => self.send(Command::Broadcast { text }, false),
+            UserCommand::Ping => self.send(Command::Ping, false),
+            UserCommand::Quit => self.quit(now),
+            UserCommand::Peers => self.show_peers(now),
+            UserCommand::Msg { user, text } => match self.links.find_up(&user) {
+                Some(id) => {
+                    self.out.push_back(Output::ToLink(
+                        id,
+                        LinkLine::Msg { text: text.clone() }.to_string(),
+                    ));
+                    let line = display::own_message(&self.stamp(now.unix), &user, &text);
+                    self.out.push_back(Output::Print(line));
+                }
+                None => self.say(
+                    Origin::Client,
+                    &format!("no direct link with {user}; /connect {user} first (see /peers)"),
+                ),
+            },
+            UserCommand::Bye(user) => match self.links.find_up(&user) {
+                Some(id) => {
+                    self.out
+                        .push_back(Output::ToLink(id, LinkLine::Bye.to_string()));
+                    self.close_link(id);
+                    self.say(Origin::Peer, &format!("closed the direct link with {user}"));
+                }
+                None => self.say(Origin::Client, &format!("no direct link with {user}")),
+            },
+        }
+    }
+
+    fn show_peers(&mut self, now: Now) {
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        for (_, l) in self.links.all() {
+            let (user, state) = match &l.state {
+                LinkState::Up { user } => (user.clone(), "linked"),
+                LinkState::AwaitWelcome { user } => (user.clone(), "connecting"),
+                LinkState::AwaitHello => ("?".to_owned(), "handshaking"),
+            };
+            rows.push(vec![user, l.addr.to_string(), state.to_owned()]);
+        }
+        for (user, ip) in &self.incoming {
+            rows.push(vec![
+                user.clone(),
+                ip.to_string(),
+                "asks you (/accept or /deny)".to_owned(),
+            ]);
+        }
+        for user in &self.outgoing {
+            rows.push(vec![
+                user.clone(),
+                "-".to_owned(),
+                "you asked; waiting".to_owned(),
+            ]);
+        }
+        for user in self.links.awaiting(now.mono) {
+            rows.push(vec![
+                user.to_owned(),
+                "-".to_owned(),
+                "accepted; waiting for them to connect".to_owned(),
+            ]);
+        }
+        if rows.is_empty() {
+            return self.say(
+                Origin::Client,
+                "no direct links or pending requests (/connect <user> asks for one)",
+            );
+        }
+        for l in display::table(&["PEER", "ADDRESS", "STATE"], &rows) {
+            self.say(Origin::Client, &l);
+        }
+    }
+
+    /// Starts an interactive question, or explains the one-line form.
+    fn ask(&mut self, prompt: Prompt, command: &str) {
+        if !self.cfg.interactive {
+            let usage = input::usage_of(command);
+            return self.say(
+                Origin::Client,
+                &format!("not on a terminal, so nothing to ask; use {usage}"),
+            );
+        }
+        self.show_prompt(prompt);
+    }
+
+    fn show_prompt(&mut self, prompt: Prompt) {
+        let (text, hidden) = match &prompt {
+            Prompt::SignupUser | Prompt::LoginUser => ("username: ", false),
+            Prompt::SignupPassword { .. } | Prompt::LoginPassword { .. } => ("password: ", true),
+            Prompt::SignupAgain { .. } => ("password again: ", true),
+        };
+        if hidden {
+            self.out.push_back(Output::Echo(false));
+        }
+        self.out.push_back(Output::Prompt(text.to_owned()));
+        self.prompt = Some(prompt);
+    }
+
+    fn answer_prompt(&mut self, prompt: Prompt, answer: &str) {
+        let was_hidden = !matches!(prompt, Prompt::SignupUser | Prompt::LoginUser);
+        if was_hidden {
+            // The user's Enter was not echoed either: end the prompt's line.
+            self.out.push_back(Output::Echo(true));
+            self.out.push_back(Output::Print(String::new()));
+        }
+        let valid_user = crate::proto::names::is_valid_username(answer);
+        let valid_password = crate::proto::names::is_valid_password(answer);
+        match prompt {
+            Prompt::SignupUser | Prompt::LoginUser if !valid_user => self.say(
+                Origin::Client,
+                "not a valid username (a letter, then letters, digits, _ . -)",
+            ),
+            Prompt::SignupUser => self.show_prompt(Prompt::SignupPassword {
+                user: answer.to_owned(),
+            }),
+            Prompt::LoginUser => self.show_prompt(Prompt::LoginPassword {
+                user: answer.to_owned(),
+                reauth: false,
+            }),
+            _ if !valid_password => self.say(
+                Origin::Client,
+                "passwords are 1 to 128 characters without spaces",
+            ),
+            Prompt::SignupPassword { user } => self.show_prompt(Prompt::SignupAgain {
+                user,
+                password: answer.to_owned(),
+            }),
+            Prompt::SignupAgain { user, password } => self.send(
+                Command::Signup {
+                    user,
+                    password,
+                    password_again: answer.to_owned(),
+                },
+                false,
+            ),
+            Prompt::LoginPassword { user, reauth } => self.send(
+                Command::Login {
+                    user,
+                    password: answer.to_owned(),
+                },
+                reauth,
+            ),
+        }
+    }
+
+    // ---- the server connection -------------------------------------------
+
+    fn on_server_line(&mut self, now: Now, raw: &str) {
+        let Some(line) = ServerLine::parse(raw) else {
+            // Unknown shapes are still shown (sanitized) rather than lost, and a
+            // final reply we cannot parse still answers the oldest command.
+            if raw.starts_with("OK ") || raw.starts_with("ERR ") {
+                self.sent.pop_front();
+            }
+            return self.say(Origin::Server, &display::sanitize(raw));
+        };
+        match line {
+            ServerLine::Ok(ok) => {
+                let sent = self.sent.pop_front();
+                let accepted = accept_user(&sent);
+                self.on_ok(now, ok, sent);
+                if let Some(user) = accepted {
+                    self.unpark(now, &user);
+                }
+            }
+            ServerLine::Err { code, text } => {
+                let sent = self.sent.pop_front();
+                let verb = sent.as_ref().map_or("command", |s| s.command.verb());
+                let detail = display::sanitize(&text);
+                self.say(
+                    Origin::Server,
+                    &format!("{verb} failed: {} ({code}: {detail})", code.plain_words()),
+                );
+                if let Some(user) = accept_user(&sent) {
+                    self.unpark(now, &user);
+                }
+            }
+            ServerLine::Client { user, ip } => self.list_rows.push((user, ip)),
+            ServerLine::Event(e) => self.on_event(e),
+        }
+    }
+
+    fn on_ok(&mut self, now: Now, ok: OkReply, sent: Option<Sent>) {
+        let text = match ok {
+            OkReply::Signup { user } => {
+                format!("account {user} created; now /login {user} <password>")
+            }
+            OkReply::Login { user, token } => {
+                let renewed = self.me.as_deref() == Some(user.as_str());
+                if let Some(Sent {
+                    command: Command::Login { user, password },
+                    ..
+                }) = &sent
+                {
+                    self.creds = Some((user.clone(), password.clone()));
+                }
+                self.me = Some(user.clone());
+                if self.udp.token.as_deref() != Some(token.as_str()) {
+                    self.udp = Udp {
+                        token: Some(token),
+                        ..Udp::default()
+                    };
+                    self.udp_tick(now);
+                }
+                match sent {
+                    Some(Sent {
+                        automatic: true, ..
+                    }) if renewed => {
+                        format!("session renewed for {user} (logged in again automatically)")
+                    }
+                    _ if renewed => format!("session renewed for {user}"),
+                    _ => format!("logged in as {user}; /list shows who is online"),
+                }
+            }
+            OkReply::List { count } => {
+                let rows: Vec<Vec<String>> = std::mem::take(&mut self.list_rows)
+                    .into_iter()
+                    .map(|(u, ip)| vec![display::sanitize(&u), ip.to_string()])
+                    .collect();
+                self.say(Origin::Server, &format!("{count} user(s) online:"));
+                for l in display::table(&["USER", "IP"], &rows) {
+                    self.say(Origin::Server, &format!("  {l}"));
+                }
+                return;
+            }
+            OkReply::Connect { user } => {
+                self.outgoing.insert(user.clone());
+                format!("asked {user} for a direct link; waiting for them to accept")
+            }
+            OkReply::Accept { user, token } => {
+                self.incoming.remove(&user);
+                self.links.issue(&user, &token, now.mono);
+                format!("accepted {user}; they will now connect to you directly")
+            }
+            OkReply::Deny { user } => {
+                self.incoming.remove(&user);
+                format!("turned down {user}'s request")
+            }
+            OkReply::Broadcast {
+                id,
+                reached,
+                pending,
+                expires,
+            } => {
+                self.broadcasts.first_time(id);
+                format!(
+                    "broadcast #{id} reached {reached} online user(s); {pending} offline user(s) \
+                     get it if they log in before {}",
+                    self.stamp(expires)
+                )
+            }
+            OkReply::Ping => "pong: the server is there".to_owned(),
+            OkReply::Quit => {
+                self.say(Origin::Server, "goodbye");
+                return self.finish(0);
+            }
+        };
+        self.say(Origin::Server, &text);
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Welcome { text } => self.say(Origin::Server, &display::sanitize(&text)),
+            Event::Request { from, ip } => {
+                self.incoming.insert(from.clone(), ip);
+                let from = display::sanitize(&from);
+                self.say(
+                    Origin::Event,
+                    &format!(
+                        "{from} (from {ip}) wants a direct link with you. \
+                         Type /accept {from} or /deny {from}"
+                    ),
+                );
+            }
+            Event::Peer { user, addr, token } => {
+                self.outgoing.remove(&user);
+                let user_shown = display::sanitize(&user);
+                self.say(
+                    Origin::Event,
+                    &format!("{user_shown} accepted; connecting to {addr}"),
+                );
+                self.out.push_back(Output::Dial { user, addr, token });
+            }
+            Event::Denied { user } => {
+                self.outgoing.remove(&user);
+                let user = display::sanitize(&user);
+                self.say(Origin::Event, &format!("{user} turned down your request"));
+            }
+            Event::Cancelled { user, reason } => {
+                self.outgoing.remove(&user);
+                self.incoming.remove(&user);
+                let user = display::sanitize(&user);
+                let text = match reason {
+                    CancelReason::Expired => {
+                        format!("the request between you and {user} expired without an answer")
+                    }
+                    CancelReason::Offline => {
+                        format!("{user} went offline; the request between you was cancelled")
+                    }
+                };
+                self.say(Origin::Event, &text);
+            }
+            Event::Broadcast {
+                id,
+                from,
+                unix,
+                text,
+            } => self.on_broadcast(id, &from, unix, &text),
+            Event::Reauth { seconds } => self.on_reauth(seconds),
+            Event::Closing { reason, text } => {
+                let text = display::sanitize(&text);
+                self.say(
+                    Origin::Event,
+                    &format!(
+                        "the server is closing this connection: {} {text}",
+                        reason.as_str()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn on_reauth(&mut self, seconds: u64) {
+        match (&self.creds, self.cfg.reauth_prompt) {
+            (Some((user, password)), false) => {
+                let (user, password) = (user.clone(), password.clone());
+                self.say(
+                    Origin::Event,
+                    &format!("the server asks to confirm the session; logging in again as {user} automatically"),
+                );
+                self.send(Command::Login { user, password }, true);
+            }
+            _ => {
+                let user = self.me.clone().unwrap_or_else(|| "<user>".to_owned());
+                self.say(
+                    Origin::Event,
+                    &format!(
+                        "the server asks you to log in again within {seconds} s (links stay up)"
+                    ),
+                );
+                if self.cfg.interactive && self.me.is_some() && self.prompt.is_none() {
+                    self.show_prompt(Prompt::LoginPassword { user, reauth: true });
+                } else {
+                    self.say(Origin::Client, &format!("type /login {user} <password>"));
+                }
+            }
+        }
+    }
+
+    fn on_server_closed(&mut self, now: Now) {
+        if !self.server_up {
+            return;
+        }
+        self.server_up = false;
+        self.sent.clear();
+        // No OK ACCEPT will come: parked hellos are refused now.
+        for (id, user, token) in std::mem::take(&mut self.parked_hellos) {
+            self.on_hello(now, id, user, token);
+        }
+        self.udp = Udp::default();
+        if self.quit_deadline.is_some() {
+            return;
+        }
+        let links: Vec<String> = self
+            .links
+            .up()
+            .filter_map(|(_, l)| l.user().map(str::to_owned))
+            .collect();
+        if links.is_empty() {
+            self.say(Origin::Client, "lost the connection to the server");
+        } else {
+            self.say(
+                Origin::Client,
+                &format!(
+                    "lost the connection to the server; direct links keep working ({}); /quit to leave",
+                    links.join(", ")
+                ),
+            );
+        }
+    }
+
+    // ---- UDP ----------------------------------------------------------------
+
+    fn udp_tick(&mut self, now: Now) {
+        let Some(token) = self.udp.token.clone() else {
+            self.udp.due = None;
+            return;
+        };
+        if self.udp.registered {
+            self.datagram(ClientDatagram::Ping { token });
+            self.udp.due = Some(now.mono + PING_EVERY);
+            return;
+        }
+        if self.udp.tries >= REGISTER_TRIES {
+            // The path may be blocked; the server falls back to TCP meanwhile.
+            // Try a fresh round of registrations after a ping interval.
+            log::warn!("no answer to REGISTER after {REGISTER_TRIES} tries; retrying later");
+            self.udp.tries = 0;
+            self.udp.due = Some(now.mono + PING_EVERY);
+            return;
+        }
+        self.udp.tries += 1;
+        self.datagram(ClientDatagram::Register { token });
+        self.udp.due = Some(now.mono + REGISTER_RETRY);
+    }
+
+    fn on_datagram(&mut self, now: Now, from: SocketAddr, bytes: &[u8]) {
+        if from != self.cfg.server {
+            log::debug!("ignored a datagram from {from}: not the server");
+            return;
+        }
+        match ServerDatagram::parse(bytes) {
+            Some(ServerDatagram::Registered) => {
+                if !self.udp.registered && self.udp.token.is_some() {
+                    log::info!("UDP path registered");
+                    self.udp.registered = true;
+                    self.udp.due = Some(now.mono + PING_EVERY);
+                }
+            }
+            Some(ServerDatagram::Pong) => log::debug!("PONG"),
+            Some(ServerDatagram::Bcast {
+                id,
+                from,
+                unix,
+                text,
+            }) => {
+                // Acknowledge every copy: our earlier ACK may have been lost.
+                if let Some(token) = self.udp.token.clone() {
+                    self.datagram(ClientDatagram::Ack { token, id });
+                }
+                self.on_broadcast(id, &from, unix, &text);
+            }
+            None => log::debug!("ignored a malformed datagram from the server"),
+        }
+    }
+
+    fn on_broadcast(&mut self, id: u64, from: &str, unix: u64, text: &str) {
+        if self.broadcasts.first_time(id) {
+            let line = display::broadcast(&self.stamp(unix), from, text);
+            self.out.push_back(Output::Print(line));
+        }
+    }
+
+    // ---- peer links --------------------------------------------------------
+
+    fn link_err(&mut self, id: LinkId, code: ErrorCode) {
+        let line = LinkLine::Err {
+            code,
+            text: code.default_text().to_owned(),
+        }
+        .to_string();
+        self.out.push_back(Output::ToLink(id, line));
+        let Some(link) = self.links.get_mut(id) else {
+            return;
+        };
+        link.bad_lines += 1;
+        if link.bad_lines > MAX_BAD_LINES {
+            let who = link
+                .user()
+                .map_or_else(|| link.addr.to_string(), display::sanitize);
+            self.say(
+                Origin::Peer,
+                &format!("closed the link with {who}: too many bad lines"),
+            );
+            self.close_link(id);
+        }
+    }
+
+    fn on_link_frame(&mut self, now: Now, id: LinkId, frame: Frame) {
+        let Some(link) = self.links.get(id) else {
+            return;
+        };
+        let state = link.state.clone();
+        let line = match frame {
+            Frame::Line(l) => l,
+            Frame::TooLong => return self.link_err(id, ErrorCode::LineTooLong),
+            Frame::BadUtf8 => return self.link_err(id, ErrorCode::BadUtf8),
+        };
+        let parsed = match LinkLine::parse(&line) {
+            Ok(p) => p,
+            Err(code) => return self.link_err(id, code),
+        };
+        match (state, parsed) {
+            (LinkState::AwaitHello, LinkLine::Hello { user, token }) => {
+                self.on_hello(now, id, user, token)
+            }
+            (LinkState::AwaitHello, _) => self.link_err(id, ErrorCode::NotLinked),
+            (LinkState::AwaitWelcome { user }, LinkLine::Welcome { user: them })
+                if them == user =>
+            {
+                self.link_up(id, &user);
+                self.say(
+                    Origin::Peer,
+                    &format!("direct link with {user} is up; /msg {user} <text> to chat"),
+                );
+            }
+            (LinkState::AwaitWelcome { user }, LinkLine::Err { code, .. }) => {
+                self.say(
+                    Origin::Peer,
+                    &format!("{user} refused the link: {}", code.plain_words()),
+                );
+                self.close_link(id);
+            }
+            (LinkState::AwaitWelcome { user }, _) => {
+                self.say(
+                    Origin::Peer,
+                    &format!("{user}'s side did not answer the link handshake properly"),
+                );
+                self.close_link(id);
+            }
+            (LinkState::Up { user }, LinkLine::Msg { text }) => {
+                let line = display::peer_message(&self.stamp(now.unix), &user, &text);
+                self.out.push_back(Output::Print(line));
+            }
+            (LinkState::Up { user }, LinkLine::Bye) => {
+                self.say(Origin::Peer, &format!("{user} closed the direct link"));
+                self.close_link(id);
+            }
+            (LinkState::Up { user }, LinkLine::Err { code, text }) => {
+                let text = display::sanitize(&text);
+                self.say(
+                    Origin::Peer,
+                    &format!("{user} reports: {} ({code}: {text})", code.plain_words()),
+                );
+            }
+            (LinkState::Up { .. }, LinkLine::Hello { .. } | LinkLine::Welcome { .. }) => {
+                self.link_err(id, ErrorCode::BadSyntax)
+            }
+        }
+    }
+
+    /// True while an `ACCEPT <user>` we sent awaits its reply.
+    fn accept_pending(&self, user: &str) -> bool {
+        self.sent
+            .iter()
+            .any(|s| matches!(&s.command, Command::Accept { user: u, .. } if u == user))
+    }
+
+    /// Decides the hellos parked for `user` now that its `ACCEPT` was answered.
+    fn unpark(&mut self, now: Now, user: &str) {
+        let (ready, keep) = std::mem::take(&mut self.parked_hellos)
+            .into_iter()
+            .partition(|(_, u, _)| u == user);
+        self.parked_hellos = keep;
+        for (id, user, token) in ready {
+            if self.links.get(id).is_some() {
+                self.on_hello(now, id, user, token);
+            }
+        }
+    }
+
+    fn on_hello(&mut self, now: Now, id: LinkId, user: String, token: String) {
+        let checked = self.links.check_token(&user, &token, now.mono);
+        if checked == Err(Refusal::NotIssued) && self.accept_pending(&user) {
+            self.parked_hellos.push((id, user, token));
+            return;
+        }
+        match checked {
+            Ok(()) => {
+                let me = self.me.clone().unwrap_or_default();
+                self.out.push_back(Output::ToLink(
+                    id,
+                    LinkLine::Welcome { user: me }.to_string(),
+                ));
+                self.link_up(id, &user);
+                self.say(
+                    Origin::Peer,
+                    &format!("{user} connected; direct link is up; /msg {user} <text> to chat"),
+                );
+            }
+            Err(why) => {
+                let addr = self.links.get(id).map(|l| l.addr);
+                let why = match why {
+                    Refusal::NotIssued => "no unused, unexpired token for that user (see /peers)",
+                    Refusal::WrongToken => "wrong token",
+                    Refusal::Expired => "its token expired (60 s after /accept)",
+                };
+                self.say(
+                    Origin::Peer,
+                    &format!(
+                        "refused a direct connection from {} claiming to be {user}: {why}",
+                        addr.map_or_else(|| "?".to_owned(), |a| a.to_string())
+                    ),
+                );
+                let line = LinkLine::Err {
+                    code: ErrorCode::BadToken,
+                    text: ErrorCode::BadToken.default_text().to_owned(),
+                };
+                self.out.push_back(Output::ToLink(id, line.to_string()));
+                self.close_link(id);
+            }
+        }
+    }
+
+    fn link_up(&mut self, id: LinkId, user: &str) {
+        self.incoming.remove(user);
+        self.outgoing.remove(user);
+        if let Some(older) = self.links.set_up(id, user) {
+            self.out
+                .push_back(Output::ToLink(older, LinkLine::Bye.to_string()));
+            self.close_link(older);
+        }
+    }
+
+    fn on_link_closed(&mut self, id: LinkId) {
+        let Some(link) = self.links.remove(id) else {
+            return;
+        };
+        match link.state {
+            LinkState::Up { user } => self.say(
+                Origin::Peer,
+                &format!("the direct link with {user} was lost"),
+            ),
+            LinkState::AwaitWelcome { user } => self.say(
+                Origin::Peer,
+                &format!("could not reach {user} at {}", link.addr),
+            ),
+            LinkState::AwaitHello => log::info!("incoming link {id} closed before its handshake"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

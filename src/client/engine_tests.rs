@@ -1,0 +1,774 @@
+//! Engine tests on a virtual clock: "at t this arrives, this leaves".
+//! No sockets; a 60 s token expiry takes microseconds.
+
+use super::*;
+use crate::client::links::{HANDSHAKE_TIMEOUT, MAX_BAD_LINES, TOKEN_TTL};
+
+const TOKEN: &str = "00112233445566778899aabbccddeeff";
+const P2P: &str = "0123456789abcdef0123456789abcdef";
+
+fn server_addr() -> SocketAddr {
+    "127.0.0.1:4400".parse().unwrap()
+}
+
+fn peer_addr() -> SocketAddr {
+    "127.0.0.1:50000".parse().unwrap()
+}
+
+fn config() -> Config {
+    Config {
+        server: server_addr(),
+        listen_port: 7777,
+        interactive: false,
+        reauth_prompt: false,
+        auto_login: None,
+        utc_offset: 0,
+    }
+}
+
+struct T {
+    e: Engine,
+    t0: Instant,
+    elapsed: Duration,
+}
+
+impl T {
+    fn with(cfg: Config) -> T {
+        let mut t = T {
+            e: Engine::new(cfg),
+            t0: Instant::now(),
+            elapsed: Duration::ZERO,
+        };
+        t.e.start(t.now());
+        t.drain();
+        t
+    }
+
+    fn new() -> T {
+        T::with(config())
+    }
+
+    fn now(&self) -> Now {
+        // 1_700_000_000 is 22:13:20 UTC.
+        Now {
+            mono: self.t0 + self.elapsed,
+            unix: 1_700_000_000 + self.elapsed.as_secs(),
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.e.poll_output()).collect()
+    }
+
+    fn input(&mut self, i: Input) -> Vec<Output> {
+        self.e.handle(self.now(), i);
+        self.drain()
+    }
+
+    fn typed(&mut self, line: &str) -> Vec<Output> {
+        self.input(Input::Stdin(Frame::Line(line.into())))
+    }
+
+    fn server(&mut self, line: &str) -> Vec<Output> {
+        self.input(Input::Server(Frame::Line(line.into())))
+    }
+
+    fn link(&mut self, id: LinkId, line: &str) -> Vec<Output> {
+        self.input(Input::Link {
+            link: id,
+            frame: Frame::Line(line.into()),
+        })
+    }
+
+    fn udp(&mut self, bytes: &str) -> Vec<Output> {
+        self.input(Input::Datagram {
+            from: server_addr(),
+            bytes: bytes.as_bytes().to_vec(),
+        })
+    }
+
+    /// Moves the virtual clock, firing timers whose deadline has come.
+    fn advance(&mut self, by: Duration) -> Vec<Output> {
+        self.elapsed += by;
+        let mut out = Vec::new();
+        while self.e.next_deadline().is_some_and(|d| d <= self.now().mono) {
+            self.e.handle_timeout(self.now());
+            out.extend(self.drain());
+            if self.e.is_done() {
+                break;
+            }
+        }
+        out
+    }
+
+    fn logged_in(user: &str) -> T {
+        let mut t = T::new();
+        t.typed(&format!("/login {user} pw"));
+        t.server(&format!("OK LOGIN {user} {TOKEN}"));
+        t.udp("OK REGISTER");
+        t
+    }
+
+    /// `me` accepted `peer` and `peer` dialed in on link `id`.
+    fn linked_in(me: &str, peer: &str, id: LinkId) -> T {
+        let mut t = T::logged_in(me);
+        t.server(&format!("OK ACCEPT {peer} {P2P}"));
+        t.input(Input::LinkAccepted {
+            link: id,
+            addr: peer_addr(),
+        });
+        let out = t.link(id, &format!("PEER {peer} {P2P}"));
+        assert!(
+            out.contains(&Output::ToLink(id, format!("OK PEER {me}"))),
+            "{out:?}"
+        );
+        t
+    }
+}
+
+fn printed(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Print(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn to_server(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::ToServer(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn datagrams(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Datagram(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn exits(out: &[Output]) -> Option<i32> {
+    out.iter().find_map(|o| match o {
+        Output::Exit(c) => Some(*c),
+        _ => None,
+    })
+}
+
+fn any_contains(lines: &[String], needle: &str) -> bool {
+    lines.iter().any(|l| l.contains(needle))
+}
+
+// ---- start and commands ----------------------------------------------------
+
+#[test]
+fn greeting_says_where_and_what_to_type() {
+    let mut e = Engine::new(config());
+    let now = Now {
+        mono: Instant::now(),
+        unix: 0,
+    };
+    e.start(now);
+    let lines = printed(&std::iter::from_fn(|| e.poll_output()).collect::<Vec<_>>());
+    let all = lines.join("\n");
+    for needle in ["127.0.0.1:4400", "/signup", "/login", "/help", "port 7777"] {
+        assert!(all.contains(needle), "{needle} missing from {all}");
+    }
+    assert!(lines.iter().all(|l| l.starts_with("[client] ")));
+}
+
+#[test]
+fn unattended_login_is_sent_at_start() {
+    let mut e = Engine::new(Config {
+        auto_login: Some(("alice".into(), "pw".into())),
+        ..config()
+    });
+    e.start(Now {
+        mono: Instant::now(),
+        unix: 0,
+    });
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert_eq!(to_server(&out), vec!["LOGIN alice pw"]);
+}
+
+#[test]
+fn typed_commands_become_protocol_lines() {
+    let mut t = T::new();
+    let cases = [
+        ("/signup alice pw pw", "SIGNUP alice pw pw"),
+        ("/login alice pw", "LOGIN alice pw"),
+        ("/list", "LIST"),
+        ("/connect bob", "CONNECT bob"),
+        ("/connect 127.0.0.2", "CONNECT 127.0.0.2"),
+        ("/accept bob", "ACCEPT bob 7777"),
+        ("/deny bob", "DENY bob"),
+        ("/broadcast hello  all", "BROADCAST hello  all"),
+        ("/ping", "PING"),
+    ];
+    for (typed, wire) in cases {
+        assert_eq!(to_server(&t.typed(typed)), vec![wire], "{typed}");
+    }
+    let out = t.typed("/login alice");
+    assert!(to_server(&out).is_empty());
+    assert!(any_contains(
+        &printed(&out),
+        "usage: /login <user> <password>"
+    ));
+    let out = t.typed("/nope");
+    assert!(any_contains(&printed(&out), "unknown command /nope"));
+}
+
+#[test]
+fn help_lists_every_command_and_the_reauth_behaviour() {
+    let mut t = T::new();
+    let help = printed(&t.typed("/help")).join("\n");
+    for cmd in [
+        "/signup",
+        "/login",
+        "/list",
+        "/connect",
+        "/accept",
+        "/deny",
+        "/msg",
+        "/peers",
+        "/bye",
+        "/broadcast",
+        "/quit",
+    ] {
+        assert!(help.contains(cmd), "{cmd} missing");
+    }
+    assert!(help.contains("REAUTH") && help.contains("by itself"));
+}
+
+#[test]
+fn prompts_on_a_terminal_hide_passwords_and_ask_twice_for_signup() {
+    let mut t = T::with(Config {
+        interactive: true,
+        ..config()
+    });
+    let out = t.typed("/signup");
+    assert_eq!(out, vec![Output::Prompt("username: ".into())]);
+    let out = t.typed("alice");
+    assert_eq!(
+        out,
+        vec![Output::Echo(false), Output::Prompt("password: ".into())]
+    );
+    let out = t.typed("secret");
+    assert!(out.contains(&Output::Echo(true)) && out.contains(&Output::Echo(false)));
+    assert!(out.contains(&Output::Prompt("password again: ".into())));
+    let out = t.typed("secret");
+    assert_eq!(to_server(&out), vec!["SIGNUP alice secret secret"]);
+    assert_eq!(out.iter().filter(|o| **o == Output::Echo(true)).count(), 1);
+
+    t.typed("/login");
+    t.typed("alice");
+    let out = t.typed("secret");
+    assert_eq!(to_server(&out), vec!["LOGIN alice secret"]);
+}
+
+#[test]
+fn without_a_terminal_bare_login_explains_instead_of_prompting() {
+    let mut t = T::new();
+    let out = t.typed("/login");
+    assert!(!out.iter().any(|o| matches!(o, Output::Prompt(_))));
+    assert!(any_contains(&printed(&out), "/login <user> <password>"));
+}
+
+// ---- server replies ----------------------------------------------------------
+
+#[test]
+fn errors_are_shown_in_plain_words_with_the_code() {
+    let mut t = T::new();
+    t.typed("/login alice bad");
+    let out = printed(&t.server("ERR bad-credentials wrong username or password"));
+    assert_eq!(
+        out,
+        vec!["[server] LOGIN failed: Wrong username or password. (bad-credentials: wrong username or password)"]
+    );
+}
+
+#[test]
+fn list_is_a_table() {
+    let mut t = T::logged_in("alice");
+    t.typed("/list");
+    assert!(t.server("CLIENT alice 127.0.0.1").is_empty());
+    t.server("CLIENT bob ::1");
+    let out = printed(&t.server("OK LIST 2"));
+    assert_eq!(
+        out,
+        vec![
+            "[server] 2 user(s) online:",
+            "[server]   USER   IP",
+            "[server]   alice  127.0.0.1",
+            "[server]   bob    ::1",
+        ]
+    );
+}
+
+#[test]
+fn requests_and_their_endings_are_printed_with_instructions() {
+    let mut t = T::logged_in("bob");
+    let out = printed(&t.server("EVENT REQUEST alice 127.0.0.1"));
+    assert_eq!(out.len(), 1);
+    assert!(out[0].starts_with("[event] alice"));
+    assert!(
+        out[0].contains("/accept alice") && out[0].contains("/deny alice"),
+        "{}",
+        out[0]
+    );
+    assert!(any_contains(&printed(&t.typed("/peers")), "asks you"));
+    let out = printed(&t.server("EVENT CANCELLED alice expired"));
+    assert!(any_contains(&out, "expired"));
+    let out = printed(&t.server("EVENT DENIED carol"));
+    assert!(any_contains(&out, "carol turned down"));
+    let out = printed(&t.server("EVENT CANCELLED carol offline"));
+    assert!(any_contains(&out, "carol went offline"));
+}
+
+#[test]
+fn server_text_is_sanitized() {
+    let mut t = T::new();
+    let out = printed(&t.server("EVENT WELCOME hi\x1b[31m red"));
+    assert_eq!(out, vec!["[server] hi\u{FFFD}[31m red"]);
+    let out = printed(&t.server("SOMETHING \x1b]0;title\x07"));
+    assert!(out
+        .iter()
+        .all(|l| !l.contains('\x1b') && !l.contains('\x07')));
+}
+
+// ---- REAUTH -----------------------------------------------------------------
+
+#[test]
+fn reauth_is_answered_automatically_and_leaves_links_alone() {
+    let mut t = T::linked_in("bob", "alice", 3);
+    for round in 0..3 {
+        t.advance(Duration::from_secs(30));
+        let out = t.server("EVENT REAUTH 120");
+        assert_eq!(to_server(&out), vec!["LOGIN bob pw"], "round {round}");
+        assert!(any_contains(&printed(&out), "automatically"));
+        let out = t.server(&format!("OK LOGIN bob {TOKEN}"));
+        assert!(any_contains(&printed(&out), "session renewed for bob"));
+        // Same session: no new registration, and the link is untouched.
+        assert!(datagrams(&out).is_empty(), "{out:?}");
+        assert!(!out
+            .iter()
+            .any(|o| matches!(o, Output::ToLink(..) | Output::CloseLink(_))));
+    }
+    let out = t.link(3, "MSG still here");
+    assert!(any_contains(&printed(&out), "<alice> still here"));
+}
+
+#[test]
+fn reauth_prompt_flag_asks_instead() {
+    let mut t = T::with(Config {
+        reauth_prompt: true,
+        ..config()
+    });
+    t.typed("/login bob pw");
+    t.server(&format!("OK LOGIN bob {TOKEN}"));
+    let out = t.server("EVENT REAUTH 120");
+    assert!(to_server(&out).is_empty());
+    assert!(any_contains(&printed(&out), "/login bob <password>"));
+
+    let mut t = T::with(Config {
+        reauth_prompt: true,
+        interactive: true,
+        ..config()
+    });
+    t.typed("/login bob pw");
+    t.server(&format!("OK LOGIN bob {TOKEN}"));
+    let out = t.server("EVENT REAUTH 120");
+    assert!(out.contains(&Output::Prompt("password: ".into())));
+    assert_eq!(to_server(&t.typed("pw")), vec!["LOGIN bob pw"]);
+}
+
+#[test]
+fn failed_login_credentials_are_not_kept_for_reauth() {
+    let mut t = T::logged_in("bob");
+    t.typed("/login bob wrong");
+    t.server("ERR bad-credentials wrong username or password");
+    let out = t.server("EVENT REAUTH 60");
+    assert_eq!(to_server(&out), vec!["LOGIN bob pw"]);
+}
+
+// ---- UDP and broadcasts --------------------------------------------------------
+
+#[test]
+fn register_is_retried_then_pings_keep_the_path_alive() {
+    let mut t = T::new();
+    t.typed("/login alice pw");
+    let out = t.server(&format!("OK LOGIN alice {TOKEN}"));
+    assert_eq!(datagrams(&out), vec![format!("REGISTER {TOKEN}")]);
+    let out = t.advance(REGISTER_RETRY);
+    assert_eq!(datagrams(&out), vec![format!("REGISTER {TOKEN}")]);
+    assert!(t.udp("OK REGISTER").is_empty());
+    assert!(datagrams(&t.advance(PING_EVERY - Duration::from_secs(1))).is_empty());
+    assert_eq!(
+        datagrams(&t.advance(Duration::from_secs(1))),
+        vec![format!("PING {TOKEN}")]
+    );
+    assert_eq!(
+        datagrams(&t.advance(PING_EVERY)),
+        vec![format!("PING {TOKEN}")]
+    );
+}
+
+#[test]
+fn register_gives_up_after_a_few_tries_then_tries_again_later() {
+    let mut t = T::new();
+    t.typed("/login alice pw");
+    let mut sent = datagrams(&t.server(&format!("OK LOGIN alice {TOKEN}"))).len();
+    for _ in 0..REGISTER_TRIES {
+        sent += datagrams(&t.advance(REGISTER_RETRY)).len();
+    }
+    assert_eq!(sent as u32, REGISTER_TRIES);
+    assert_eq!(
+        datagrams(&t.advance(PING_EVERY)),
+        vec![format!("REGISTER {TOKEN}")]
+    );
+}
+
+#[test]
+fn broadcasts_are_acked_every_time_and_shown_once() {
+    let mut t = T::logged_in("bob");
+    let out = t.udp("BCAST 5 alice 1700000000 hello all");
+    assert_eq!(datagrams(&out), vec![format!("ACK {TOKEN} 5")]);
+    assert_eq!(
+        printed(&out),
+        vec!["[22:13:20] [broadcast] <alice> hello all"]
+    );
+    let out = t.udp("BCAST 5 alice 1700000000 hello all");
+    assert_eq!(datagrams(&out), vec![format!("ACK {TOKEN} 5")]);
+    assert!(printed(&out).is_empty());
+    assert!(t
+        .server("EVENT BROADCAST 5 alice 1700000000 hello all")
+        .is_empty());
+    // TCP first, UDP later: still once.
+    assert_eq!(
+        printed(&t.server("EVENT BROADCAST 6 carol 1700000001 hi")).len(),
+        1
+    );
+    let out = t.udp("BCAST 6 carol 1700000001 hi");
+    assert_eq!(datagrams(&out).len(), 1);
+    assert!(printed(&out).is_empty());
+}
+
+#[test]
+fn datagrams_from_anyone_but_the_server_are_ignored() {
+    let mut t = T::logged_in("bob");
+    let out = t.input(Input::Datagram {
+        from: "127.0.0.1:9999".parse().unwrap(),
+        bytes: b"BCAST 9 mallory 1700000000 spoofed".to_vec(),
+    });
+    assert!(out.is_empty());
+    assert_eq!(printed(&t.udp("BCAST 9 alice 1700000000 real")).len(), 1);
+}
+
+#[test]
+fn own_broadcast_reply_reports_reach() {
+    let mut t = T::logged_in("alice");
+    assert_eq!(to_server(&t.typed("/broadcast hi")), vec!["BROADCAST hi"]);
+    let out = printed(&t.server("OK BROADCAST 12 reached=2 pending=1 expires=1700001800"));
+    assert!(
+        any_contains(&out, "reached 2 online user(s); 1 offline"),
+        "{out:?}"
+    );
+}
+
+// ---- incoming links: the token checks --------------------------------------------
+
+fn refused(out: &[Output], id: LinkId) -> bool {
+    out.contains(&Output::ToLink(
+        id,
+        "ERR bad-token unknown, used or expired token".into(),
+    )) && out.contains(&Output::CloseLink(id))
+}
+
+#[test]
+fn wrong_token_and_wrong_user_are_refused_without_using_the_token() {
+    let mut t = T::logged_in("bob");
+    t.server(&format!("OK ACCEPT alice {P2P}"));
+    t.input(Input::LinkAccepted {
+        link: 1,
+        addr: peer_addr(),
+    });
+    let out = t.link(1, &format!("PEER alice {TOKEN}"));
+    assert!(refused(&out, 1), "{out:?}");
+    assert!(any_contains(&printed(&out), "wrong token"));
+    t.input(Input::LinkAccepted {
+        link: 2,
+        addr: peer_addr(),
+    });
+    assert!(refused(&t.link(2, &format!("PEER mallory {P2P}")), 2));
+    t.input(Input::LinkAccepted {
+        link: 3,
+        addr: peer_addr(),
+    });
+    let out = t.link(3, &format!("PEER alice {P2P}"));
+    assert!(
+        out.contains(&Output::ToLink(3, "OK PEER bob".into())),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_hello_racing_ahead_of_ok_accept_waits_for_it() {
+    let mut t = T::logged_in("bob");
+    t.typed("/accept alice");
+    t.input(Input::LinkAccepted {
+        link: 1,
+        addr: peer_addr(),
+    });
+    // The dialer was faster than the server's reply to us.
+    assert!(t.link(1, &format!("PEER alice {P2P}")).is_empty());
+    let out = t.server(&format!("OK ACCEPT alice {P2P}"));
+    assert!(
+        out.contains(&Output::ToLink(1, "OK PEER bob".into())),
+        "{out:?}"
+    );
+
+    // If the ACCEPT fails instead, the parked hello is refused.
+    t.typed("/accept carol");
+    t.input(Input::LinkAccepted {
+        link: 2,
+        addr: peer_addr(),
+    });
+    assert!(t.link(2, &format!("PEER carol {P2P}")).is_empty());
+    assert!(refused(
+        &t.server("ERR no-request no pending request from that user"),
+        2
+    ));
+}
+
+#[test]
+fn a_token_works_once() {
+    let mut t = T::linked_in("bob", "alice", 1);
+    t.input(Input::LinkAccepted {
+        link: 2,
+        addr: peer_addr(),
+    });
+    assert!(refused(&t.link(2, &format!("PEER alice {P2P}")), 2));
+}
+
+#[test]
+fn a_token_expires_60_seconds_after_accept() {
+    let mut t = T::logged_in("bob");
+    t.server(&format!("OK ACCEPT alice {P2P}"));
+    t.advance(TOKEN_TTL - Duration::from_millis(1));
+    t.input(Input::LinkAccepted {
+        link: 1,
+        addr: peer_addr(),
+    });
+    t.advance(Duration::from_millis(1));
+    let out = t.link(1, &format!("PEER alice {P2P}"));
+    assert!(refused(&out, 1));
+    assert!(any_contains(&printed(&out), "claiming to be alice"));
+
+    // One millisecond earlier it would have worked.
+    let mut t = T::logged_in("bob");
+    t.server(&format!("OK ACCEPT alice {P2P}"));
+    t.advance(TOKEN_TTL - Duration::from_millis(1));
+    t.input(Input::LinkAccepted {
+        link: 1,
+        addr: peer_addr(),
+    });
+    assert!(t
+        .link(1, &format!("PEER alice {P2P}"))
+        .contains(&Output::ToLink(1, "OK PEER bob".into())));
+}
+
+#[test]
+fn silent_incoming_connections_are_closed_after_the_handshake_timeout() {
+    let mut t = T::logged_in("bob");
+    t.input(Input::LinkAccepted {
+        link: 4,
+        addr: peer_addr(),
+    });
+    let out = t.link(4, "MSG before hello");
+    assert!(out.contains(&Output::ToLink(
+        4,
+        "ERR not-linked send PEER <user> <token> first".into()
+    )));
+    assert!(printed(&out).is_empty(), "nothing unauthenticated is shown");
+    assert!(t.advance(HANDSHAKE_TIMEOUT).contains(&Output::CloseLink(4)));
+}
+
+#[test]
+fn bad_lines_on_a_link_get_err_and_a_flood_closes_it() {
+    let mut t = T::linked_in("bob", "alice", 1);
+    let out = t.input(Input::Link {
+        link: 1,
+        frame: Frame::TooLong,
+    });
+    assert_eq!(
+        out,
+        vec![Output::ToLink(
+            1,
+            "ERR line-too-long lines are limited to 1024 bytes; line discarded".into()
+        )]
+    );
+    let out = t.input(Input::Link {
+        link: 1,
+        frame: Frame::BadUtf8,
+    });
+    assert!(matches!(&out[..], [Output::ToLink(1, l)] if l.starts_with("ERR bad-utf8")));
+    let out = t.link(1, "WHAT");
+    assert!(matches!(&out[..], [Output::ToLink(1, l)] if l.starts_with("ERR unknown-verb")));
+    let mut closed = false;
+    for _ in 0..MAX_BAD_LINES {
+        closed |= t.link(1, "WHAT").contains(&Output::CloseLink(1));
+    }
+    assert!(closed);
+}
+
+// ---- outgoing links and chat ---------------------------------------------------------
+
+#[test]
+fn peer_event_dials_and_says_hello_then_chat_flows() {
+    let mut t = T::logged_in("alice");
+    t.typed("/connect bob");
+    t.server("OK CONNECT bob");
+    let out = t.server(&format!("EVENT PEER bob 127.0.0.1:50000 {P2P}"));
+    assert!(out.contains(&Output::Dial {
+        user: "bob".into(),
+        addr: peer_addr(),
+        token: P2P.into()
+    }));
+    let out = t.input(Input::Dialed {
+        link: 9,
+        user: "bob".into(),
+        token: P2P.into(),
+        addr: peer_addr(),
+    });
+    assert_eq!(out, vec![Output::ToLink(9, format!("PEER alice {P2P}"))]);
+    let out = t.link(9, "OK PEER bob");
+    assert!(any_contains(&printed(&out), "direct link with bob is up"));
+    // Plain text goes to the only link.
+    let out = t.typed("hi bob");
+    assert!(out.contains(&Output::ToLink(9, "MSG hi bob".into())));
+    assert!(any_contains(&printed(&out), "me -> bob: hi bob"));
+    let out = t.link(9, "MSG hi \x1b[2Jalice");
+    assert_eq!(printed(&out), vec!["[22:13:20] <bob> hi \u{FFFD}[2Jalice"]);
+    let out = t.typed("/bye bob");
+    assert!(out.contains(&Output::ToLink(9, "BYE".into())) && out.contains(&Output::CloseLink(9)));
+    assert!(any_contains(
+        &printed(&t.typed("/msg bob hi")),
+        "no direct link with bob"
+    ));
+}
+
+#[test]
+fn a_refused_dial_is_reported() {
+    let mut t = T::logged_in("alice");
+    t.server(&format!("EVENT PEER bob 127.0.0.1:50000 {P2P}"));
+    t.input(Input::Dialed {
+        link: 9,
+        user: "bob".into(),
+        token: P2P.into(),
+        addr: peer_addr(),
+    });
+    let out = t.link(9, "ERR bad-token unknown, used or expired token");
+    assert!(any_contains(&printed(&out), "bob refused the link"));
+    assert!(out.contains(&Output::CloseLink(9)));
+}
+
+#[test]
+fn plain_text_needs_exactly_one_link() {
+    let mut t = T::linked_in("bob", "alice", 1);
+    t.server(&format!("OK ACCEPT carol {P2P}"));
+    t.input(Input::LinkAccepted {
+        link: 2,
+        addr: peer_addr(),
+    });
+    t.link(2, &format!("PEER carol {P2P}"));
+    let out = t.typed("hello?");
+    assert!(!out.iter().any(|o| matches!(o, Output::ToLink(..))));
+    assert!(any_contains(&printed(&out), "/msg <user> <text>"));
+    assert!(t
+        .typed("/msg carol hi")
+        .contains(&Output::ToLink(2, "MSG hi".into())));
+    let peers = printed(&t.typed("/peers")).join("\n");
+    assert!(peers.contains("alice") && peers.contains("carol") && peers.contains("linked"));
+}
+
+// ---- leaving ------------------------------------------------------------------------
+
+#[test]
+fn end_of_input_waits_for_replies_then_exits_0() {
+    let mut t = T::new();
+    t.typed("/login alice pw");
+    t.typed("/list");
+    assert_eq!(exits(&t.input(Input::StdinEnd)), None);
+    assert_eq!(exits(&t.server(&format!("OK LOGIN alice {TOKEN}"))), None);
+    assert_eq!(exits(&t.server("OK LIST 0")), Some(0));
+}
+
+#[test]
+fn end_of_input_wait_is_bounded() {
+    let mut t = T::new();
+    t.typed("/list");
+    t.input(Input::StdinEnd);
+    assert_eq!(exits(&t.advance(EOF_WAIT - Duration::from_millis(1))), None);
+    let out = t.advance(Duration::from_millis(1));
+    assert_eq!(exits(&out), Some(0));
+    assert!(any_contains(&printed(&out), "stopped waiting for 1"));
+}
+
+#[test]
+fn end_of_input_says_bye_on_open_links() {
+    let mut t = T::linked_in("bob", "alice", 1);
+    let out = t.input(Input::StdinEnd);
+    assert!(out.contains(&Output::ToLink(1, "BYE".into())));
+    assert_eq!(exits(&out), Some(0));
+}
+
+#[test]
+fn quit_waits_for_ok_quit() {
+    let mut t = T::logged_in("alice");
+    let out = t.typed("/quit");
+    assert_eq!(to_server(&out), vec!["QUIT"]);
+    assert_eq!(exits(&out), None);
+    assert_eq!(exits(&t.server("OK QUIT")), Some(0));
+
+    let mut t = T::logged_in("alice");
+    t.typed("/quit");
+    assert_eq!(exits(&t.advance(QUIT_WAIT)), Some(0));
+}
+
+#[test]
+fn losing_the_server_keeps_links_running() {
+    let mut t = T::linked_in("bob", "alice", 1);
+    let out = t.input(Input::ServerClosed);
+    assert_eq!(exits(&out), None);
+    assert!(any_contains(
+        &printed(&out),
+        "direct links keep working (alice)"
+    ));
+    assert!(any_contains(
+        &printed(&t.link(1, "MSG still")),
+        "<alice> still"
+    ));
+    assert!(t
+        .typed("/msg alice yes")
+        .contains(&Output::ToLink(1, "MSG yes".into())));
+    assert!(any_contains(
+        &printed(&t.typed("/list")),
+        "not connected to the server"
+    ));
+    // No pings without a server.
+    assert!(datagrams(&t.advance(PING_EVERY * 2)).is_empty());
+    let out = t.input(Input::LinkClosed { link: 1 });
+    assert!(any_contains(&printed(&out), "link with alice was lost"));
+    assert_eq!(exits(&out), Some(1));
+}
+
+#[test]
+fn losing_the_server_with_nothing_else_exits() {
+    let mut t = T::logged_in("bob");
+    assert_eq!(exits(&t.input(Input::ServerClosed)), Some(1));
+}

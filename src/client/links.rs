@@ -1,0 +1,274 @@
+//! Bookkeeping for direct peer links: which connection is in which handshake
+//! state, which link belongs to which user, and the one-shot tokens this
+//! client issued with `ACCEPT`. Pure: time comes in as an argument.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq;
+
+/// A link's id is the driver's slab key for its socket.
+pub type LinkId = usize;
+
+/// How long a token from `OK ACCEPT` stays good (contract: 60 s).
+pub const TOKEN_TTL: Duration = Duration::from_secs(60);
+/// How long either side of a new connection may take to finish the handshake;
+/// keeps silent or half-open connections from piling up.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Protocol errors tolerated on one link before it is closed (flood guard).
+pub const MAX_BAD_LINES: u32 = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// Someone connected to our listener; waiting for `PEER <user> <token>`.
+    AwaitHello,
+    /// We dialed `user` and sent our `PEER` line; waiting for `OK PEER`.
+    AwaitWelcome { user: String },
+    /// Handshake done: `MSG` flows both ways.
+    Up { user: String },
+}
+
+#[derive(Debug)]
+pub struct Link {
+    pub addr: SocketAddr,
+    pub state: LinkState,
+    /// Handshake deadline; `None` once up.
+    pub deadline: Option<Instant>,
+    pub bad_lines: u32,
+}
+
+impl Link {
+    pub fn user(&self) -> Option<&str> {
+        match &self.state {
+            LinkState::AwaitHello => None,
+            LinkState::AwaitWelcome { user } | LinkState::Up { user } => Some(user),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        matches!(self.state, LinkState::Up { .. })
+    }
+}
+
+/// Why an incoming `PEER <user> <token>` was refused. All of them leave an
+/// issued token usable (except an expired one, which is dead anyway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No token is outstanding for that user (never accepted, or already used).
+    NotIssued,
+    WrongToken,
+    Expired,
+}
+
+#[derive(Debug)]
+struct Issued {
+    token: String,
+    at: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct Links {
+    links: BTreeMap<LinkId, Link>,
+    issued: HashMap<String, Issued>,
+}
+
+impl Links {
+    /// Records the token from `OK ACCEPT <user> <token>`; a newer one replaces an older.
+    pub fn issue(&mut self, user: &str, token: &str, now: Instant) {
+        self.issued.insert(
+            user.to_owned(),
+            Issued {
+                token: token.to_ascii_lowercase(),
+                at: now,
+            },
+        );
+    }
+
+    /// Checks an incoming handshake. Success uses the token up; a failure does
+    /// not, so a stray or hostile attempt cannot lock the real peer out.
+    pub fn check_token(&mut self, user: &str, token: &str, now: Instant) -> Result<(), Refusal> {
+        let issued = self.issued.get(user).ok_or(Refusal::NotIssued)?;
+        if now.duration_since(issued.at) >= TOKEN_TTL {
+            self.issued.remove(user);
+            return Err(Refusal::Expired);
+        }
+        let given = token.to_ascii_lowercase();
+        if !bool::from(issued.token.as_bytes().ct_eq(given.as_bytes())) {
+            return Err(Refusal::WrongToken);
+        }
+        self.issued.remove(user);
+        Ok(())
+    }
+
+    /// Users we accepted whose token is still good.
+    pub fn awaiting(&self, now: Instant) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .issued
+            .iter()
+            .filter(|(_, i)| now.duration_since(i.at) < TOKEN_TTL)
+            .map(|(u, _)| u.as_str())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub fn add_incoming(&mut self, id: LinkId, addr: SocketAddr, now: Instant) {
+        self.links.insert(
+            id,
+            Link {
+                addr,
+                state: LinkState::AwaitHello,
+                deadline: Some(now + HANDSHAKE_TIMEOUT),
+                bad_lines: 0,
+            },
+        );
+    }
+
+    pub fn add_dialed(&mut self, id: LinkId, user: &str, addr: SocketAddr, now: Instant) {
+        self.links.insert(
+            id,
+            Link {
+                addr,
+                state: LinkState::AwaitWelcome {
+                    user: user.to_owned(),
+                },
+                deadline: Some(now + HANDSHAKE_TIMEOUT),
+                bad_lines: 0,
+            },
+        );
+    }
+
+    /// Marks a link up for `user`. Returns an older link with the same user,
+    /// which the caller closes: the newest handshake wins.
+    pub fn set_up(&mut self, id: LinkId, user: &str) -> Option<LinkId> {
+        let older = self.find_up(user).filter(|&o| o != id);
+        if let Some(link) = self.links.get_mut(&id) {
+            link.state = LinkState::Up {
+                user: user.to_owned(),
+            };
+            link.deadline = None;
+        }
+        older
+    }
+
+    pub fn get(&self, id: LinkId) -> Option<&Link> {
+        self.links.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: LinkId) -> Option<&mut Link> {
+        self.links.get_mut(&id)
+    }
+
+    pub fn remove(&mut self, id: LinkId) -> Option<Link> {
+        self.links.remove(&id)
+    }
+
+    pub fn find_up(&self, user: &str) -> Option<LinkId> {
+        self.links
+            .iter()
+            .find(|(_, l)| matches!(&l.state, LinkState::Up { user: u } if u == user))
+            .map(|(&id, _)| id)
+    }
+
+    /// Links that are up, by id order.
+    pub fn up(&self) -> impl Iterator<Item = (LinkId, &Link)> {
+        self.links
+            .iter()
+            .filter(|(_, l)| l.is_up())
+            .map(|(&id, l)| (id, l))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = (LinkId, &Link)> {
+        self.links.iter().map(|(&id, l)| (id, l))
+    }
+
+    pub fn ids(&self) -> Vec<LinkId> {
+        self.links.keys().copied().collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// Links we dialed that have not been answered yet.
+    pub fn dialing(&self) -> usize {
+        self.links
+            .values()
+            .filter(|l| matches!(l.state, LinkState::AwaitWelcome { .. }))
+            .count()
+    }
+
+    /// Earliest handshake deadline or token expiry.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let handshakes = self.links.values().filter_map(|l| l.deadline);
+        let tokens = self.issued.values().map(|i| i.at + TOKEN_TTL);
+        handshakes.chain(tokens).min()
+    }
+
+    /// Forgets expired tokens; returns links whose handshake ran out of time.
+    pub fn expire(&mut self, now: Instant) -> Vec<LinkId> {
+        self.issued
+            .retain(|_, i| now.duration_since(i.at) < TOKEN_TTL);
+        self.links
+            .iter()
+            .filter(|(_, l)| l.deadline.is_some_and(|d| d <= now))
+            .map(|(&id, _)| id)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+    const OTHER: &str = "ffffffffffffffffffffffffffffffff";
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:5000".parse().unwrap()
+    }
+
+    #[test]
+    fn token_is_good_once_from_its_user_within_ttl() {
+        let t0 = Instant::now();
+        let mut l = Links::default();
+        l.issue("alice", TOKEN, t0);
+        assert_eq!(l.check_token("alice", OTHER, t0), Err(Refusal::WrongToken));
+        assert_eq!(l.check_token("mallory", TOKEN, t0), Err(Refusal::NotIssued));
+        // Failures above did not use the token up; upper-case hex is the same token.
+        assert_eq!(
+            l.check_token("alice", &TOKEN.to_uppercase(), t0 + Duration::from_secs(59)),
+            Ok(())
+        );
+        assert_eq!(l.check_token("alice", TOKEN, t0), Err(Refusal::NotIssued));
+    }
+
+    #[test]
+    fn token_expires_after_60_seconds() {
+        let t0 = Instant::now();
+        let mut l = Links::default();
+        l.issue("alice", TOKEN, t0);
+        assert_eq!(l.next_deadline(), Some(t0 + TOKEN_TTL));
+        assert_eq!(
+            l.check_token("alice", TOKEN, t0 + TOKEN_TTL),
+            Err(Refusal::Expired)
+        );
+        assert_eq!(l.check_token("alice", TOKEN, t0), Err(Refusal::NotIssued));
+    }
+
+    #[test]
+    fn handshakes_time_out_and_newest_link_wins() {
+        let t0 = Instant::now();
+        let mut l = Links::default();
+        l.add_incoming(1, addr(), t0);
+        l.add_dialed(2, "bob", addr(), t0);
+        assert_eq!(l.dialing(), 1);
+        assert_eq!(l.set_up(2, "bob"), None);
+        assert_eq!(l.expire(t0 + HANDSHAKE_TIMEOUT), vec![1]);
+        l.add_incoming(3, addr(), t0);
+        assert_eq!(l.set_up(3, "bob"), Some(2));
+        l.remove(2);
+        assert_eq!(l.find_up("bob"), Some(3));
+    }
+}

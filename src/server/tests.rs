@@ -1,0 +1,599 @@
+//! Engine tests on a virtual clock: no sockets, no files, no sleeping. Thirty
+//! minutes of session TTL pass in microseconds. The transcripts in `fixtures/`
+//! are replayed here too (the e2e suite replays the ones without time jumps
+//! against the real binary).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::accounts::UserRecord;
+use super::broadcast::{BroadcastRecord, DeliveryRow};
+use super::engine::{ConnId, Engine, EngineConfig, Output};
+use crate::proto::{Frame, ServerDatagram};
+use crate::transcript::{self, Step};
+
+const T0_UNIX_MS: u64 = 1_800_000_000_000;
+
+/// The engine plus a fake driver: store writes always succeed, lines are
+/// collected per connection, datagrams per destination.
+struct Sim {
+    engine: Engine,
+    now: Instant,
+    lines: HashMap<ConnId, VecDeque<String>>,
+    closed: HashMap<ConnId, bool>,
+    datagrams: Vec<(SocketAddr, String)>,
+    stored_users: Vec<UserRecord>,
+    stored_broadcasts: Vec<BroadcastRecord>,
+    stored_deliveries: Vec<DeliveryRow>,
+    next_conn: ConnId,
+}
+
+fn cfg() -> EngineConfig {
+    EngineConfig {
+        kdf_iterations: 1000,
+        ..EngineConfig::default()
+    }
+}
+
+impl Sim {
+    fn new(cfg: EngineConfig) -> Sim {
+        Sim::with_store(cfg, vec![], vec![], vec![])
+    }
+
+    fn with_store(
+        cfg: EngineConfig,
+        users: Vec<UserRecord>,
+        broadcasts: Vec<BroadcastRecord>,
+        deliveries: Vec<DeliveryRow>,
+    ) -> Sim {
+        let now = Instant::now();
+        let mut sim = Sim {
+            engine: Engine::new(
+                cfg,
+                users.clone(),
+                broadcasts.clone(),
+                deliveries,
+                now,
+                T0_UNIX_MS,
+            ),
+            now,
+            lines: HashMap::new(),
+            closed: HashMap::new(),
+            datagrams: Vec::new(),
+            stored_users: users,
+            stored_broadcasts: broadcasts,
+            stored_deliveries: Vec::new(),
+            next_conn: 0,
+        };
+        sim.settle();
+        sim
+    }
+
+    fn connect(&mut self) -> ConnId {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let addr: SocketAddr = format!("127.0.0.1:{}", 40000 + conn).parse().unwrap();
+        self.engine.on_connect(self.now, conn, addr);
+        self.settle();
+        let welcome = self.next_line(conn).expect("a WELCOME");
+        assert!(welcome.starts_with("EVENT WELCOME"), "{welcome}");
+        conn
+    }
+
+    fn send(&mut self, conn: ConnId, line: &str) {
+        self.engine
+            .on_frame(self.now, conn, Frame::Line(line.to_owned()));
+        self.settle();
+    }
+
+    fn datagram(&mut self, from: SocketAddr, text: &str) {
+        self.engine.on_datagram(self.now, from, text.as_bytes());
+        self.settle();
+    }
+
+    /// Runs pending work (hashes, fan-out) and executes outputs like the driver.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            self.engine.on_timeout(self.now);
+            while let Some(o) = self.engine.poll_output() {
+                match o {
+                    Output::Line { conn, line } => {
+                        self.lines.entry(conn).or_default().push_back(line)
+                    }
+                    Output::Close { conn } => {
+                        self.closed.insert(conn, true);
+                    }
+                    Output::Evict { conn, line } => {
+                        self.lines.entry(conn).or_default().push_back(line);
+                        self.closed.insert(conn, true);
+                    }
+                    Output::Resume { .. } => {}
+                    Output::Datagram { to, bytes } => {
+                        self.datagrams.push((to, String::from_utf8(bytes).unwrap()))
+                    }
+                    Output::StoreUser { conn, record } => {
+                        self.stored_users.push(record.clone());
+                        self.engine.user_stored(self.now, conn, record, true);
+                    }
+                    Output::StoreBroadcast { conn, record } => {
+                        self.stored_broadcasts.push(record.clone());
+                        self.engine.broadcast_stored(self.now, conn, record, true);
+                    }
+                    Output::StoreDelivery(row) => self.stored_deliveries.push(row),
+                    Output::Compact { .. } => {}
+                }
+            }
+            if !self.engine.has_work() {
+                return;
+            }
+        }
+        panic!("engine never settled");
+    }
+
+    /// Moves the virtual clock forward, firing every timer on the way in order.
+    fn advance(&mut self, d: Duration) {
+        let target = self.now + d;
+        while let Some(at) = self.engine.next_deadline().filter(|&at| at <= target) {
+            self.now = self.now.max(at);
+            self.settle();
+        }
+        self.now = target;
+        self.settle();
+    }
+
+    fn next_line(&mut self, conn: ConnId) -> Option<String> {
+        self.lines.get_mut(&conn).and_then(|q| q.pop_front())
+    }
+
+    /// The next line for `conn`, letting up to 10 virtual seconds pass for it.
+    fn expect_line(&mut self, conn: ConnId) -> String {
+        for _ in 0..100 {
+            if let Some(l) = self.next_line(conn) {
+                return l;
+            }
+            self.advance(Duration::from_millis(100));
+        }
+        panic!("conn {conn}: no line within 10 virtual seconds");
+    }
+
+    fn login_new(&mut self, user: &str) -> (ConnId, String) {
+        let c = self.connect();
+        self.send(c, &format!("SIGNUP {user} pw pw"));
+        assert_eq!(self.expect_line(c), format!("OK SIGNUP {user}"));
+        self.send(c, &format!("LOGIN {user} pw"));
+        let ok = self.expect_line(c);
+        let token = ok
+            .strip_prefix(&format!("OK LOGIN {user} "))
+            .unwrap_or_else(|| panic!("{ok}"));
+        (c, token.to_owned())
+    }
+
+    fn take_datagrams(&mut self) -> Vec<(SocketAddr, String)> {
+        std::mem::take(&mut self.datagrams)
+    }
+
+    fn silent(&mut self, conn: ConnId) {
+        if let Some(l) = self.next_line(conn) {
+            panic!("conn {conn}: unexpected {l:?}");
+        }
+    }
+}
+
+fn udp(port: u16) -> SocketAddr {
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+// ---- transcripts ----------------------------------------------------------------
+
+fn replay(name: &str) {
+    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let steps = transcript::parse(&text).unwrap();
+    let mut sim = Sim::new(cfg());
+    let mut conns: HashMap<String, ConnId> = HashMap::new();
+    for (i, step) in steps.into_iter().enumerate() {
+        let ctx = format!("{name} step {}", i + 1);
+        match step {
+            Step::Connect(n) => {
+                let c = sim.connect();
+                conns.insert(n, c);
+            }
+            Step::Send(n, line) => sim.send(conns[&n], &line),
+            Step::Expect(n, pattern) => {
+                let got = sim.expect_line(conns[&n]);
+                assert!(
+                    transcript::matches(&pattern, &got),
+                    "{ctx}: wanted {pattern:?}, got {got:?}"
+                );
+            }
+            Step::Wait(d) => sim.advance(d),
+            Step::Closed(n) => {
+                let c = conns[&n];
+                assert!(
+                    sim.closed.get(&c).copied().unwrap_or(false),
+                    "{ctx}: {n} not closed"
+                );
+                assert_eq!(sim.next_line(c), None, "{ctx}: line after close");
+            }
+        }
+    }
+}
+
+#[test]
+fn transcript_accounts() {
+    replay("accounts.transcript");
+}
+
+#[test]
+fn transcript_replaced() {
+    replay("replaced.transcript");
+}
+
+#[test]
+fn transcript_introductions() {
+    replay("introductions.transcript");
+}
+
+#[test]
+fn transcript_reauth() {
+    replay("reauth.transcript");
+}
+
+#[test]
+fn transcript_request_expiry() {
+    replay("request-expiry.transcript");
+}
+
+#[test]
+fn transcript_broadcast_tcp() {
+    replay("broadcast-tcp.transcript");
+}
+
+#[test]
+fn transcript_idle() {
+    replay("idle.transcript");
+}
+
+// ---- sessions -------------------------------------------------------------------
+
+#[test]
+fn relogin_keeps_token_and_list_place() {
+    let mut sim = Sim::new(cfg());
+    let (a, token) = sim.login_new("alice");
+    let (b, _) = sim.login_new("bob");
+    sim.advance(Duration::from_secs(30 * 60));
+    assert_eq!(sim.expect_line(a), "EVENT REAUTH 120");
+    sim.send(a, "LOGIN alice pw");
+    assert_eq!(sim.expect_line(a), format!("OK LOGIN alice {token}"));
+    assert_eq!(sim.expect_line(b), "EVENT REAUTH 120");
+    sim.send(b, "LIST");
+    assert_eq!(sim.expect_line(b), "CLIENT alice 127.0.0.1");
+    // The next REAUTH comes a full TTL after the re-login, not after the first.
+    sim.advance(Duration::from_secs(29 * 60));
+    sim.silent(a);
+}
+
+#[test]
+fn wrong_password_in_answer_to_reauth_does_not_renew() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    sim.advance(Duration::from_secs(30 * 60));
+    assert_eq!(sim.expect_line(a), "EVENT REAUTH 120");
+    sim.send(a, "LOGIN alice nope");
+    assert!(sim.expect_line(a).starts_with("ERR bad-credentials"));
+    sim.advance(Duration::from_secs(120));
+    assert!(sim
+        .expect_line(a)
+        .starts_with("EVENT CLOSING session-expired"));
+    assert!(sim.closed[&a]);
+}
+
+#[test]
+fn commands_queued_behind_a_login_are_answered_in_order() {
+    let mut sim = Sim::new(EngineConfig {
+        kdf_iterations: 20_000,
+        ..cfg()
+    });
+    let c = sim.connect();
+    sim.send(c, "SIGNUP alice pw pw");
+    sim.engine
+        .on_frame(sim.now, c, Frame::Line("LOGIN alice pw".into()));
+    sim.engine.on_frame(sim.now, c, Frame::Line("LIST".into()));
+    sim.engine.on_frame(sim.now, c, Frame::TooLong);
+    sim.settle();
+    assert_eq!(sim.expect_line(c), "OK SIGNUP alice");
+    assert!(sim.expect_line(c).starts_with("OK LOGIN alice "));
+    assert_eq!(sim.expect_line(c), "CLIENT alice 127.0.0.1");
+    assert_eq!(sim.expect_line(c), "OK LIST 1");
+    assert!(sim.expect_line(c).starts_with("ERR line-too-long"));
+}
+
+#[test]
+fn a_slow_hash_does_not_delay_other_connections() {
+    let mut sim = Sim::new(EngineConfig {
+        kdf_iterations: 1_000_000,
+        ..cfg()
+    });
+    let a = sim.connect();
+    let b = sim.connect();
+    sim.engine
+        .on_frame(sim.now, a, Frame::Line("LOGIN nobody pw".into()));
+    // One turn of work, then b's command: answered at once, a still hashing.
+    sim.engine.on_timeout(sim.now);
+    sim.engine.on_frame(sim.now, b, Frame::Line("PING".into()));
+    let mut outs = Vec::new();
+    while let Some(o) = sim.engine.poll_output() {
+        outs.push(o);
+    }
+    assert!(outs.contains(&Output::Line {
+        conn: b,
+        line: "OK PING".into()
+    }));
+    assert!(
+        sim.engine.has_work(),
+        "the hash is sliced, not finished in one turn"
+    );
+}
+
+#[test]
+fn unknown_user_costs_the_same_hashing_as_a_wrong_password() {
+    let iterations = 30_000;
+    let mut sim = Sim::new(EngineConfig {
+        kdf_iterations: iterations,
+        ..cfg()
+    });
+    let (_, _) = sim.login_new("alice");
+    let turns = |sim: &mut Sim, line: &str| {
+        let c = sim.connect();
+        sim.engine.on_frame(sim.now, c, Frame::Line(line.into()));
+        let mut n = 0;
+        while sim.engine.has_work() {
+            sim.engine.on_timeout(sim.now);
+            n += 1;
+        }
+        while sim.engine.poll_output().is_some() {}
+        n
+    };
+    let wrong = turns(&mut sim, "LOGIN alice nope");
+    let unknown = turns(&mut sim, "LOGIN mallory nope");
+    assert_eq!(wrong, unknown);
+    assert!(wrong >= (iterations / super::engine::KDF_TURN_BUDGET) as usize);
+}
+
+#[test]
+fn closing_a_connection_removes_the_user_and_cancels_requests() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    let (b, _) = sim.login_new("bob");
+    sim.send(a, "CONNECT bob");
+    assert_eq!(sim.expect_line(b), "EVENT REQUEST alice 127.0.0.1");
+    sim.engine.on_disconnect(sim.now, a);
+    sim.settle();
+    assert_eq!(sim.expect_line(b), "EVENT CANCELLED alice offline");
+    sim.send(b, "LIST");
+    assert_eq!(sim.expect_line(b), "CLIENT bob 127.0.0.1");
+    assert_eq!(sim.expect_line(b), "OK LIST 1");
+}
+
+#[test]
+fn server_full_is_announced() {
+    let mut sim = Sim::new(EngineConfig {
+        max_clients: 1,
+        ..cfg()
+    });
+    sim.connect();
+    sim.engine.on_connect(sim.now, 99, udp(1));
+    sim.settle();
+    assert!(sim
+        .next_line(99)
+        .unwrap()
+        .starts_with("EVENT CLOSING server-full"));
+    assert!(sim.closed[&99]);
+}
+
+// ---- broadcast over UDP ----------------------------------------------------------
+
+#[test]
+fn udp_delivery_is_acked_once_and_persisted() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    let (_b, tb) = sim.login_new("bob");
+    sim.datagram(udp(5000), &format!("REGISTER {tb}"));
+    assert_eq!(
+        sim.take_datagrams(),
+        vec![(udp(5000), "OK REGISTER".to_owned())]
+    );
+    sim.send(a, "BROADCAST hi all");
+    assert!(sim
+        .expect_line(a)
+        .starts_with("OK BROADCAST 1 reached=1 pending=0 expires="));
+    let sent = sim.take_datagrams();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].1.starts_with("BCAST 1 alice ") && sent[0].1.ends_with(" hi all"));
+    sim.datagram(udp(5000), &format!("ACK {tb} 1"));
+    assert_eq!(
+        sim.stored_deliveries,
+        vec![DeliveryRow::Got {
+            user: "bob".into(),
+            id: 1
+        }]
+    );
+    sim.advance(Duration::from_secs(20));
+    assert!(sim.take_datagrams().is_empty(), "no retransmit after ACK");
+}
+
+#[test]
+fn unacked_udp_is_retransmitted_then_falls_back_to_tcp_within_10s() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    let (b, tb) = sim.login_new("bob");
+    sim.datagram(udp(5000), &format!("REGISTER {tb}"));
+    sim.take_datagrams();
+    sim.send(a, "BROADCAST anyone?");
+    let mut sends = Vec::new();
+    let start = sim.now;
+    let fallback = loop {
+        sim.advance(Duration::from_millis(100));
+        sends.extend(sim.take_datagrams().iter().map(|_| sim.now - start));
+        if let Some(l) = sim.next_line(b) {
+            break (sim.now - start, l);
+        }
+        assert!(
+            sim.now - start < Duration::from_secs(10),
+            "no TCP fallback within 10 s"
+        );
+    };
+    assert_eq!(sends.len(), 4, "{sends:?}");
+    assert!(fallback.1.starts_with("EVENT BROADCAST 1 alice "));
+    assert!(fallback.0 <= Duration::from_secs(8));
+}
+
+#[test]
+fn spoofed_and_malformed_datagrams_change_nothing() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    let (_b, tb) = sim.login_new("bob");
+    sim.datagram(udp(5000), &format!("REGISTER {tb}"));
+    sim.take_datagrams();
+    sim.send(a, "BROADCAST x");
+    sim.expect_line(a);
+    sim.take_datagrams();
+    let forged = "0".repeat(32);
+    for (from, text) in [
+        (udp(6666), format!("ACK {tb} 1")),
+        (udp(5000), format!("ACK {forged} 1")),
+        (udp(6666), format!("PING {tb}")),
+        (udp(5000), "REGISTER".into()),
+        (udp(5000), "\u{0}\u{1}garbage".into()),
+    ] {
+        sim.datagram(from, &text);
+    }
+    assert!(
+        sim.take_datagrams().is_empty(),
+        "no answer to unauthenticated datagrams"
+    );
+    assert!(
+        sim.stored_deliveries.is_empty(),
+        "a forged ACK delivered nothing"
+    );
+    assert_eq!(sim.engine.stats.dropped_datagrams, 5);
+    sim.datagram(udp(5000), &format!("PING {tb}"));
+    assert_eq!(
+        sim.take_datagrams(),
+        vec![(udp(5000), ServerDatagram::Pong.to_string())]
+    );
+}
+
+#[test]
+fn later_logins_get_it_until_the_ttl_and_late_signups_never() {
+    let mut sim = Sim::new(EngineConfig {
+        session_ttl: Duration::from_secs(86_400),
+        ..cfg()
+    });
+    let (a, _) = sim.login_new("alice");
+    let (b, _) = sim.login_new("bob");
+    let (c, _) = sim.login_new("carol");
+    sim.send(b, "QUIT");
+    sim.send(c, "QUIT");
+    sim.send(a, "BROADCAST while you were out");
+    assert!(sim
+        .expect_line(a)
+        .starts_with("OK BROADCAST 1 reached=0 pending=2"));
+    let (d, _) = sim.login_new("dave");
+    // bob comes back within the TTL, with no UDP: TCP after the register wait.
+    sim.advance(Duration::from_secs(29 * 60));
+    let b2 = sim.connect();
+    sim.send(b2, "LOGIN bob pw");
+    assert!(sim.expect_line(b2).starts_with("OK LOGIN bob"));
+    assert!(sim.expect_line(b2).starts_with("EVENT BROADCAST 1 alice "));
+    // carol comes back after it expired.
+    sim.advance(Duration::from_secs(2 * 60));
+    let c2 = sim.connect();
+    sim.send(c2, "LOGIN carol pw");
+    assert!(sim.expect_line(c2).starts_with("OK LOGIN carol"));
+    sim.advance(Duration::from_secs(5));
+    sim.silent(c2);
+    sim.silent(d);
+    // And bob, logging in again, does not get it twice.
+    sim.send(b2, "QUIT");
+    let b3 = sim.connect();
+    sim.send(b3, "LOGIN bob pw");
+    sim.expect_line(b3);
+    sim.advance(Duration::from_secs(5));
+    sim.silent(b3);
+}
+
+#[test]
+fn restart_keeps_pending_and_does_not_redeliver() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    let (b, _) = sim.login_new("bob");
+    let (c, _) = sim.login_new("carol");
+    sim.send(c, "QUIT");
+    sim.advance(Duration::from_secs(5));
+    sim.send(a, "BROADCAST before the restart");
+    sim.expect_line(a);
+    assert!(sim.expect_line(b).starts_with("EVENT BROADCAST 1"));
+    let users = sim.stored_users.clone();
+    let broadcasts = sim.stored_broadcasts.clone();
+    let deliveries = sim.stored_deliveries.clone();
+    let mut sim = Sim::with_store(cfg(), users, broadcasts, deliveries);
+    sim.now += Duration::from_secs(60);
+    for (name, gets) in [("bob", false), ("carol", true)] {
+        let conn = sim.connect();
+        sim.send(conn, &format!("LOGIN {name} pw"));
+        sim.expect_line(conn);
+        sim.advance(Duration::from_secs(4));
+        match (gets, sim.next_line(conn)) {
+            (true, Some(l)) => assert!(l.starts_with("EVENT BROADCAST 1 alice"), "{l}"),
+            (false, None) => {}
+            (_, other) => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn fanout_to_many_is_batched_across_turns() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    let n = 1200;
+    for i in 0..n {
+        let c = sim.connect();
+        sim.send(c, &format!("SIGNUP u{i} pw pw"));
+        sim.send(c, &format!("LOGIN u{i} pw"));
+    }
+    sim.advance(Duration::from_secs(4));
+    sim.lines.clear();
+    sim.engine
+        .on_frame(sim.now, a, Frame::Line("BROADCAST to all".into()));
+    // Drive by hand: the reply comes first, then at most a batch per turn.
+    let mut per_turn = Vec::new();
+    let mut replied = false;
+    for _ in 0..100 {
+        sim.engine.on_timeout(sim.now);
+        let mut lines = 0;
+        while let Some(o) = sim.engine.poll_output() {
+            match o {
+                Output::Line { conn, line } if conn == a => {
+                    replied |= line.starts_with("OK BROADCAST")
+                }
+                Output::Line { .. } => lines += 1,
+                Output::StoreBroadcast { conn, record } => {
+                    sim.engine.broadcast_stored(sim.now, conn, record, true)
+                }
+                _ => {}
+            }
+        }
+        per_turn.push(lines);
+        if !sim.engine.has_work() {
+            break;
+        }
+    }
+    assert!(replied);
+    assert_eq!(per_turn.iter().sum::<usize>(), n);
+    assert!(
+        per_turn.iter().all(|&l| l <= super::engine::FANOUT_BATCH),
+        "{per_turn:?}"
+    );
+}

@@ -1,0 +1,134 @@
+//! Readable protocol transcripts (`fixtures/*.transcript`), replayed both
+//! against the engine on a virtual clock and against the real binary.
+//!
+//! ```text
+//! # a comment
+//! connect a            open connection `a` (the WELCOME is consumed)
+//! a> LOGIN alice pw    `a` sends a line
+//! a< OK LOGIN alice *  `a` must receive this line next (`*` ends a prefix match,
+//!                      `<token>` stands for any 32-hex-digit token, `<n>` for
+//!                      any number)
+//! wait 30m             advance the clock (engine replays only)
+//! a closed             `a` must have been closed by the server
+//! ```
+
+use std::time::Duration;
+
+/// One step of a transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Connect(String),
+    Send(String, String),
+    Expect(String, String),
+    Wait(Duration),
+    Closed(String),
+}
+
+/// Parses a transcript; the error names the line.
+pub fn parse(text: &str) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_end();
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let bad = || format!("line {}: cannot read {line:?}", i + 1);
+        let step = if let Some(name) = line.strip_prefix("connect ") {
+            Step::Connect(name.trim().to_owned())
+        } else if let Some(d) = line.strip_prefix("wait ") {
+            Step::Wait(
+                crate::duration::parse_duration(d).map_err(|e| format!("line {}: {e}", i + 1))?,
+            )
+        } else if let Some(name) = line.strip_suffix(" closed") {
+            Step::Closed(name.to_owned())
+        } else {
+            // `name> line` or `name< line`: the marker ends the first word.
+            let (head, rest) = line.split_once(' ').ok_or_else(bad)?;
+            if let Some(name) = head.strip_suffix('>') {
+                Step::Send(name.to_owned(), rest.to_owned())
+            } else if let Some(name) = head.strip_suffix('<') {
+                Step::Expect(name.to_owned(), rest.to_owned())
+            } else {
+                return Err(bad());
+            }
+        };
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
+/// Whether `actual` fits `pattern` (see the module docs for the wildcards).
+pub fn matches(pattern: &str, actual: &str) -> bool {
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return matches_words(prefix.trim_end(), actual, true);
+    }
+    matches_words(pattern, actual, false)
+}
+
+fn matches_words(pattern: &str, actual: &str, prefix: bool) -> bool {
+    let p: Vec<&str> = pattern.split(' ').collect();
+    let a: Vec<&str> = actual.split(' ').collect();
+    if a.len() < p.len() || (!prefix && a.len() != p.len()) {
+        return false;
+    }
+    p.iter().zip(&a).all(|(p, a)| {
+        if *p == "<token>" {
+            return crate::proto::names::is_valid_token(a);
+        }
+        match p.strip_suffix("<n>") {
+            // `<n>` may end a word: `expires=<n>`.
+            Some(head) => a
+                .strip_prefix(head)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+            None => p == a,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_step() {
+        let t = "# c\nconnect a\na> PING\na< OK PING\nwait 2m\na closed\n";
+        assert_eq!(
+            parse(t).unwrap(),
+            vec![
+                Step::Connect("a".into()),
+                Step::Send("a".into(), "PING".into()),
+                Step::Expect("a".into(), "OK PING".into()),
+                Step::Wait(Duration::from_secs(120)),
+                Step::Closed("a".into()),
+            ]
+        );
+        assert!(parse("gibberish").is_err());
+        assert_eq!(
+            parse("b< X <n> y").unwrap(),
+            vec![Step::Expect("b".into(), "X <n> y".into())]
+        );
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(matches(
+            "OK LOGIN alice <token>",
+            &format!("OK LOGIN alice {}", "ab".repeat(16))
+        ));
+        assert!(!matches("OK LOGIN alice <token>", "OK LOGIN alice xyz"));
+        assert!(matches(
+            "ERR bad-credentials *",
+            "ERR bad-credentials wrong username or password"
+        ));
+        assert!(!matches("OK PING", "OK PING extra"));
+        assert!(matches(
+            "OK BROADCAST 1 expires=<n>",
+            "OK BROADCAST 1 expires=17"
+        ));
+        assert!(!matches(
+            "OK BROADCAST 1 expires=<n>",
+            "OK BROADCAST 1 expires="
+        ));
+        assert!(!matches("a <n>", "a 1x"));
+    }
+}
