@@ -4,7 +4,7 @@
 //! fan-out repeats at each size, sustained fan-out and an idle window at 1,000,
 //! memory at the largest size, and PING round-trips during the largest fan-out.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::clock::now_ns;
@@ -80,6 +80,8 @@ pub struct Pings {
 #[derive(Debug, Clone, Default)]
 pub struct Fan {
     pub n: usize,
+    /// UDP receive-buffer drops on the host over all repeats.
+    pub udp_drops: u64,
     /// Per repeat, nanoseconds: (receivers reached, first, last).
     pub samples: Vec<(u64, u64, u64)>,
 }
@@ -106,9 +108,18 @@ pub struct Sustained {
     pub tcp_deliveries: u64,
     pub secs: f64,
     pub cpu_ms: f64,
+    /// CPU the load generator used over the same span (all workers).
+    pub tool_cpu_ms: f64,
+    /// UDP datagrams the host dropped for want of receive-buffer room.
+    pub udp_drops: u64,
 }
 
 impl Sustained {
+    /// Share of its one CPU the load generator was busy: near 1.0 means the
+    /// rate measured the tool, not the server.
+    pub fn tool_busy(&self) -> f64 {
+        self.tool_cpu_ms / (self.secs * 1000.0).max(1e-9)
+    }
     pub fn per_sec(&self) -> f64 {
         self.deliveries as f64 / self.secs.max(1e-9)
     }
@@ -164,7 +175,7 @@ const PASSWORD: &str = "bench-pass-1";
 
 /// Runs every scenario against one system. Failures of a scenario are recorded
 /// in `errors` and the rest still runs where it can.
-pub fn run(system: System, plan: &Plan, server_bin: &PathBuf) -> Results {
+pub fn run(system: System, plan: &Plan, server_bin: &Path) -> Results {
     let mut r = Results {
         system: system.name().into(),
         ..Results::default()
@@ -185,13 +196,7 @@ pub fn run(system: System, plan: &Plan, server_bin: &PathBuf) -> Results {
     r
 }
 
-fn start(
-    system: System,
-    plan: &Plan,
-    bin: &PathBuf,
-    kdf: Option<u32>,
-    users: usize,
-) -> Res<Server> {
+fn start(system: System, plan: &Plan, bin: &Path, kdf: Option<u32>, users: usize) -> Res<Server> {
     match system {
         System::Peerline => Server::start_peerline(bin, kdf, plan.server_cpu),
         System::Mosquitto => Server::start_mosquitto(users, "u", PASSWORD, plan.server_cpu),
@@ -208,7 +213,7 @@ fn pings(line: &str, during: f64) -> Pings {
     }
 }
 
-fn phase_default(system: System, plan: &Plan, bin: &PathBuf, r: &mut Results) -> Res<()> {
+fn phase_default(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<()> {
     let first = 100;
     let n = plan.default_sessions.max(plan.storm);
     let server = start(system, plan, bin, None, first + n + 1)?;
@@ -304,8 +309,10 @@ fn fan_once(fleet: &mut Fleet, rep: u64, pad: usize) -> Res<(u64, u64, u64)> {
 fn fan_reps(fleet: &mut Fleet, n: usize, reps: usize, rep0: u64, pad: usize) -> Res<Fan> {
     let mut fan = Fan {
         n,
+        udp_drops: 0,
         samples: Vec::new(),
     };
+    let drops0 = procfs::udp_rcvbuf_errors();
     let started = Instant::now();
     for k in 0..reps {
         let s = fan_once(fleet, rep0 + k as u64, pad)?;
@@ -320,16 +327,18 @@ fn fan_reps(fleet: &mut Fleet, n: usize, reps: usize, rep0: u64, pad: usize) -> 
             );
         }
     }
+    fan.udp_drops = procfs::udp_rcvbuf_errors().saturating_sub(drops0);
     let (f, l) = (
         fan.first().expect("reps > 0"),
         fan.last().expect("reps > 0"),
     );
     eprintln!(
-        "  fan-out N={n}: first p50 {:.2} ms, last p50 {:.2} ms p99 {:.2} ms, {} incomplete",
+        "  fan-out N={n}: first p50 {:.2} ms, last p50 {:.2} ms p99 {:.2} ms, {} incomplete, {} UDP drops",
         f.p50 as f64 / 1e6,
         l.p50 as f64 / 1e6,
         l.p99 as f64 / 1e6,
-        fan.incomplete()
+        fan.incomplete(),
+        fan.udp_drops
     );
     Ok(fan)
 }
@@ -338,6 +347,8 @@ fn sustained(fleet: &mut Fleet, pid: u32, plan: &Plan) -> Res<Sustained> {
     let n = fleet.receivers;
     fleet.all("RESET", "RESET", Duration::from_secs(10))?;
     let cpu0 = procfs::cpu(pid).map_err(|e| e.to_string())?;
+    let tool0 = fleet.cpu_ticks();
+    let drops0 = procfs::udp_rcvbuf_errors();
     let t0 = now_ns();
     fleet.send(
         0,
@@ -357,6 +368,7 @@ fn sustained(fleet: &mut Fleet, pid: u32, plan: &Plan) -> Res<Sustained> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let tool1 = fleet.cpu_ticks();
     // ACK processing belongs to the cost of delivery: let it finish.
     std::thread::sleep(Duration::from_millis(500));
     let cpu1 = procfs::cpu(pid).map_err(|e| e.to_string())?;
@@ -368,13 +380,18 @@ fn sustained(fleet: &mut Fleet, pid: u32, plan: &Plan) -> Res<Sustained> {
         tcp_deliveries: tcp,
         secs: last.saturating_sub(t0) as f64 / 1e9,
         cpu_ms: (cpu1.total() - cpu0.total()) as f64 * procfs::ms_per_tick(),
+        tool_cpu_ms: tool1.saturating_sub(tool0) as f64 * procfs::ms_per_tick(),
+        udp_drops: procfs::udp_rcvbuf_errors().saturating_sub(drops0),
     };
     eprintln!(
-        "  sustained N={n}: {} of {expected} deliveries in {:.2} s = {:.0}/s, {:.1} CPU ms per 1000",
+        "  sustained N={n}: {} of {expected} deliveries in {:.2} s = {:.0}/s, {:.1} CPU ms per 1000; \
+         tool busy {:.0}%, {} UDP receive-buffer drops",
         s.deliveries,
         s.secs,
         s.per_sec(),
-        s.cpu_ms_per_1000()
+        s.cpu_ms_per_1000(),
+        s.tool_busy() * 100.0,
+        s.udp_drops
     );
     Ok(s)
 }
@@ -403,7 +420,7 @@ fn idle(fleet: &Fleet, pid: u32, secs: u64) -> Res<Idle> {
     Ok(i)
 }
 
-fn phase_scale(system: System, plan: &Plan, bin: &PathBuf, r: &mut Results) -> Res<()> {
+fn phase_scale(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<()> {
     let max_n = plan.sizes.iter().copied().max().unwrap_or(50);
     let mut server = start(system, plan, bin, Some(plan.kdf_low), max_n + 1)?;
     let pid = server.pid;

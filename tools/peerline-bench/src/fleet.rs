@@ -99,6 +99,15 @@ impl Fleet {
         Ok(fleet)
     }
 
+    /// CPU ticks used so far by all worker processes.
+    pub fn cpu_ticks(&self) -> u64 {
+        self.workers
+            .iter()
+            .filter_map(|(c, _)| crate::procfs::cpu(c.id()).ok())
+            .map(|t| t.total())
+            .sum()
+    }
+
     pub fn len(&self) -> usize {
         self.workers.len()
     }

@@ -190,6 +190,11 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
             a.per_worker.min(max_n + 1)
         ));
     }
+    if let Some(md) = &a.out_md {
+        if let Some(dir) = md.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
     let pin = |c: usize| (!a.no_pin && a.server_cpu != a.tool_cpu).then_some(c);
     let plan = bench::Plan {
         sizes: a.sizes.clone(),

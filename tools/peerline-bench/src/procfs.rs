@@ -86,6 +86,27 @@ pub fn ms_per_tick() -> f64 {
     1000.0 / if hz > 0 { hz as f64 } else { 100.0 }
 }
 
+/// UDP counters of the host's network namespace (`/proc/net/snmp`):
+/// (datagrams dropped for want of receive-buffer room, all receive errors).
+pub fn parse_snmp_udp(text: &str) -> Option<(u64, u64)> {
+    let mut rows = text.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = rows.next()?.split_whitespace().collect();
+    let values: Vec<&str> = rows.next()?.split_whitespace().collect();
+    let get = |name: &str| -> Option<u64> {
+        let i = names.iter().position(|n| *n == name)?;
+        values.get(i)?.parse().ok()
+    };
+    Some((get("RcvbufErrors")?, get("InErrors")?))
+}
+
+/// Receive-buffer drops of UDP so far (0 if unreadable).
+pub fn udp_rcvbuf_errors() -> u64 {
+    std::fs::read_to_string("/proc/net/snmp")
+        .ok()
+        .and_then(|t| parse_snmp_udp(&t))
+        .map_or(0, |c| c.0)
+}
+
 /// The soft limit on open files of this process.
 pub fn fd_limit() -> u64 {
     let mut r = libc::rlimit {
@@ -133,6 +154,17 @@ mod tests {
             })
         );
         assert_eq!(parse_stat("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn snmp_udp_counters_by_name() {
+        let text = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+            Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+            Udp: 1523339 2712 553541 2079599 553540 0\n\
+            UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+            UdpLite: 0 0 0 0 0 0\n";
+        assert_eq!(parse_snmp_udp(text), Some((553540, 553541)));
+        assert_eq!(parse_snmp_udp("Udp: InDatagrams\nUdp: 1\n"), None);
     }
 
     #[test]

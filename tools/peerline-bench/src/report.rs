@@ -214,6 +214,7 @@ pub fn svg(p: &Results, m: Option<&Results>) -> String {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn markdown(
     p: &Results,
     m: Option<&Results>,
@@ -342,7 +343,7 @@ pub fn markdown(
         let (fs, ls) = (f.first(), f.last());
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             f.n,
             r.system,
             f.samples.len(),
@@ -350,7 +351,8 @@ pub fn markdown(
             opt(fs, |s| ms(s.p99)),
             opt(ls, |s| ms(s.p50)),
             opt(ls, |s| ms(s.p99)),
-            f.incomplete()
+            f.incomplete(),
+            f.udp_drops
         );
     }
     let _ = writeln!(w, "\n![last-receiver latency against N](./{svg_name})\n");

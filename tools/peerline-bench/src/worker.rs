@@ -335,9 +335,8 @@ impl Worker {
                 self.tcp_deliveries = 0;
                 self.last_delivery = 0;
                 self.fans.clear();
-                for (_, s) in self.sessions.iter_mut() {
-                    s.seen.clear();
-                }
+                // `seen` stays: a late retransmit of an earlier broadcast is
+                // still a duplicate, not a new delivery.
                 say("RESET");
             }
             "PINGSTART" => {
@@ -784,10 +783,10 @@ impl Worker {
         }
         for d in got {
             match ServerDatagram::parse(&d) {
-                Some(ServerDatagram::Registered) => {
-                    if self.sessions[key].phase == Phase::RegisterWait {
-                        self.setup_done(key, true);
-                    }
+                Some(ServerDatagram::Registered)
+                    if self.sessions[key].phase == Phase::RegisterWait =>
+                {
+                    self.setup_done(key, true);
                 }
                 Some(ServerDatagram::Bcast { id, text, .. }) => {
                     let server = self.cfg.server;
