@@ -57,6 +57,56 @@ pub fn parse(text: &str) -> Result<Vec<Step>, String> {
     Ok(steps)
 }
 
+/// Something a transcript can be played against: the engine on a virtual
+/// clock, or the real binary over loopback.
+pub trait Player {
+    fn connect(&mut self, name: &str);
+    fn send(&mut self, name: &str, line: &str);
+    /// The next line `name` receives (each player bounds its own wait).
+    fn next_line(&mut self, name: &str) -> String;
+    /// Panics unless the server closed `name` with nothing more sent.
+    fn assert_closed(&mut self, name: &str, ctx: &str);
+    fn wait(&mut self, d: Duration);
+}
+
+/// Plays `steps` against `player`, panicking at the first mismatch with `ctx`.
+pub fn replay(steps: &[Step], player: &mut impl Player, ctx: &str) {
+    for (i, step) in steps.iter().enumerate() {
+        let here = format!("{ctx} step {}", i + 1);
+        match step {
+            Step::Connect(n) => player.connect(n),
+            Step::Send(n, line) => player.send(n, line),
+            Step::Expect(n, pattern) => {
+                let got = player.next_line(n);
+                assert!(
+                    matches(pattern, &got),
+                    "{here}: {n} wanted {pattern:?}, got {got:?}"
+                );
+            }
+            Step::Closed(n) => player.assert_closed(n, &here),
+            Step::Wait(d) => player.wait(*d),
+        }
+    }
+}
+
+/// Every `*.transcript` in `dir`, parsed, sorted by name.
+pub fn load_dir(dir: &std::path::Path) -> Vec<(String, Vec<Step>)> {
+    let mut out: Vec<(String, Vec<Step>)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "transcript"))
+        .map(|p| {
+            let text =
+                std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let steps = parse(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p.file_name().unwrap().to_string_lossy().into_owned(), steps)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// Whether `actual` fits `pattern` (see the module docs for the wildcards).
 pub fn matches(pattern: &str, actual: &str) -> bool {
     if let Some(prefix) = pattern.strip_suffix('*') {

@@ -321,12 +321,16 @@ impl Engine {
     }
 
     fn broadcast(&mut self, now: Instant, conn: ConnId, me: UserIdx, text: String) {
-        let created_unix = self.unix_secs(now);
+        let created_ms = self.unix_ms(now);
+        // Round the expiry up to the next whole second: rounding down (as in
+        // `created_unix + ttl_secs`) cut the TTL short by up to a second, so a
+        // user logging in just before T + ttl missed the broadcast.
+        let ttl_ms = self.cfg.broadcast_ttl.as_millis() as u64;
         let record = BroadcastRecord {
             id: self.book.next_id(),
             from: self.accounts.name(me).to_owned(),
-            created_unix,
-            expires_unix: created_unix + self.cfg.broadcast_ttl.as_secs().max(1),
+            created_unix: created_ms / 1000,
+            expires_unix: (created_ms + ttl_ms).div_ceil(1000),
             audience: self.accounts.len(),
             text,
         };

@@ -11,7 +11,7 @@ use super::accounts::UserRecord;
 use super::broadcast::{BroadcastRecord, DeliveryRow};
 use super::engine::{ConnId, Engine, EngineConfig, Output};
 use crate::proto::{Frame, ServerDatagram};
-use crate::transcript::{self, Step};
+use crate::transcript;
 
 const T0_UNIX_MS: u64 = 1_800_000_000_000;
 
@@ -186,73 +186,51 @@ fn udp(port: u16) -> SocketAddr {
 
 // ---- transcripts ----------------------------------------------------------------
 
-fn replay(name: &str) {
-    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let steps = transcript::parse(&text).unwrap();
-    let mut sim = Sim::new(cfg());
-    let mut conns: HashMap<String, ConnId> = HashMap::new();
-    for (i, step) in steps.into_iter().enumerate() {
-        let ctx = format!("{name} step {}", i + 1);
-        match step {
-            Step::Connect(n) => {
-                let c = sim.connect();
-                conns.insert(n, c);
-            }
-            Step::Send(n, line) => sim.send(conns[&n], &line),
-            Step::Expect(n, pattern) => {
-                let got = sim.expect_line(conns[&n]);
-                assert!(
-                    transcript::matches(&pattern, &got),
-                    "{ctx}: wanted {pattern:?}, got {got:?}"
-                );
-            }
-            Step::Wait(d) => sim.advance(d),
-            Step::Closed(n) => {
-                let c = conns[&n];
-                assert!(
-                    sim.closed.get(&c).copied().unwrap_or(false),
-                    "{ctx}: {n} not closed"
-                );
-                assert_eq!(sim.next_line(c), None, "{ctx}: line after close");
-            }
-        }
+/// The engine as a transcript player: connections by name, expectations may
+/// let up to 10 virtual seconds pass, `wait` jumps the clock.
+struct SimPlayer {
+    sim: Sim,
+    conns: HashMap<String, ConnId>,
+}
+
+impl transcript::Player for SimPlayer {
+    fn connect(&mut self, name: &str) {
+        let c = self.sim.connect();
+        self.conns.insert(name.to_owned(), c);
+    }
+    fn send(&mut self, name: &str, line: &str) {
+        self.sim.send(self.conns[name], line);
+    }
+    fn next_line(&mut self, name: &str) -> String {
+        self.sim.expect_line(self.conns[name])
+    }
+    fn assert_closed(&mut self, name: &str, ctx: &str) {
+        let c = self.conns[name];
+        assert!(
+            self.sim.closed.get(&c).copied().unwrap_or(false),
+            "{ctx}: {name} not closed"
+        );
+        assert_eq!(self.sim.next_line(c), None, "{ctx}: line after close");
+    }
+    fn wait(&mut self, d: Duration) {
+        self.sim.advance(d);
     }
 }
 
 #[test]
-fn transcript_accounts() {
-    replay("accounts.transcript");
-}
-
-#[test]
-fn transcript_replaced() {
-    replay("replaced.transcript");
-}
-
-#[test]
-fn transcript_introductions() {
-    replay("introductions.transcript");
-}
-
-#[test]
-fn transcript_reauth() {
-    replay("reauth.transcript");
-}
-
-#[test]
-fn transcript_request_expiry() {
-    replay("request-expiry.transcript");
-}
-
-#[test]
-fn transcript_broadcast_tcp() {
-    replay("broadcast-tcp.transcript");
-}
-
-#[test]
-fn transcript_idle() {
-    replay("idle.transcript");
+fn every_fixture_transcript_replays_on_the_engine() {
+    let fixtures = transcript::load_dir(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures"
+    )));
+    assert!(fixtures.len() >= 7, "fixtures missing: {}", fixtures.len());
+    for (name, steps) in fixtures {
+        let mut player = SimPlayer {
+            sim: Sim::new(cfg()),
+            conns: HashMap::new(),
+        };
+        transcript::replay(&steps, &mut player, &name);
+    }
 }
 
 // ---- sessions -------------------------------------------------------------------

@@ -1,1 +1,549 @@
-//! End-to-end tests: broadcast.
+//! Broadcasts end to end: UDP registration and delivery with ACKs,
+//! retransmits and the TCP fallback, delivery at login within the TTL,
+//! persistence across restarts and crashes, and spoofed datagrams. The
+//! client's UDP side is a plain `UdpSocket` on 127.0.0.1.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::harness::{Line, Server, SIGKILL, SIGTERM};
+
+// ---- helpers ------------------------------------------------------------------
+
+/// A client's UDP socket, talking to the server's broadcast port.
+struct Udp {
+    sock: UdpSocket,
+    server: SocketAddr,
+    seen: Vec<String>,
+}
+
+impl Udp {
+    fn bind(server: &Server) -> Udp {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind UDP on loopback");
+        Udp {
+            sock,
+            server: server.udp,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Binds a socket and registers `token` from it.
+    fn register(server: &Server, token: &str) -> Udp {
+        let mut u = Udp::bind(server);
+        u.send(&format!("REGISTER {token}"));
+        let r = u.recv(Duration::from_secs(5));
+        assert_eq!(r.as_deref(), Some("OK REGISTER"), "{}", u.dump());
+        u
+    }
+
+    fn send(&self, text: &str) {
+        self.send_bytes(text.as_bytes());
+    }
+
+    fn send_bytes(&self, bytes: &[u8]) {
+        self.sock
+            .send_to(bytes, self.server)
+            .expect("send datagram");
+    }
+
+    /// The next datagram from the server within `limit`.
+    fn recv(&mut self, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        let mut buf = [0u8; 2048];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.sock.set_read_timeout(Some(left)).unwrap();
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    assert_eq!(from, self.server, "datagram from a stranger");
+                    let s = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    self.seen.push(s.clone());
+                    return Some(s);
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => panic!("UDP receive failed: {e}"),
+            }
+        }
+    }
+
+    /// The next datagram, which must be a `BCAST`.
+    fn expect_bcast(&mut self, limit: Duration) -> Bcast {
+        match self.recv(limit) {
+            Some(d) => Bcast::parse(&d).unwrap_or_else(|| panic!("not a BCAST: {d:?}")),
+            None => panic!("no BCAST within {limit:?}\n{}", self.dump()),
+        }
+    }
+
+    fn expect_silence(&mut self, limit: Duration) {
+        if let Some(d) = self.recv(limit) {
+            panic!("expected no datagram, got {d:?}\n{}", self.dump());
+        }
+    }
+
+    fn dump(&self) -> String {
+        format!("datagrams so far: {:?}", self.seen)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bcast {
+    id: u64,
+    from: String,
+    unix: u64,
+    text: String,
+}
+
+impl Bcast {
+    /// `BCAST <id> <from> <unix> <text>` or `EVENT BROADCAST <id> <from> <unix> <text>`.
+    fn parse(s: &str) -> Option<Bcast> {
+        let rest = s
+            .strip_prefix("BCAST ")
+            .or_else(|| s.strip_prefix("EVENT BROADCAST "))?;
+        let f: Vec<&str> = rest.splitn(4, ' ').collect();
+        let [id, from, unix, text] = f.as_slice() else {
+            return None;
+        };
+        Some(Bcast {
+            id: id.parse().ok()?,
+            from: from.to_string(),
+            unix: unix.parse().ok()?,
+            text: text.to_string(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct BroadcastOk {
+    id: u64,
+    reached: usize,
+    pending: usize,
+    expires: u64,
+}
+
+/// Sends `BROADCAST text`; parses `OK BROADCAST <id> reached=N pending=M expires=UNIX`.
+fn broadcast(c: &mut Line, text: &str) -> BroadcastOk {
+    let r = c.cmd_ok(&format!("BROADCAST {text}"));
+    let f: Vec<&str> = r.split(' ').collect();
+    let kv = |i: usize, k: &str| -> u64 {
+        f.get(i)
+            .and_then(|s| s.strip_prefix(k))
+            .and_then(|s| s.strip_prefix('='))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no {k}= in {r:?}"))
+    };
+    assert_eq!(f[..2], ["OK", "BROADCAST"], "{r:?}");
+    BroadcastOk {
+        id: f[2].parse().unwrap_or_else(|_| panic!("id in {r:?}")),
+        reached: kv(3, "reached") as usize,
+        pending: kv(4, "pending") as usize,
+        expires: kv(5, "expires"),
+    }
+}
+
+/// Signs up and logs in `user`, then registers a fresh UDP socket.
+fn udp_user(server: &Server, user: &str) -> (Line, String, Udp) {
+    let (c, token) = server.login_new(user);
+    let u = Udp::register(server, &token);
+    (c, token, u)
+}
+
+fn signup(server: &Server, user: &str) {
+    server
+        .connect()
+        .cmd_ok(&format!("SIGNUP {user} pw-{user} pw-{user}"));
+}
+
+fn login(server: &Server, user: &str) -> (Line, String) {
+    let mut c = server.connect();
+    let r = c.cmd_ok(&format!("LOGIN {user} pw-{user}"));
+    let token = r.split(' ').nth(3).expect("token").to_owned();
+    (c, token)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Sleeps until the wall clock is at least `frac` into a second (bounded: < 1 s).
+fn sleep_until_late_in_a_second(frac: f64) {
+    let into = |d: Duration| f64::from(d.subsec_millis()) / 1000.0;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    if into(now) < frac {
+        std::thread::sleep(Duration::from_secs_f64(frac - into(now)) + Duration::from_millis(10));
+    }
+}
+
+/// Two PING/PONG round trips: every datagram sent before has been handled by
+/// the server and its loop turn (including the delivery log write) is over.
+fn sync_udp(u: &mut Udp, token: &str) {
+    for _ in 0..2 {
+        u.send(&format!("PING {token}"));
+        loop {
+            match u.recv(Duration::from_secs(5)).as_deref() {
+                Some("PONG") => break,
+                Some(d) if d.starts_with("BCAST ") => continue,
+                other => panic!("wanted PONG, got {other:?}\n{}", u.dump()),
+            }
+        }
+    }
+}
+
+/// The next `EVENT BROADCAST` on a control connection.
+fn expect_tcp_broadcast(c: &mut Line) -> Bcast {
+    let l = c.expect_prefix("EVENT BROADCAST ");
+    Bcast::parse(&l).unwrap_or_else(|| panic!("malformed: {l:?}"))
+}
+
+// ---- registration ----------------------------------------------------------------
+
+#[test]
+fn register_and_ping_over_udp() {
+    let server = Server::start(&[]);
+    let (_c, token) = server.login_new("alice");
+    let mut u = Udp::register(&server, &token);
+    u.send(&format!("PING {token}"));
+    assert_eq!(u.recv(Duration::from_secs(5)).as_deref(), Some("PONG"));
+    // A trailing newline (nc -u) is tolerated.
+    u.send(&format!("PING {token}\n"));
+    assert_eq!(u.recv(Duration::from_secs(5)).as_deref(), Some("PONG"));
+}
+
+// ---- delivery to online users ----------------------------------------------------------
+
+#[test]
+fn online_users_get_it_over_udp_and_an_ack_stops_retransmits() {
+    let server = Server::start(&[]);
+    let (mut alice, _, mut alice_udp) = udp_user(&server, "alice");
+    let (mut bob, bob_token, mut bob_udp) = udp_user(&server, "bob");
+    let (mut carol, carol_token, mut carol_udp) = udp_user(&server, "carol");
+    let before = unix_now();
+    let ok = broadcast(&mut alice, "hello,  \"everyone\" ✓");
+    assert_eq!((ok.reached, ok.pending), (2, 0), "{ok:?}");
+    for (u, token) in [(&mut bob_udp, &bob_token), (&mut carol_udp, &carol_token)] {
+        let b = u.expect_bcast(Duration::from_secs(2));
+        assert_eq!(b.id, ok.id);
+        assert_eq!(b.from, "alice");
+        assert_eq!(b.text, "hello,  \"everyone\" ✓");
+        assert!(
+            b.unix >= before && b.unix <= unix_now(),
+            "unix time {} not in [{before}, now]",
+            b.unix
+        );
+        u.send(&format!("ACK {token} {}", b.id));
+    }
+    // First retransmit would be due at 0.5 s and the TCP fallback at 7.5 s.
+    bob_udp.expect_silence(Duration::from_millis(2000));
+    carol_udp.expect_silence(Duration::from_millis(0));
+    bob.expect_silence(Duration::from_millis(0));
+    carol.expect_silence(Duration::from_millis(0));
+    // The sender gets its own broadcast on neither path.
+    alice_udp.expect_silence(Duration::from_millis(0));
+    alice.expect_silence(Duration::from_millis(0));
+}
+
+#[test]
+fn a_user_who_never_acks_gets_retransmits_then_tcp_within_10s() {
+    let server = Server::start(&[]);
+    let (mut alice, _) = server.login_new("alice");
+    let (mut bob, _, mut bob_udp) = udp_user(&server, "bob");
+    let ok = broadcast(&mut alice, "are you there");
+    let first = bob_udp.expect_bcast(Duration::from_secs(2));
+    let t0 = Instant::now();
+    assert_eq!(first.id, ok.id);
+    let mut copies = 1;
+    let fallback = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no EVENT BROADCAST within 10 s of the first datagram\n{}\n{}",
+            bob_udp.dump(),
+            bob.dump()
+        );
+        if let Some(d) = bob_udp.recv(Duration::from_millis(20)) {
+            assert_eq!(
+                Bcast::parse(&d).as_ref(),
+                Some(&first),
+                "retransmit differs"
+            );
+            copies += 1;
+        }
+        if let Some(l) = bob.next_within(Duration::from_millis(20)) {
+            if l.starts_with("EVENT BROADCAST ") {
+                break Bcast::parse(&l).expect("well-formed EVENT BROADCAST");
+            }
+        }
+    };
+    let at = t0.elapsed();
+    assert_eq!(
+        fallback, first,
+        "TCP fallback must carry the same broadcast"
+    );
+    assert!(
+        at >= Duration::from_secs(5),
+        "fell back after only {at:?}: retransmits should come first"
+    );
+    assert!(copies >= 3, "only {copies} datagram(s) before the fallback");
+    // After the fallback UDP stops.
+    bob_udp.expect_silence(Duration::from_millis(1000));
+    bob.expect_silence(Duration::from_millis(0));
+}
+
+#[test]
+fn a_user_without_udp_gets_it_on_tcp() {
+    let server = Server::start(&[]);
+    let (mut alice, _) = server.login_new("alice");
+    let (mut bob, _) = server.login_new("bob");
+    let t = Instant::now();
+    // Just logged in: deliveries wait up to 3 s for REGISTER, then go on TCP.
+    let ok = broadcast(&mut alice, "first");
+    let b = expect_tcp_broadcast(&mut bob);
+    let waited = t.elapsed();
+    assert_eq!(
+        (b.id, b.from.as_str(), b.text.as_str()),
+        (ok.id, "alice", "first")
+    );
+    assert!(
+        waited >= Duration::from_millis(2500) && waited < Duration::from_secs(6),
+        "TCP delivery to a fresh login came after {waited:?}, not about 3 s"
+    );
+    // Past the register window: at once.
+    let t = Instant::now();
+    let ok2 = broadcast(&mut alice, "second");
+    let b = expect_tcp_broadcast(&mut bob);
+    assert_eq!((b.id, b.text.as_str()), (ok2.id, "second"));
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(ok2.id > ok.id, "ids grow");
+    bob.expect_silence(Duration::from_millis(300));
+    alice.expect_silence(Duration::from_millis(0));
+}
+
+#[test]
+fn broadcast_counts_and_text_limit() {
+    let server = Server::start(&["--broadcast-ttl", "2m"]);
+    let (mut alice, _) = server.login_new("alice");
+    let (_bob, _, _bu) = udp_user(&server, "bob");
+    let (_carol, _) = server.login_new("carol");
+    signup(&server, "dave");
+    signup(&server, "erin");
+    let before = unix_now();
+    let ok = broadcast(&mut alice, "count me");
+    assert_eq!(
+        (ok.reached, ok.pending),
+        (2, 2),
+        "bob and carol online, dave and erin not: {ok:?}"
+    );
+    assert!(
+        ok.expires >= before + 119 && ok.expires <= unix_now() + 121,
+        "expires={} for a 2-minute TTL made at {before}",
+        ok.expires
+    );
+    // 900 bytes is the limit, counted in bytes.
+    let max = "é".repeat(450);
+    broadcast(&mut alice, &max);
+    alice.cmd_err(&format!("BROADCAST {max}x"), "text-too-long");
+    alice.cmd_err(&format!("BROADCAST {}", "y".repeat(901)), "text-too-long");
+    let ok = broadcast(&mut alice, &"y".repeat(900));
+    assert_eq!(ok.reached, 2);
+}
+
+#[test]
+fn longest_text_arrives_whole_over_udp_and_tcp() {
+    let server = Server::start(&[]);
+    let (mut alice, _) = server.login_new("alice");
+    let (_bob, bob_token, mut bob_udp) = udp_user(&server, "bob");
+    let (mut carol, _) = server.login_new("carol");
+    let text = format!("{} end", "ü".repeat(448));
+    assert_eq!(text.len(), 900);
+    let ok = broadcast(&mut alice, &text);
+    let b = bob_udp.expect_bcast(Duration::from_secs(2));
+    bob_udp.send(&format!("ACK {bob_token} {}", b.id));
+    assert_eq!((b.id, &b.text), (ok.id, &text));
+    let b = expect_tcp_broadcast(&mut carol);
+    assert_eq!((b.id, &b.text), (ok.id, &text));
+}
+
+// ---- delivery at login ------------------------------------------------------------------
+
+#[test]
+fn users_logging_in_within_the_ttl_get_it_and_later_signups_do_not() {
+    let server = Server::start(&["--broadcast-ttl", "5s"]);
+    let (mut alice, _) = server.login_new("alice");
+    for u in ["bob", "carol", "erin"] {
+        signup(&server, u);
+    }
+    // Made late in a wall-clock second, so that an expiry rounded down to whole
+    // seconds would cut the TTL short by most of a second.
+    sleep_until_late_in_a_second(0.75);
+    let ok = broadcast(&mut alice, "while you were out");
+    let t0 = Instant::now();
+    assert_eq!((ok.reached, ok.pending), (0, 3), "{ok:?}");
+    signup(&server, "dave"); // after the broadcast: not in its audience
+
+    // bob: over UDP as soon as he registers.
+    let (_bob, bob_token) = login(&server, "bob");
+    let mut bob_udp = Udp::register(&server, &bob_token);
+    let b = bob_udp.expect_bcast(Duration::from_secs(1));
+    assert_eq!((b.id, b.text.as_str()), (ok.id, "while you were out"));
+    bob_udp.send(&format!("ACK {bob_token} {}", b.id));
+
+    // carol: no REGISTER, so on TCP after about 3 s.
+    let (mut carol, _) = login(&server, "carol");
+    let t = Instant::now();
+    let b = expect_tcp_broadcast(&mut carol);
+    assert_eq!(b.id, ok.id);
+    assert!(
+        t.elapsed() >= Duration::from_millis(2500),
+        "TCP after {:?}; the client had 3 s to REGISTER",
+        t.elapsed()
+    );
+
+    // dave signed up after it.
+    let (mut dave, dave_token) = login(&server, "dave");
+    let mut dave_udp = Udp::register(&server, &dave_token);
+
+    // erin logs in shortly before the TTL is over: still hers.
+    let due = Duration::from_millis(4300);
+    std::thread::sleep(due.saturating_sub(t0.elapsed()));
+    let (_erin, erin_token) = login(&server, "erin");
+    let mut erin_udp = Udp::register(&server, &erin_token);
+    assert!(
+        t0.elapsed() < Duration::from_millis(4900),
+        "too slow to test the TTL edge"
+    );
+    let b = erin_udp.expect_bcast(Duration::from_secs(1));
+    assert_eq!(b.id, ok.id, "logged in {:?} into a 5 s TTL", t0.elapsed());
+
+    dave_udp.expect_silence(Duration::from_millis(300));
+    dave.expect_silence(Duration::from_millis(0));
+    bob_udp.expect_silence(Duration::from_millis(0));
+}
+
+#[test]
+fn users_logging_in_after_the_ttl_do_not_get_it() {
+    let server = Server::start(&["--broadcast-ttl", "1s"]);
+    let (mut alice, _) = server.login_new("alice");
+    signup(&server, "bob");
+    signup(&server, "carol");
+    let ok = broadcast(&mut alice, "too late");
+    assert_eq!(ok.pending, 2);
+    std::thread::sleep(Duration::from_millis(2200));
+    let (mut bob, bob_token) = login(&server, "bob");
+    let mut bob_udp = Udp::register(&server, &bob_token);
+    let (mut carol, _) = login(&server, "carol");
+    bob_udp.expect_silence(Duration::from_millis(500));
+    // carol has no UDP: anything owed would come on TCP after 3 s.
+    carol.expect_silence(Duration::from_millis(3500));
+    bob.expect_silence(Duration::from_millis(0));
+}
+
+// ---- persistence -----------------------------------------------------------------------
+
+/// A broadcast that bob ACKs while carol is offline, then the server stops by
+/// `signal`; after a restart on the same dir carol still gets it, once, and bob
+/// never again.
+fn survives_stop(signal: i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), &["--broadcast-ttl", "10m"]);
+    let (mut alice, _) = server.login_new("alice");
+    signup(&server, "carol");
+    let (_bob, bob_token, mut bob_udp) = udp_user(&server, "bob");
+    let ok = broadcast(&mut alice, "keep me");
+    assert_eq!((ok.reached, ok.pending), (1, 1));
+    let b = bob_udp.expect_bcast(Duration::from_secs(2));
+    bob_udp.send(&format!("ACK {bob_token} {}", b.id));
+    sync_udp(&mut bob_udp, &bob_token);
+    let st = server.signal_and_wait(signal);
+    if signal == SIGTERM {
+        assert_eq!(st.code(), Some(0), "{st}");
+    }
+    drop(server);
+
+    let server = Server::start_in(dir.path(), &["--broadcast-ttl", "10m"]);
+    let (_bob, bob_token) = login(&server, "bob");
+    let mut bob_udp = Udp::register(&server, &bob_token);
+    let (mut carol, carol_token) = login(&server, "carol");
+    let mut carol_udp = Udp::register(&server, &carol_token);
+    let (mut alice, _, mut alice_udp) = {
+        let (c, t) = login(&server, "alice");
+        let u = Udp::register(&server, &t);
+        (c, t, u)
+    };
+    let b = carol_udp.expect_bcast(Duration::from_secs(2));
+    assert_eq!(
+        (b.id, b.from.as_str(), b.text.as_str()),
+        (ok.id, "alice", "keep me")
+    );
+    carol_udp.send(&format!("ACK {carol_token} {}", b.id));
+    sync_udp(&mut carol_udp, &carol_token);
+    bob_udp.expect_silence(Duration::from_millis(800));
+    alice_udp.expect_silence(Duration::from_millis(0));
+    // Ids keep growing across the restart.
+    let next = broadcast(&mut alice, "after restart");
+    assert!(next.id > ok.id, "id {} reused after restart", next.id);
+    let b = carol_udp.expect_bcast(Duration::from_secs(2));
+    carol_udp.send(&format!("ACK {carol_token} {}", b.id));
+    assert_eq!(b.id, next.id, "carol must not get the old one again");
+    sync_udp(&mut carol_udp, &carol_token);
+    carol.expect_silence(Duration::from_millis(0));
+}
+
+#[test]
+fn a_clean_restart_keeps_pending_and_does_not_repeat_acked_broadcasts() {
+    survives_stop(SIGTERM);
+}
+
+#[test]
+fn kill_9_loses_neither_pending_nor_acked_broadcasts() {
+    survives_stop(SIGKILL);
+}
+
+// ---- spoofing ------------------------------------------------------------------------------
+
+#[test]
+fn spoofed_and_malformed_datagrams_change_nothing_and_get_no_answer() {
+    let server = Server::start(&[]);
+    let (mut alice, _) = server.login_new("alice");
+    let (mut bob, bob_token, mut bob_udp) = udp_user(&server, "bob");
+    let mut evil = Udp::bind(&server);
+    let other_token = "0123456789abcdef0123456789abcdef";
+    evil.send(&format!("REGISTER {other_token}"));
+    evil.send(&format!("PING {other_token}"));
+    evil.send(&format!("PING {bob_token}")); // right token, wrong address
+    evil.send("REGISTER");
+    evil.send("PING");
+    evil.send("HELLO there");
+    evil.send_bytes(b"\xff\xfe\x00garbage");
+    evil.send_bytes(&[]);
+    let mut huge = format!("PING {bob_token}").into_bytes();
+    huge.resize(60_000, b' ');
+    evil.send_bytes(&huge);
+    evil.send_bytes(format!("REGISTER {bob_token} {}", "x".repeat(1300)).as_bytes());
+    evil.expect_silence(Duration::from_millis(300));
+
+    // An ACK for bob from another socket does not count as bob's.
+    let ok = broadcast(&mut alice, "for bob only");
+    let b = bob_udp.expect_bcast(Duration::from_secs(2));
+    evil.send(&format!("ACK {bob_token} {}", b.id));
+    evil.send(&format!("ACK {other_token} {}", b.id));
+    let again = bob_udp.expect_bcast(Duration::from_secs(2));
+    assert_eq!(again.id, ok.id, "bob still gets the retransmit");
+    bob_udp.send(&format!("ACK {bob_token} {}", b.id));
+    bob_udp.expect_silence(Duration::from_millis(1500));
+    bob.expect_silence(Duration::from_millis(0));
+
+    // bob's endpoint is still his, and the server is still answering.
+    bob_udp.send(&format!("PING {bob_token}"));
+    assert_eq!(
+        bob_udp.recv(Duration::from_secs(2)).as_deref(),
+        Some("PONG")
+    );
+    assert_eq!(alice.cmd("PING"), "OK PING");
+    evil.expect_silence(Duration::from_millis(0));
+}
