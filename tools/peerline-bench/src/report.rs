@@ -48,7 +48,8 @@ impl Machine {
             .unwrap_or_default();
         Machine {
             cpu,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // Online CPUs, not this process's affinity (the tool pins itself).
+            cores: unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize,
             mem_gib: mem_kb / 1024.0 / 1024.0,
             kernel,
             fd_limit: crate::procfs::fd_limit(),
@@ -326,11 +327,11 @@ pub fn markdown(
     let _ = writeln!(w, "### Fan-out: one message to N receivers (ms)\n");
     let _ = writeln!(
         w,
-        "| N | system | repeats | first p50 | first p99 | last p50 | last p99 | incomplete repeats |"
+        "| N | system | repeats | first p50 | first p99 | last p50 | last p99 | incomplete repeats | UDP drops (host) |"
     );
     let _ = writeln!(
         w,
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let mut rows: Vec<(&Results, &crate::bench::Fan)> = Vec::new();
     for r in std::iter::once(p).chain(m) {
@@ -464,6 +465,18 @@ pub fn markdown(
     );
     row(w, "sustained: server CPU ms", &|r| {
         opt(r.sustained, |s| format!("{:.0}", s.cpu_ms))
+    });
+    row(
+        w,
+        "sustained: load-generator CPU ms (busy share of its core)",
+        &|r| {
+            opt(r.sustained, |s| {
+                format!("{:.0} ({:.0}%)", s.tool_cpu_ms, s.tool_busy() * 100.0)
+            })
+        },
+    );
+    row(w, "sustained: UDP receive-buffer drops (host)", &|r| {
+        opt(r.sustained, |s| s.udp_drops.to_string())
     });
     row(w, "idle window: CPU ms, wakeups", &|r| {
         opt(r.idle, |i| {
