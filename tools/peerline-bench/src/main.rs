@@ -1,1 +1,297 @@
-fn main() {}
+//! peerline-bench: load generator and benchmark for peerline, side by side
+//! with mosquitto. `run` coordinates; `worker` is the process it spawns to
+//! drive sessions (several of them, to stay under the open-file limit).
+
+mod bench;
+mod clock;
+mod fleet;
+mod mqtt;
+mod procfs;
+mod report;
+mod servers;
+mod stats;
+mod svg;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(about = "Load generator and benchmark for peerline (and mosquitto, side by side)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtoArg {
+    Peerline,
+    Mqtt,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the scenarios and write the report.
+    Run(RunArgs),
+    /// (internal) A session-driving worker, commanded over stdin/stdout.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long, value_enum)]
+        proto: ProtoArg,
+        #[arg(long)]
+        server: std::net::SocketAddr,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The peerline-server binary.
+    #[arg(long, default_value = "target/release/peerline-server")]
+    server: PathBuf,
+    /// Receiver counts for fan-out (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "50,1000,10000")]
+    sizes: Vec<usize>,
+    /// Fan-out repeats per size (p50/p99 over these).
+    #[arg(long, default_value_t = 20)]
+    reps: usize,
+    /// Broadcasts in the sustained burst at 1,000 receivers.
+    #[arg(long, default_value_t = 200)]
+    burst: usize,
+    /// Most unanswered broadcasts during the burst.
+    #[arg(long, default_value_t = 32)]
+    burst_window: usize,
+    /// Sessions per worker process (each peerline session uses two descriptors).
+    #[arg(long, default_value_t = 2500)]
+    per_worker: usize,
+    /// Password-hash cost for the scale scenarios (the setup rate is also measured at the default).
+    #[arg(long, default_value_t = 1000)]
+    kdf_iterations: u32,
+    /// Sessions signed up at the default cost to measure the setup rate.
+    #[arg(long, default_value_t = 200)]
+    default_sessions: usize,
+    /// Simultaneous logins in the login storm.
+    #[arg(long, default_value_t = 200)]
+    storm: usize,
+    /// Logged-in sessions that PING during the storm and the large fan-out.
+    #[arg(long, default_value_t = 20)]
+    pingers: usize,
+    #[arg(long, default_value_t = 5)]
+    ping_interval_ms: u64,
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
+    /// Padding bytes added to each broadcast text.
+    #[arg(long, default_value_t = 64)]
+    pad: usize,
+    /// Sessions opened at once per worker while growing.
+    #[arg(long, default_value_t = 128)]
+    growth_window: usize,
+    /// CPU for the server under test; the tool takes the other one.
+    #[arg(long, default_value_t = 0)]
+    server_cpu: usize,
+    #[arg(long, default_value_t = 1)]
+    tool_cpu: usize,
+    /// Do not pin processes to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// peerline only.
+    #[arg(long)]
+    no_mosquitto: bool,
+    /// Why mosquitto is absent, for the report (set by tools/bench.sh).
+    #[arg(long, default_value = "not run (--no-mosquitto)")]
+    mosquitto_note: String,
+    /// Where to write the report (nothing written if absent).
+    #[arg(long)]
+    out_md: Option<PathBuf>,
+    /// Where to write the SVG plot (next to the report by default).
+    #[arg(long)]
+    out_svg: Option<PathBuf>,
+    /// Hand-written notes appended to the report.
+    #[arg(long, default_value = "tools/peerline-bench/NOTES.md")]
+    notes: PathBuf,
+    /// The command line to show under "How to run".
+    #[arg(long, default_value = "tools/bench.sh")]
+    shown_command: String,
+    /// Fail (exit 1) if any scenario failed or a fan-out was incomplete.
+    #[arg(long)]
+    strict: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Worker {
+            proto,
+            server,
+            prefix,
+            password,
+            cpu,
+        } => {
+            if let Some(c) = cpu {
+                if let Err(e) = clock::pin_to_cpu(c) {
+                    eprintln!("worker: cannot pin to CPU {c}: {e}");
+                }
+            }
+            let cfg = worker::WorkerConfig {
+                proto: match proto {
+                    ProtoArg::Peerline => worker::Proto::Peerline,
+                    ProtoArg::Mqtt => worker::Proto::Mqtt,
+                },
+                server,
+                password,
+                prefix,
+            };
+            match worker::Worker::new(cfg).and_then(|w| w.run()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("worker: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Run(args) => match run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("peerline-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run(a: RunArgs) -> Result<ExitCode, String> {
+    let started = Instant::now();
+    if a.sizes.is_empty() || a.sizes.contains(&0) {
+        return Err("--sizes needs positive receiver counts".into());
+    }
+    let max_n = *a.sizes.iter().max().expect("non-empty");
+    // Checks before anything starts: the server binary and the descriptor budget.
+    if !a.server.is_file() {
+        return Err(format!(
+            "peerline-server not found at {} (build it with `cargo build --release`, or pass --server)",
+            a.server.display()
+        ));
+    }
+    let limit = procfs::fd_limit();
+    let worker_need = 2 * a.per_worker.min(max_n + 1) as u64 + 32;
+    let server_need = max_n as u64 + 64;
+    if limit < worker_need || limit < server_need {
+        return Err(format!(
+            "open-file limit is {limit}: a worker with {} sessions needs {worker_need} and the server needs {server_need} \
+             for N = {max_n}; lower --per-worker or --sizes, or raise `ulimit -n`",
+            a.per_worker.min(max_n + 1)
+        ));
+    }
+    if let Some(md) = &a.out_md {
+        if let Some(dir) = md.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
+    let pin = |c: usize| (!a.no_pin && a.server_cpu != a.tool_cpu).then_some(c);
+    let plan = bench::Plan {
+        sizes: a.sizes.clone(),
+        reps: a.reps.max(1),
+        burst: a.burst.max(1),
+        burst_window: a.burst_window.max(1),
+        per_worker: a.per_worker.max(1),
+        kdf_low: a.kdf_iterations,
+        default_sessions: a.default_sessions.max(a.storm),
+        storm: a.storm.max(1),
+        pingers: a.pingers.max(1),
+        ping_interval_ms: a.ping_interval_ms.max(1),
+        idle_secs: a.idle_secs,
+        pad: a.pad,
+        server_cpu: pin(a.server_cpu),
+        tool_cpu: pin(a.tool_cpu),
+        growth_window: a.growth_window.max(1),
+    };
+    if plan.tool_cpu.is_some() {
+        let _ = clock::pin_to_cpu(a.tool_cpu);
+    }
+    eprintln!(
+        "peerline-bench: sizes {:?}, {} repeats, {} per worker, open-file limit {limit}",
+        plan.sizes, plan.reps, plan.per_worker
+    );
+    let peer = bench::run(bench::System::Peerline, &plan, &a.server);
+    let mut mosquitto_note = a.mosquitto_note.clone();
+    let mosq = if a.no_mosquitto {
+        None
+    } else if servers::which("mosquitto").is_none() {
+        mosquitto_note = "not installed; peerline reported alone".into();
+        eprintln!("mosquitto is not installed: reporting peerline alone");
+        None
+    } else {
+        Some(bench::run(bench::System::Mosquitto, &plan, &a.server))
+    };
+    let machine = report::Machine::probe();
+    let wall = started.elapsed().as_secs_f64();
+    if let Some(md) = &a.out_md {
+        let svg_path = a
+            .out_svg
+            .clone()
+            .unwrap_or_else(|| md.with_file_name("bench-fanout.svg"));
+        let svg_name = svg_path.file_name().map_or("bench-fanout.svg".into(), |n| {
+            n.to_string_lossy().into_owned()
+        });
+        let notes = std::fs::read_to_string(&a.notes).unwrap_or_default();
+        let text = report::markdown(
+            &peer,
+            mosq.as_ref(),
+            &mosquitto_note,
+            &plan,
+            &machine,
+            &a.shown_command,
+            &svg_name,
+            &notes,
+            wall,
+        );
+        std::fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))?;
+        std::fs::write(&svg_path, report::svg(&peer, mosq.as_ref()))
+            .map_err(|e| format!("{}: {e}", svg_path.display()))?;
+        eprintln!("wrote {} and {}", md.display(), svg_path.display());
+    }
+    print_summary(&peer, mosq.as_ref());
+    let failed = std::iter::once(&peer)
+        .chain(mosq.as_ref())
+        .any(|r| !r.errors.is_empty() || r.fans.iter().any(|f| f.incomplete() > 0));
+    Ok(if a.strict && failed {
+        eprintln!("peerline-bench: some scenarios failed (see above)");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_summary(p: &bench::Results, m: Option<&bench::Results>) {
+    println!(
+        "{:<62} {:>12} {:>12} {:>8}",
+        "metric", "peerline", "mosquitto", "ratio"
+    );
+    for h in report::headlines(p, m) {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let r = match (h.peer, h.mosq) {
+            (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<62} {:>12} {:>12} {:>8}",
+            format!("{} ({})", h.name, h.unit),
+            f(h.peer),
+            f(h.mosq),
+            r
+        );
+    }
+    for r in std::iter::once(p).chain(m) {
+        for e in &r.errors {
+            println!("{}: {e}", r.system);
+        }
+    }
+}

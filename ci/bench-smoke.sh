@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# A 50-session, peerline-only smoke of the benchmark tool (no mosquitto, no
+# pinning, bounded to about a minute). Exits non-zero if the tool or any
+# scenario fails. Writes its report to a temp dir, never to docs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release -p peerline -p peerline-bench
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+timeout 90 target/release/peerline-bench run \
+    --server target/release/peerline-server \
+    --sizes 50 --reps 5 --burst 20 --burst-window 8 \
+    --default-sessions 10 --storm 10 --pingers 5 --idle-secs 1 \
+    --no-mosquitto --no-pin --strict \
+    --out-md "$out/BENCHMARKS.md" --out-svg "$out/bench-fanout.svg"
+
+grep -q '| 50 | peerline |' "$out/BENCHMARKS.md"
+grep -q '<polyline' "$out/bench-fanout.svg"
+echo "bench smoke: ok"

@@ -1,0 +1,237 @@
+//! Starting and stopping the servers under test, pinned to their CPU with
+//! `taskset`: `peerline-server` on a fresh data dir, and mosquitto with a
+//! generated config (127.0.0.1 only, password file, no anonymous access).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::fleet::Res;
+
+pub struct Server {
+    child: Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+}
+
+/// A fresh directory under the system temp dir, removed by `Server::stop`.
+pub fn temp_dir(tag: &str) -> Res<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "peerline-bench-{tag}-{}-{}",
+        std::process::id(),
+        crate::clock::now_ns()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+fn pinned(cpu: Option<usize>, program: &Path) -> Command {
+    match cpu {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(c.to_string()).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Parses `listening tcp=HOST:PORT udp=HOST:PORT` into the TCP address.
+pub fn parse_listening(line: &str) -> Option<SocketAddr> {
+    line.trim()
+        .strip_prefix("listening ")?
+        .split(' ')
+        .find_map(|f| f.strip_prefix("tcp="))?
+        .parse()
+        .ok()
+}
+
+impl Server {
+    pub fn start_peerline(bin: &Path, kdf: Option<u32>, cpu: Option<usize>) -> Res<Server> {
+        if !bin.is_file() {
+            return Err(format!(
+                "peerline-server not found at {} (build it: cargo build --release)",
+                bin.display()
+            ));
+        }
+        let dir = temp_dir("peerline")?;
+        let mut cmd = pinned(cpu, bin);
+        cmd.args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
+            .arg(&dir)
+            // Room for 10,000 receivers plus the sender and spare; the default is 10,000.
+            .args(["--max-clients", "10100", "--session-ttl", "2h"]);
+        if let Some(k) = kdf {
+            cmd.arg("--kdf-iterations").arg(k.to_string());
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", bin.display()))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut l = String::new();
+            let _ = r.read_line(&mut l);
+            let _ = tx.send(l);
+            let mut sink = [0u8; 4096];
+            while matches!(r.read(&mut sink), Ok(n) if n > 0) {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(15)).unwrap_or_default();
+        let mut server = Server {
+            child,
+            pid,
+            addr: "127.0.0.1:0".parse().expect("literal"),
+            dir,
+        };
+        match parse_listening(&line) {
+            Some(addr) => {
+                server.addr = addr;
+                Ok(server)
+            }
+            None => {
+                server.stop();
+                Err(format!(
+                    "peerline-server did not print `listening tcp=…` (got {:?})",
+                    line.trim()
+                ))
+            }
+        }
+    }
+
+    /// Starts mosquitto on a free loopback port with `users` accounts
+    /// (`<prefix><i>` for i in 0..users, all with `password`).
+    pub fn start_mosquitto(
+        users: usize,
+        prefix: &str,
+        password: &str,
+        cpu: Option<usize>,
+    ) -> Res<Server> {
+        let bin = which("mosquitto").ok_or("mosquitto is not installed")?;
+        let passwd = which("mosquitto_passwd").ok_or("mosquitto_passwd is not installed")?;
+        let dir = temp_dir("mosquitto")?;
+        let pwfile = dir.join("passwords");
+        {
+            let mut f = std::fs::File::create(&pwfile).map_err(|e| e.to_string())?;
+            for i in 0..users {
+                writeln!(f, "{prefix}{i}:{password}").map_err(|e| e.to_string())?;
+            }
+        }
+        // -U hashes a plain `user:password` file in place with mosquitto's default hash.
+        let st = Command::new(&passwd)
+            .arg("-U")
+            .arg(&pwfile)
+            .status()
+            .map_err(|e| format!("mosquitto_passwd: {e}"))?;
+        if !st.success() {
+            return Err("mosquitto_passwd -U failed".into());
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\n\
+                 allow_anonymous false\n\
+                 password_file {}\n\
+                 persistence false\n\
+                 log_dest stderr\n\
+                 log_type error\n\
+                 connection_messages false\n\
+                 max_queued_messages 10000\n\
+                 user root\n",
+                pwfile.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let child = pinned(cpu, &bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("start mosquitto: {e}"))?;
+        let pid = child.id();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let server = Server {
+            child,
+            pid,
+            addr,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(addr).is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.stop();
+        Err("mosquitto did not accept connections within 10 s".into())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM to our child, a bounded wait, then SIGKILL; removes its temp dir.
+    pub fn stop(mut self) {
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `mosquitto -h` prints its version on the first line.
+pub fn mosquitto_version() -> Option<String> {
+    let out = Command::new(which("mosquitto")?).arg("-h").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().next().map(|l| l.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_line() {
+        assert_eq!(
+            parse_listening("listening tcp=127.0.0.1:4400 udp=127.0.0.1:4400\n"),
+            Some("127.0.0.1:4400".parse().unwrap())
+        );
+        assert_eq!(parse_listening("hello"), None);
+    }
+}
