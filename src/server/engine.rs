@@ -123,6 +123,9 @@ pub(super) struct Conn {
     pub busy: Option<Busy>,
     pub backlog: VecDeque<Frame>,
     pub last_input: Instant,
+    /// The peer sent FIN but may still be reading (`printf … | nc -N`): close
+    /// once everything it sent has been answered.
+    pub input_ended: bool,
 }
 
 #[derive(Debug)]
@@ -312,6 +315,7 @@ impl Engine {
                 busy: None,
                 backlog: VecDeque::new(),
                 last_input: now,
+                input_ended: false,
             },
         );
         self.timers
@@ -350,6 +354,25 @@ impl Engine {
                 self.end_session(now, user, conn);
             }
         }
+    }
+
+    /// The peer will send nothing more (it half-closed, or closed entirely).
+    /// Treating this as a disconnect at once threw away the replies to what it
+    /// had just sent, and a SIGNUP still being hashed was never stored; so
+    /// queued commands are answered first, then the session ends and the
+    /// connection closes (a peer that is really gone makes the writes fail,
+    /// which the driver reports as a disconnect).
+    pub fn on_input_end(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.busy.is_some() || !c.backlog.is_empty() {
+            c.input_ended = true;
+            return;
+        }
+        log::info!("end of input from {} (conn {conn})", c.addr);
+        self.forget(now, conn);
+        self.push(Output::Close { conn });
     }
 
     /// The connection's output buffer is full: it is not reading.
@@ -526,6 +549,12 @@ impl Engine {
             }
             match c.backlog.pop_front() {
                 Some(frame) => self.handle_frame(now, conn, frame),
+                None if c.input_ended => {
+                    // Everything the peer sent before its FIN is answered.
+                    self.forget(now, conn);
+                    self.push(Output::Close { conn });
+                    return;
+                }
                 None => {
                     self.push(Output::Resume { conn });
                     return;

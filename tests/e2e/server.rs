@@ -378,6 +378,27 @@ fn pipelined_commands_are_answered_in_order() {
     expect_line(&mut c, "OK PING");
 }
 
+#[test]
+fn replies_are_sent_after_the_client_half_closes() {
+    // `printf '…' | nc -N host port`: the commands, then FIN, then read the replies.
+    let server = Server::start(&[]);
+    let mut c = server.connect();
+    c.send_raw(b"SIGNUP alice pw pw\nLOGIN alice pw\nLIST\nPING\n");
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    let lines = c.expect_closed();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines[0], "OK SIGNUP alice");
+    assert!(lines[1].starts_with("OK LOGIN alice "), "{lines:?}");
+    assert_eq!(
+        lines[2..],
+        ["CLIENT alice 127.0.0.1", "OK LIST 1", "OK PING"]
+    );
+    // The signup was stored, and the session ended with the connection.
+    let (mut bob, _) = server.login_new("bob");
+    bob.cmd_err("SIGNUP alice x x", "user-exists");
+    assert_eq!(names(&list(&mut bob)), ["bob"]);
+}
+
 // ---- sessions -------------------------------------------------------------------
 
 #[test]
