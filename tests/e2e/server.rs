@@ -467,6 +467,19 @@ fn reauth_keeps_token_and_place_over_cycles_then_expires_without_answer() {
 }
 
 #[test]
+fn a_failed_answer_to_reauth_can_be_retried_within_the_grace() {
+    let server = Server::start(&["--session-ttl", "1s", "--reauth-grace", "2s"]);
+    let (mut alice, token) = server.login_new("alice");
+    alice.expect_prefix("EVENT REAUTH");
+    alice.cmd_err("LOGIN alice wrong", "bad-credentials");
+    // Any spelling of the name is the same account.
+    let again = alice.cmd_ok("LOGIN ALICE pw-alice");
+    assert_eq!(again, format!("OK LOGIN alice {token}"));
+    assert_eq!(names(&list(&mut alice)), ["alice"]);
+    alice.expect_silence(Duration::from_millis(700));
+}
+
+#[test]
 fn a_voluntary_relogin_moves_the_next_reauth() {
     let server = Server::start(&["--session-ttl", "2s", "--reauth-grace", "5s"]);
     let (mut alice, token) = server.login_new("alice");
