@@ -69,7 +69,9 @@ impl OutBuffer {
             }
         }
         if self.is_empty() {
-            self.buf.clear();
+            // Give the memory back: most connections are idle most of the
+            // time, and a kept buffer would be per-connection RSS for nothing.
+            self.buf = Vec::new();
             self.pos = 0;
         } else if self.pos > self.buf.len() / 2 {
             self.buf.drain(..self.pos);
@@ -226,6 +228,7 @@ mod tests {
         w.room = 100;
         assert!(out.write_to(&mut w).unwrap());
         assert_eq!(w.got, b"hello\nworld\n");
+        assert_eq!(out.buf.capacity(), 0, "a drained buffer keeps no memory");
         assert!(out.push_line("overflowing").is_ok());
     }
 

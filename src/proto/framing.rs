@@ -102,6 +102,12 @@ impl LineReader {
                         self.scanned = 0;
                         return report.then_some(Frame::TooLong);
                     }
+                    if pending == 0 {
+                        // Nothing partial is held: free the buffer, so an idle
+                        // connection costs no heap (most of them are idle).
+                        *self = LineReader::new();
+                        return None;
+                    }
                     self.scanned = self.buf.len();
                     self.compact();
                     return None;
@@ -126,6 +132,17 @@ mod tests {
 
     fn frames_of(reader: &mut LineReader) -> Vec<Frame> {
         std::iter::from_fn(|| reader.next_frame()).collect()
+    }
+
+    #[test]
+    fn an_idle_reader_holds_no_memory_but_a_partial_line_is_kept() {
+        let mut r = LineReader::new();
+        r.push(b"PING\nLI");
+        assert_eq!(frames_of(&mut r), [Frame::Line("PING".into())]);
+        assert_eq!(r.buffered(), 2);
+        r.push(b"ST\n");
+        assert_eq!(frames_of(&mut r), [Frame::Line("LIST".into())]);
+        assert_eq!(r.buf.capacity(), 0);
     }
 
     /// Feeds `input` whole, byte by byte, and split at every index; all must agree.

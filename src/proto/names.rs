@@ -28,14 +28,55 @@ pub fn is_valid_token(s: &str) -> bool {
 
 /// A fresh random token of 128 bits, as 32 lowercase hex digits.
 pub fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).expect("the OS random source failed");
-    hex::encode(bytes)
+    Token128::random().to_string()
+}
+
+/// A 128-bit token as the server keeps it: 16 bytes rather than a 32-byte
+/// string on the heap (one per session, and again as a map key). Written as
+/// 32 lowercase hex digits; parsed from 32 hex digits in either case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token128([u8; 16]);
+
+impl Token128 {
+    pub fn random() -> Token128 {
+        let mut bytes = [0u8; 16];
+        getrandom::getrandom(&mut bytes).expect("the OS random source failed");
+        Token128(bytes)
+    }
+
+    /// `None` unless `s` is exactly 32 hex digits (longer tokens are valid on
+    /// the wire but are never issued by this server, so they match nothing).
+    pub fn parse(s: &str) -> Option<Token128> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(s, &mut bytes).ok()?;
+        Some(Token128(bytes))
+    }
+}
+
+impl std::fmt::Display for Token128 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = [0u8; 32];
+        hex::encode_to_slice(self.0, &mut text).expect("32 hex digits for 16 bytes");
+        f.write_str(std::str::from_utf8(&text).expect("hex is ASCII"))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_reject_other_lengths() {
+        let t = Token128::random();
+        let text = t.to_string();
+        assert!(text.len() == 32 && is_valid_token(&text));
+        assert_eq!(Token128::parse(&text), Some(t));
+        assert_eq!(Token128::parse(&text.to_ascii_uppercase()), Some(t));
+        assert_eq!(Token128::parse(&text[..31]), None);
+        assert_eq!(Token128::parse(&format!("{text}00")), None);
+        assert_eq!(Token128::parse(&"g".repeat(32)), None);
+        assert_ne!(Token128::random(), t);
+    }
 
     #[test]
     fn usernames() {

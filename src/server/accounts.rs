@@ -10,6 +10,12 @@ use super::kdf::PasswordHash;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserIdx(pub u32);
 
+impl super::dense::DenseKey for UserIdx {
+    fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// One row of `users.csv`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {

@@ -10,7 +10,35 @@ use std::time::Instant;
 use super::accounts::UserIdx;
 use super::broadcast::{after_send, BroadcastRecord, DeliveryRow, NextStep};
 use super::engine::{Engine, Output, Timer};
+use crate::proto::names::Token128;
 use crate::proto::{ClientDatagram, Event, OkReply, ServerDatagram, ServerLine};
+
+/// A session's unacknowledged UDP deliveries: (broadcast id, datagrams sent).
+#[derive(Debug, Default)]
+pub(super) struct Inflight(Vec<(u64, u32)>);
+
+impl Inflight {
+    pub fn sent(&self, id: u64) -> Option<u32> {
+        self.0.iter().find(|e| e.0 == id).map(|e| e.1)
+    }
+
+    pub fn set_sent(&mut self, id: u64, sent: u32) {
+        match self.0.iter_mut().find(|e| e.0 == id) {
+            Some(e) => e.1 = sent,
+            None => self.0.push((id, sent)),
+        }
+    }
+
+    pub fn remove(&mut self, id: u64) {
+        if let Some(i) = self.0.iter().position(|e| e.0 == id) {
+            self.0.swap_remove(i);
+        }
+        if self.0.is_empty() {
+            // An idle session keeps no allocation: this is per-session memory.
+            self.0 = Vec::new();
+        }
+    }
+}
 
 impl Engine {
     /// A datagram arrived on the UDP port. Anything not carrying a live session
@@ -20,7 +48,8 @@ impl Engine {
         let Some(d) = ClientDatagram::parse(bytes) else {
             return self.drop_datagram(from, "malformed");
         };
-        let Some(&user) = self.by_token.get(d.token()) else {
+        let token = Token128::parse(d.token());
+        let Some(&user) = token.and_then(|t| self.by_token.get(&t)) else {
             return self.drop_datagram(from, "unknown token");
         };
         let registered = self.sessions.get(&user).and_then(|s| s.udp);
@@ -45,7 +74,7 @@ impl Engine {
             ClientDatagram::Ping { .. } => self.datagram(from, ServerDatagram::Pong),
             ClientDatagram::Ack { id, .. } => {
                 if let Some(s) = self.sessions.get_mut(&user) {
-                    s.inflight.remove(&id);
+                    s.inflight.remove(id);
                 }
                 if self.book.is_recipient(id, user) {
                     self.delivered(user, id);
@@ -81,7 +110,7 @@ impl Engine {
         let reached = self
             .sessions
             .keys()
-            .filter(|&&u| self.book.is_recipient(id, u))
+            .filter(|&u| self.book.is_recipient(id, u))
             .count();
         let eligible = (0..audience)
             .filter(|&u| self.book.is_recipient(id, UserIdx(u)))
@@ -138,12 +167,12 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&user) else {
             return;
         };
-        if s.awaiting_register || s.inflight.contains_key(&id) {
+        if s.awaiting_register || s.inflight.sent(id).is_some() {
             return;
         }
         match s.udp {
             Some(addr) => {
-                s.inflight.insert(id, 1);
+                s.inflight.set_sent(id, 1);
                 let serial = s.serial;
                 self.send_bcast(addr, id);
                 self.timers.arm(
@@ -193,16 +222,16 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&user).filter(|s| s.serial == serial) else {
             return;
         };
-        let Some(&sent) = s.inflight.get(&id) else {
+        let Some(sent) = s.inflight.sent(id) else {
             return;
         };
         if self.book.get(id).is_none() {
-            s.inflight.remove(&id);
+            s.inflight.remove(id);
             return;
         }
         match after_send(sent) {
             NextStep::Resend(_) => {
-                s.inflight.insert(id, sent + 1);
+                s.inflight.set_sent(id, sent + 1);
                 let addr = s.udp.expect("in flight implies a UDP endpoint");
                 self.send_bcast(addr, id);
                 self.timers.arm(
@@ -211,7 +240,7 @@ impl Engine {
                 );
             }
             NextStep::FallBack(_) => {
-                s.inflight.remove(&id);
+                s.inflight.remove(id);
                 self.stats.tcp_fallbacks += 1;
                 log::debug!(
                     "broadcast {id}: no ACK from {}, falling back to TCP",

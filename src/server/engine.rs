@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use super::accounts::{Accounts, UserIdx, UserRecord};
 use super::broadcast::{BroadcastBook, BroadcastRecord, DeliveryRow};
+use super::delivery::Inflight;
+use super::dense::DenseMap;
 use super::kdf::{self, PasswordHash, Pbkdf2};
+use crate::proto::names::Token128;
 use crate::proto::{CancelReason, CloseReason, ErrorCode, Event, Frame, ServerLine};
 
 /// The driver's slab key for a TCP connection.
@@ -160,7 +163,7 @@ pub(super) enum Purpose {
 pub(super) struct Session {
     pub conn: ConnId,
     pub serial: u64,
-    pub token: String,
+    pub token: Token128,
     pub udp: Option<SocketAddr>,
     pub list_key: u64,
     pub grace_until: Option<Instant>,
@@ -170,8 +173,10 @@ pub(super) struct Session {
     pub reauth_at: Instant,
     /// Just logged in: deliveries wait for `REGISTER` (or `register_wait`).
     pub awaiting_register: bool,
-    /// Broadcast id → datagrams sent so far, for unacknowledged UDP deliveries.
-    pub inflight: HashMap<u64, u32>,
+    /// Unacknowledged UDP deliveries: (broadcast id, datagrams sent so far).
+    /// A short vector, not a map: it holds at most the broadcasts of the last
+    /// retransmit window, is usually empty, and then owns no memory at all.
+    pub inflight: Inflight,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -194,9 +199,9 @@ pub struct Engine {
     epoch_unix_ms: u64,
     pub(super) accounts: Accounts,
     pub(super) book: BroadcastBook,
-    pub(super) conns: HashMap<ConnId, Conn>,
-    pub(super) sessions: HashMap<UserIdx, Session>,
-    pub(super) by_token: HashMap<String, UserIdx>,
+    pub(super) conns: DenseMap<ConnId, Conn>,
+    pub(super) sessions: DenseMap<UserIdx, Session>,
+    pub(super) by_token: HashMap<Token128, UserIdx>,
     pub(super) list_order: BTreeMap<u64, UserIdx>,
     /// Pending introductions, (from, to) → serial.
     pub(super) requests: HashMap<(UserIdx, UserIdx), u64>,
@@ -240,8 +245,8 @@ impl Engine {
             epoch_unix_ms: now_unix_ms,
             accounts,
             book,
-            conns: HashMap::new(),
-            sessions: HashMap::new(),
+            conns: DenseMap::default(),
+            sessions: DenseMap::default(),
             by_token: HashMap::new(),
             list_order: BTreeMap::new(),
             requests: HashMap::new(),
@@ -435,7 +440,7 @@ impl Engine {
 
     /// SIGINT/SIGTERM: tell everyone, close everything.
     pub fn shutdown(&mut self, now: Instant) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let conns: Vec<ConnId> = self.conns.keys().collect();
         for conn in conns {
             self.close_with(
                 now,
@@ -574,23 +579,23 @@ impl Engine {
             );
         }
         let serial = self.next_serial();
-        let token = crate::proto::names::random_token();
+        let token = Token128::random();
         let list_key = serial;
         self.sessions.insert(
             user,
             Session {
                 conn,
                 serial,
-                token: token.clone(),
+                token,
                 udp: None,
                 list_key,
                 grace_until: None,
                 reauth_at: now + self.cfg.session_ttl,
                 awaiting_register: true,
-                inflight: HashMap::new(),
+                inflight: Inflight::default(),
             },
         );
-        self.by_token.insert(token.clone(), user);
+        self.by_token.insert(token, user);
         self.list_order.insert(list_key, user);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.user = Some(user);
@@ -602,7 +607,7 @@ impl Engine {
             Timer::RegisterWait(user, serial),
         );
         log::info!("login {} (conn {conn})", self.accounts.name(user));
-        token
+        token.to_string()
     }
 
     /// A successful re-LOGIN on the session's own connection: same token, same
@@ -615,7 +620,7 @@ impl Engine {
         s.grace_until = None;
         s.reauth_at = now + self.cfg.session_ttl;
         let serial = s.serial;
-        let token = s.token.clone();
+        let token = s.token.to_string();
         self.timers
             .arm(now + self.cfg.session_ttl, Timer::Reauth(user, serial));
         log::info!("re-login {}", self.accounts.name(user));

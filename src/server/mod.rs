@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod broadcast;
 pub mod config;
 pub mod delivery;
+pub mod dense;
 pub mod driver;
 pub mod engine;
 pub mod handlers;
