@@ -186,6 +186,8 @@ impl UdpQueue {
             }
             self.queue.pop_front();
         }
+        // Drained after a burst: do not keep its memory resident.
+        self.queue = VecDeque::new();
     }
 }
 

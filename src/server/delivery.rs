@@ -13,30 +13,55 @@ use super::engine::{Engine, Output, Timer};
 use crate::proto::names::Token128;
 use crate::proto::{ClientDatagram, Event, OkReply, ServerDatagram, ServerLine};
 
+/// Most unacknowledged broadcast datagrams per recipient. Without a window a
+/// burst of broadcasts reached a client faster than it could read and
+/// overflowed its socket buffer (208 KB by default: some 160 datagrams), and
+/// every drop cost a retransmit. The rest wait, in id order, and go out as
+/// ACKs (or TCP fallbacks) free room. MQTT brokers do the same for QoS 1
+/// (mosquitto's `max_inflight_messages`, 20 by default).
+pub const UDP_WINDOW: usize = 16;
+
 /// A session's unacknowledged UDP deliveries: (broadcast id, datagrams sent).
 #[derive(Debug, Default)]
-pub(super) struct Inflight(Vec<(u64, u32)>);
+pub(super) struct Inflight {
+    entries: Vec<(u64, u32)>,
+    /// A delivery found the window full and is waiting for room.
+    held_back: bool,
+}
 
 impl Inflight {
     pub fn sent(&self, id: u64) -> Option<u32> {
-        self.0.iter().find(|e| e.0 == id).map(|e| e.1)
+        self.entries.iter().find(|e| e.0 == id).map(|e| e.1)
     }
 
     pub fn set_sent(&mut self, id: u64, sent: u32) {
-        match self.0.iter_mut().find(|e| e.0 == id) {
+        match self.entries.iter_mut().find(|e| e.0 == id) {
             Some(e) => e.1 = sent,
-            None => self.0.push((id, sent)),
+            None => self.entries.push((id, sent)),
         }
     }
 
-    pub fn remove(&mut self, id: u64) {
-        if let Some(i) = self.0.iter().position(|e| e.0 == id) {
-            self.0.swap_remove(i);
+    pub fn has_room(&self) -> bool {
+        self.entries.len() < UDP_WINDOW
+    }
+
+    /// Ends an in-flight delivery. True when held-back deliveries should now
+    /// be sent: only once half the window is free, so a refill (which scans
+    /// the user's pending broadcasts) is paid for by several sends, not one.
+    #[must_use]
+    pub fn remove(&mut self, id: u64) -> bool {
+        if let Some(i) = self.entries.iter().position(|e| e.0 == id) {
+            self.entries.swap_remove(i);
         }
-        if self.0.is_empty() {
+        if self.entries.is_empty() {
             // An idle session keeps no allocation: this is per-session memory.
-            self.0 = Vec::new();
+            self.entries = Vec::new();
         }
+        let refill = self.held_back && self.entries.len() <= UDP_WINDOW / 2;
+        if refill {
+            self.held_back = false;
+        }
+        refill
     }
 }
 
@@ -73,12 +98,10 @@ impl Engine {
             _ if registered != Some(from) => self.drop_datagram(from, "unregistered address"),
             ClientDatagram::Ping { .. } => self.datagram(from, ServerDatagram::Pong),
             ClientDatagram::Ack { id, .. } => {
-                if let Some(s) = self.sessions.get_mut(&user) {
-                    s.inflight.remove(id);
-                }
                 if self.book.is_recipient(id, user) {
                     self.delivered(user, id);
                 }
+                self.settle(now, user, id);
             }
         }
     }
@@ -151,7 +174,20 @@ impl Engine {
         }
     }
 
-    /// Everything still owed to a user who just became reachable.
+    /// Broadcast `id` is no longer in flight to `user` (ACKed, fallen back to
+    /// TCP, or expired); held-back deliveries go out if there is room now.
+    fn settle(&mut self, now: Instant, user: UserIdx, id: u64) {
+        let refill = self
+            .sessions
+            .get_mut(&user)
+            .is_some_and(|s| s.inflight.remove(id));
+        if refill {
+            self.deliver_pending(now, user);
+        }
+    }
+
+    /// Everything still owed to a user who just became reachable (or whose
+    /// window has room again).
     pub(super) fn deliver_pending(&mut self, now: Instant, user: UserIdx) {
         for id in self.book.pending_for(user, self.unix_secs(now)) {
             self.deliver(now, user, id);
@@ -171,6 +207,7 @@ impl Engine {
             return;
         }
         match s.udp {
+            Some(_) if !s.inflight.has_room() => s.inflight.held_back = true,
             Some(addr) => {
                 s.inflight.set_sent(id, 1);
                 let serial = s.serial;
@@ -226,7 +263,7 @@ impl Engine {
             return;
         };
         if self.book.get(id).is_none() {
-            s.inflight.remove(id);
+            self.settle(now, user, id);
             return;
         }
         match after_send(sent) {
@@ -240,13 +277,13 @@ impl Engine {
                 );
             }
             NextStep::FallBack(_) => {
-                s.inflight.remove(id);
                 self.stats.tcp_fallbacks += 1;
                 log::debug!(
                     "broadcast {id}: no ACK from {}, falling back to TCP",
                     self.accounts.name(user)
                 );
                 self.deliver_tcp(user, id);
+                self.settle(now, user, id);
             }
         }
     }

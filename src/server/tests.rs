@@ -402,6 +402,52 @@ fn udp_delivery_is_acked_once_and_persisted() {
 }
 
 #[test]
+fn a_burst_waits_for_window_room_and_goes_out_in_order() {
+    use super::delivery::UDP_WINDOW;
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    let (_b, tb) = sim.login_new("bob");
+    sim.datagram(udp(5000), &format!("REGISTER {tb}"));
+    sim.take_datagrams();
+    let burst = 3 * UDP_WINDOW;
+    for i in 0..burst {
+        sim.send(a, &format!("BROADCAST number {i}"));
+        assert!(sim.expect_line(a).starts_with("OK BROADCAST"));
+    }
+    let ids = |d: Vec<(SocketAddr, String)>| -> Vec<u64> {
+        d.iter()
+            .map(|(_, t)| t.split(' ').nth(1).unwrap().parse().unwrap())
+            .collect()
+    };
+    let first = ids(sim.take_datagrams());
+    assert_eq!(first, (1..=UDP_WINDOW as u64).collect::<Vec<_>>());
+    // Room for one is not yet a refill; half a window is.
+    for id in 1..=UDP_WINDOW as u64 / 2 {
+        sim.datagram(udp(5000), &format!("ACK {tb} {id}"));
+    }
+    let next = ids(sim.take_datagrams());
+    let from = UDP_WINDOW as u64 + 1;
+    assert_eq!(
+        next,
+        (from..from + UDP_WINDOW as u64 / 2).collect::<Vec<_>>()
+    );
+    // ACK everything as it arrives: all of the burst arrives exactly once.
+    let mut got: Vec<u64> = first.into_iter().chain(next).collect();
+    for _ in 0..burst {
+        for id in got.clone() {
+            sim.datagram(udp(5000), &format!("ACK {tb} {id}"));
+        }
+        let more = ids(sim.take_datagrams());
+        if more.is_empty() {
+            break;
+        }
+        got.extend(more);
+    }
+    assert_eq!(got, (1..=burst as u64).collect::<Vec<_>>());
+    assert_eq!(sim.stored_deliveries.len(), burst);
+}
+
+#[test]
 fn unacked_udp_is_retransmitted_then_falls_back_to_tcp_within_10s() {
     let mut sim = Sim::new(cfg());
     let (a, _) = sim.login_new("alice");

@@ -6,6 +6,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
+/// Capacities up to this many entries are kept however empty the heap gets.
+const SHRINK_ABOVE: usize = 4096;
+
 #[derive(Debug)]
 pub struct Timers<T> {
     heap: BinaryHeap<Reverse<(Instant, u64, T)>>,
@@ -34,11 +37,17 @@ impl<T: Ord> Timers<T> {
 
     /// Pops one entry due at or before `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<T> {
-        if self.next_deadline()? <= now {
-            self.heap.pop().map(|Reverse((_, _, what))| what)
-        } else {
-            None
+        if self.next_deadline()? > now {
+            return None;
         }
+        let what = self.heap.pop().map(|Reverse((_, _, what))| what);
+        // A broadcast burst arms a retransmit timer per delivery (100,000s);
+        // give that memory back once the burst is over rather than keep it
+        // resident for good.
+        if self.heap.capacity() > SHRINK_ABOVE && self.heap.len() < self.heap.capacity() / 4 {
+            self.heap.shrink_to(self.heap.len() * 2);
+        }
+        what
     }
 
     pub fn len(&self) -> usize {
@@ -68,5 +77,17 @@ mod tests {
         assert_eq!(t.pop_due(t0 + Duration::from_secs(5)), Some("b"));
         assert_eq!(t.pop_due(t0 + Duration::from_secs(5)), Some("c"));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        for i in 0..100_000u32 {
+            t.arm(t0 + Duration::from_millis(u64::from(i % 100)), i);
+        }
+        assert!(t.heap.capacity() >= 100_000);
+        while t.pop_due(t0 + Duration::from_secs(1)).is_some() {}
+        assert!(t.heap.capacity() <= SHRINK_ABOVE, "{}", t.heap.capacity());
     }
 }
