@@ -155,10 +155,12 @@ impl UdpQueue {
         self.queue.is_empty()
     }
 
-    /// Sends now if nothing is queued and the socket takes it; queues otherwise.
-    pub fn send(&mut self, sock: &UdpSocket, to: SocketAddr, bytes: Vec<u8>) {
+    /// Sends now if nothing is queued and the socket takes it; queues (a copy)
+    /// otherwise.
+    pub fn send(&mut self, sock: &UdpSocket, to: SocketAddr, bytes: impl AsRef<[u8]>) {
+        let bytes = bytes.as_ref();
         if self.queue.is_empty() {
-            match sock.send_to(&bytes, to) {
+            match sock.send_to(bytes, to) {
                 Ok(_) => return,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
@@ -173,7 +175,7 @@ impl UdpQueue {
             self.dropped += 1;
             return;
         }
-        self.queue.push_back((to, bytes));
+        self.queue.push_back((to, bytes.to_vec()));
     }
 
     /// Sends queued datagrams until empty or `WouldBlock`.

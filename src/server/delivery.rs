@@ -5,6 +5,7 @@
 //! when the `EVENT BROADCAST` line is handed to its TCP connection.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 use super::accounts::UserIdx;
@@ -113,10 +114,8 @@ impl Engine {
 
     fn datagram(&mut self, to: SocketAddr, d: ServerDatagram) {
         self.stats.datagrams_sent += 1;
-        self.push(Output::Datagram {
-            to,
-            bytes: d.to_string().into_bytes(),
-        });
+        let bytes = d.to_string().into_bytes().into();
+        self.push(Output::Datagram { to, bytes });
     }
 
     /// The broadcast is on disk: count its audience, queue the fan-out, reply.
@@ -222,14 +221,23 @@ impl Engine {
     }
 
     fn send_bcast(&mut self, to: SocketAddr, id: u64) {
-        let Some(r) = self.book.get(id) else { return };
-        let d = ServerDatagram::Bcast {
-            id,
-            from: r.from.clone(),
-            unix: r.created_unix,
-            text: r.text.clone(),
+        let bytes = match &self.bcast_wire {
+            Some((cached, bytes)) if *cached == id => Rc::clone(bytes),
+            _ => {
+                let Some(r) = self.book.get(id) else { return };
+                let d = ServerDatagram::Bcast {
+                    id,
+                    from: r.from.clone(),
+                    unix: r.created_unix,
+                    text: r.text.clone(),
+                };
+                let bytes: Rc<[u8]> = d.to_string().into_bytes().into();
+                self.bcast_wire = Some((id, Rc::clone(&bytes)));
+                bytes
+            }
         };
-        self.datagram(to, d);
+        self.stats.datagrams_sent += 1;
+        self.push(Output::Datagram { to, bytes });
     }
 
     fn deliver_tcp(&mut self, user: UserIdx, id: u64) {

@@ -466,7 +466,7 @@ impl Driver {
                     }
                     self.read_next_turn(conn);
                 }
-                Output::Datagram { to, bytes } => self.udp_queue.send(&self.udp, to, bytes),
+                Output::Datagram { to, bytes } => self.udp_queue.send(&self.udp, to, &*bytes),
                 Output::StoreUser { conn, record } => {
                     let ok = self
                         .store

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::accounts::{Accounts, UserIdx, UserRecord};
@@ -70,32 +71,17 @@ impl Default for EngineConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Queue a line (a `\n` is added) on a connection.
-    Line {
-        conn: ConnId,
-        line: String,
-    },
+    Line { conn: ConnId, line: String },
     /// Close after sending what is queued. The engine has forgotten the connection.
-    Close {
-        conn: ConnId,
-    },
+    Close { conn: ConnId },
     /// Throw away what is queued (the peer is not reading), send `line`, close.
-    Evict {
-        conn: ConnId,
-        line: String,
-    },
+    Evict { conn: ConnId, line: String },
     /// The connection takes input again: read it even without a new event.
-    Resume {
-        conn: ConnId,
-    },
-    Datagram {
-        to: SocketAddr,
-        bytes: Vec<u8>,
-    },
+    Resume { conn: ConnId },
+    /// Shared bytes: a fan-out sends one encoding to thousands.
+    Datagram { to: SocketAddr, bytes: Rc<[u8]> },
     /// Append and fsync, then call [`Engine::user_stored`].
-    StoreUser {
-        conn: ConnId,
-        record: UserRecord,
-    },
+    StoreUser { conn: ConnId, record: UserRecord },
     /// Append and fsync, then call [`Engine::broadcast_stored`].
     StoreBroadcast {
         conn: ConnId,
@@ -211,6 +197,9 @@ pub struct Engine {
     pub(super) fanout: VecDeque<(u64, u32)>,
     pub(super) timers: crate::server::timers::Timers<Timer>,
     outputs: VecDeque<Output>,
+    /// The last `BCAST` datagram encoded, by broadcast id: a fan-out sends the
+    /// same bytes to every recipient, so it is encoded once, not 10,000 times.
+    pub(super) bcast_wire: Option<(u64, Rc<[u8]>)>,
     serial: u64,
     pub(super) dummy: PasswordHash,
     last_compact: Option<Instant>,
@@ -255,6 +244,7 @@ impl Engine {
             fanout: VecDeque::new(),
             timers: Default::default(),
             outputs: VecDeque::new(),
+            bcast_wire: None,
             serial: 0,
             dummy: PasswordHash {
                 iterations,

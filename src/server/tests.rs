@@ -109,9 +109,9 @@ impl Sim {
                         self.closed.insert(conn, true);
                     }
                     Output::Resume { .. } => {}
-                    Output::Datagram { to, bytes } => {
-                        self.datagrams.push((to, String::from_utf8(bytes).unwrap()))
-                    }
+                    Output::Datagram { to, bytes } => self
+                        .datagrams
+                        .push((to, String::from_utf8(bytes.to_vec()).unwrap())),
                     Output::StoreUser { conn, record } => {
                         self.stored_users.push(record.clone());
                         self.engine.user_stored(self.now, conn, record, true);
