@@ -173,6 +173,51 @@ fn listening_line_names_both_ports_and_welcome_comes_first() {
     c.expect_silence(Duration::from_millis(200));
 }
 
+/// The kernel's view of one TCP socket in `/proc/net/tcp`: (timer kind, timer
+/// expiry in clock ticks), found by its local and remote addresses.
+fn proc_net_tcp_timer(
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) -> Option<(u32, u64)> {
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        std::net::SocketAddr::V6(_) => unreachable!("the tests use IPv4 loopback"),
+    };
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f[1] != hex(local) || f[2] != hex(remote) {
+            return None;
+        }
+        let (kind, when) = f[5].split_once(':')?;
+        Some((kind.parse().ok()?, u64::from_str_radix(when, 16).ok()?))
+    })
+}
+
+#[test]
+fn control_connections_are_kept_alive_so_vanished_hosts_are_dropped() {
+    let server = Server::start(&[]);
+    let mut c = Line::connect(server.tcp);
+    c.next("EVENT WELCOME");
+    c.expect_silence(Duration::from_millis(200));
+    let ours = c.stream.local_addr().unwrap();
+    let (kind, when) = proc_net_tcp_timer(server.tcp, ours)
+        .expect("the server's side of the connection is in /proc/net/tcp");
+    // Timer kind 2 is the keepalive timer; without SO_KEEPALIVE an idle,
+    // fully acknowledged socket has none (kind 0).
+    assert_eq!(kind, 2, "no keepalive timer on the server's socket");
+    // Due in about 60 s (clock ticks of 1/100 s): probes start after a minute
+    // of silence, not after the kernel's default two hours.
+    assert!(
+        (5_000..=6_100).contains(&when),
+        "keepalive due in {when} ticks"
+    );
+}
+
 // ---- accounts -----------------------------------------------------------------
 
 #[test]
