@@ -6,12 +6,14 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use peerline::listening;
 
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_peerline-server");
 pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_peerline-client");
@@ -63,16 +65,8 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn peerline-server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut l = String::new();
-            let _ = r.read_line(&mut l);
-            let _ = tx.send(l);
-            let mut sink = Vec::new();
-            let _ = r.read_to_end(&mut sink);
-        });
+        // Stderr first: a server logging into a full pipe would never print
+        // its `listening` line.
         let stderr = child.stderr.take().unwrap();
         let (etx, erx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -82,15 +76,12 @@ impl Server {
                 }
             }
         });
-        let line = rx
-            .recv_timeout(WAIT)
-            .unwrap_or_else(|_| panic!("server printed no 'listening' line within {WAIT:?}"));
-        let (tcp, udp) = parse_listening(&line)
-            .unwrap_or_else(|| panic!("bad listening line from server: {line:?}"));
+        let announced = listening::wait_for(child.stdout.take().unwrap(), WAIT)
+            .unwrap_or_else(|e| panic!("peerline-server {e}"));
         Server {
             child,
-            tcp,
-            udp,
+            tcp: announced.tcp,
+            udp: announced.udp,
             data_dir: dir.to_path_buf(),
             _tmp: None,
             stderr_lines: erx,
@@ -158,15 +149,6 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
         std::thread::sleep(Duration::from_millis(20));
     }
     None
-}
-
-pub fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let rest = line.trim().strip_prefix("listening ")?;
-    let (t, u) = rest.split_once(' ')?;
-    Some((
-        t.strip_prefix("tcp=")?.parse().ok()?,
-        u.strip_prefix("udp=")?.parse().ok()?,
-    ))
 }
 
 /// A line-oriented TCP client with bounded waits and a transcript for failures.
