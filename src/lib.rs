@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod duration;
+pub mod listening;
 pub mod netio;
 pub mod proto;
 pub mod server;

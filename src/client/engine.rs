@@ -450,11 +450,7 @@ impl Engine {
     }
 
     fn on_text(&mut self, now: Now, text: String) {
-        let up: Vec<String> = self
-            .links
-            .up()
-            .filter_map(|(_, l)| l.user().map(str::to_owned))
-            .collect();
+        let up = self.links.up_users();
         match up.as_slice() {
             [user] => {
                 let user = user.clone();
@@ -863,11 +859,7 @@ impl Engine {
         if self.quit_deadline.is_some() {
             return;
         }
-        let links: Vec<String> = self
-            .links
-            .up()
-            .filter_map(|(_, l)| l.user().map(str::to_owned))
-            .collect();
+        let links = self.links.up_users();
         if links.is_empty() {
             self.say(Origin::Client, "lost the connection to the server");
         } else {

@@ -33,15 +33,20 @@ struct T {
 }
 
 impl T {
-    fn with(cfg: Config) -> T {
+    /// A started engine, and what starting it produced.
+    fn started(cfg: Config) -> (T, Vec<Output>) {
         let mut t = T {
             e: Engine::new(cfg),
             t0: Instant::now(),
             elapsed: Duration::ZERO,
         };
         t.e.start(t.now());
-        t.drain();
-        t
+        let out = t.drain();
+        (t, out)
+    }
+
+    fn with(cfg: Config) -> T {
+        T::started(cfg).0
     }
 
     fn new() -> T {
@@ -87,6 +92,40 @@ impl T {
         })
     }
 
+    /// Types `/login <user> pw`; the server answers `OK LOGIN` with [`TOKEN`].
+    fn login(&mut self, user: &str) -> Vec<Output> {
+        self.typed(&format!("/login {user} pw"));
+        self.server(&format!("OK LOGIN {user} {TOKEN}"))
+    }
+
+    /// The server confirms our `ACCEPT` of `peer`, with the link token [`P2P`].
+    fn ok_accept(&mut self, peer: &str) -> Vec<Output> {
+        self.server(&format!("OK ACCEPT {peer} {P2P}"))
+    }
+
+    /// Our listener took a connection from [`peer_addr`] as link `id`.
+    fn link_accepted(&mut self, id: LinkId) -> Vec<Output> {
+        self.input(Input::LinkAccepted {
+            link: id,
+            addr: peer_addr(),
+        })
+    }
+
+    /// On link `id`, the other side says it is `peer` with the token [`P2P`].
+    fn peer_hello(&mut self, id: LinkId, peer: &str) -> Vec<Output> {
+        self.link(id, &format!("PEER {peer} {P2P}"))
+    }
+
+    /// The connection to `peer` that an `EVENT PEER` asked for is open as link `id`.
+    fn dialed(&mut self, id: LinkId, peer: &str) -> Vec<Output> {
+        self.input(Input::Dialed {
+            link: id,
+            user: peer.into(),
+            token: P2P.into(),
+            addr: peer_addr(),
+        })
+    }
+
     /// Moves the virtual clock, firing timers whose deadline has come.
     fn advance(&mut self, by: Duration) -> Vec<Output> {
         self.elapsed += by;
@@ -101,10 +140,10 @@ impl T {
         out
     }
 
+    /// Logged in as `user`, UDP registered.
     fn logged_in(user: &str) -> T {
         let mut t = T::new();
-        t.typed(&format!("/login {user} pw"));
-        t.server(&format!("OK LOGIN {user} {TOKEN}"));
+        t.login(user);
         t.udp("OK REGISTER");
         t
     }
@@ -112,12 +151,9 @@ impl T {
     /// `me` accepted `peer` and `peer` dialed in on link `id`.
     fn linked_in(me: &str, peer: &str, id: LinkId) -> T {
         let mut t = T::logged_in(me);
-        t.server(&format!("OK ACCEPT {peer} {P2P}"));
-        t.input(Input::LinkAccepted {
-            link: id,
-            addr: peer_addr(),
-        });
-        let out = t.link(id, &format!("PEER {peer} {P2P}"));
+        t.ok_accept(peer);
+        t.link_accepted(id);
+        let out = t.peer_hello(id, peer);
         assert!(
             out.contains(&Output::ToLink(id, format!("OK PEER {me}"))),
             "{out:?}"
@@ -126,31 +162,30 @@ impl T {
     }
 }
 
+/// The text of every output `pick` selects, in order.
+fn texts(out: &[Output], pick: fn(&Output) -> Option<&String>) -> Vec<String> {
+    out.iter().filter_map(pick).cloned().collect()
+}
+
 fn printed(out: &[Output]) -> Vec<String> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Print(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect()
+    texts(out, |o| match o {
+        Output::Print(s) => Some(s),
+        _ => None,
+    })
 }
 
 fn to_server(out: &[Output]) -> Vec<String> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::ToServer(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect()
+    texts(out, |o| match o {
+        Output::ToServer(s) => Some(s),
+        _ => None,
+    })
 }
 
 fn datagrams(out: &[Output]) -> Vec<String> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Datagram(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect()
+    texts(out, |o| match o {
+        Output::Datagram(s) => Some(s),
+        _ => None,
+    })
 }
 
 fn exits(out: &[Output]) -> Option<i32> {
@@ -168,13 +203,8 @@ fn any_contains(lines: &[String], needle: &str) -> bool {
 
 #[test]
 fn greeting_says_where_and_what_to_type() {
-    let mut e = Engine::new(config());
-    let now = Now {
-        mono: Instant::now(),
-        unix: 0,
-    };
-    e.start(now);
-    let lines = printed(&std::iter::from_fn(|| e.poll_output()).collect::<Vec<_>>());
+    let (_, out) = T::started(config());
+    let lines = printed(&out);
     let all = lines.join("\n");
     for needle in ["127.0.0.1:4400", "/signup", "/login", "/help", "port 7777"] {
         assert!(all.contains(needle), "{needle} missing from {all}");
@@ -184,15 +214,10 @@ fn greeting_says_where_and_what_to_type() {
 
 #[test]
 fn unattended_login_is_sent_at_start() {
-    let mut e = Engine::new(Config {
+    let (_, out) = T::started(Config {
         auto_login: Some(("alice".into(), "pw".into())),
         ..config()
     });
-    e.start(Now {
-        mono: Instant::now(),
-        unix: 0,
-    });
-    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
     assert_eq!(to_server(&out), vec!["LOGIN alice pw"]);
 }
 
@@ -369,8 +394,7 @@ fn reauth_prompt_flag_asks_instead() {
         reauth_prompt: true,
         ..config()
     });
-    t.typed("/login bob pw");
-    t.server(&format!("OK LOGIN bob {TOKEN}"));
+    t.login("bob");
     let out = t.server("EVENT REAUTH 120");
     assert!(to_server(&out).is_empty());
     assert!(any_contains(&printed(&out), "/login bob <password>"));
@@ -380,8 +404,7 @@ fn reauth_prompt_flag_asks_instead() {
         interactive: true,
         ..config()
     });
-    t.typed("/login bob pw");
-    t.server(&format!("OK LOGIN bob {TOKEN}"));
+    t.login("bob");
     let out = t.server("EVENT REAUTH 120");
     assert!(out.contains(&Output::Prompt("password: ".into())));
     assert_eq!(to_server(&t.typed("pw")), vec!["LOGIN bob pw"]);
@@ -401,8 +424,7 @@ fn failed_login_credentials_are_not_kept_for_reauth() {
 #[test]
 fn register_is_retried_then_pings_keep_the_path_alive() {
     let mut t = T::new();
-    t.typed("/login alice pw");
-    let out = t.server(&format!("OK LOGIN alice {TOKEN}"));
+    let out = t.login("alice");
     assert_eq!(datagrams(&out), vec![format!("REGISTER {TOKEN}")]);
     let out = t.advance(REGISTER_RETRY);
     assert_eq!(datagrams(&out), vec![format!("REGISTER {TOKEN}")]);
@@ -421,8 +443,7 @@ fn register_is_retried_then_pings_keep_the_path_alive() {
 #[test]
 fn register_gives_up_after_a_few_tries_then_tries_again_later() {
     let mut t = T::new();
-    t.typed("/login alice pw");
-    let mut sent = datagrams(&t.server(&format!("OK LOGIN alice {TOKEN}"))).len();
+    let mut sent = datagrams(&t.login("alice")).len();
     for _ in 0..REGISTER_TRIES {
         sent += datagrams(&t.advance(REGISTER_RETRY)).len();
     }
@@ -492,24 +513,15 @@ fn refused(out: &[Output], id: LinkId) -> bool {
 #[test]
 fn wrong_token_and_wrong_user_are_refused_without_using_the_token() {
     let mut t = T::logged_in("bob");
-    t.server(&format!("OK ACCEPT alice {P2P}"));
-    t.input(Input::LinkAccepted {
-        link: 1,
-        addr: peer_addr(),
-    });
+    t.ok_accept("alice");
+    t.link_accepted(1);
     let out = t.link(1, &format!("PEER alice {TOKEN}"));
     assert!(refused(&out, 1), "{out:?}");
     assert!(any_contains(&printed(&out), "wrong token"));
-    t.input(Input::LinkAccepted {
-        link: 2,
-        addr: peer_addr(),
-    });
-    assert!(refused(&t.link(2, &format!("PEER mallory {P2P}")), 2));
-    t.input(Input::LinkAccepted {
-        link: 3,
-        addr: peer_addr(),
-    });
-    let out = t.link(3, &format!("PEER alice {P2P}"));
+    t.link_accepted(2);
+    assert!(refused(&t.peer_hello(2, "mallory"), 2));
+    t.link_accepted(3);
+    let out = t.peer_hello(3, "alice");
     assert!(
         out.contains(&Output::ToLink(3, "OK PEER bob".into())),
         "{out:?}"
@@ -520,13 +532,10 @@ fn wrong_token_and_wrong_user_are_refused_without_using_the_token() {
 fn a_hello_racing_ahead_of_ok_accept_waits_for_it() {
     let mut t = T::logged_in("bob");
     t.typed("/accept alice");
-    t.input(Input::LinkAccepted {
-        link: 1,
-        addr: peer_addr(),
-    });
+    t.link_accepted(1);
     // The dialer was faster than the server's reply to us.
-    assert!(t.link(1, &format!("PEER alice {P2P}")).is_empty());
-    let out = t.server(&format!("OK ACCEPT alice {P2P}"));
+    assert!(t.peer_hello(1, "alice").is_empty());
+    let out = t.ok_accept("alice");
     assert!(
         out.contains(&Output::ToLink(1, "OK PEER bob".into())),
         "{out:?}"
@@ -534,11 +543,8 @@ fn a_hello_racing_ahead_of_ok_accept_waits_for_it() {
 
     // If the ACCEPT fails instead, the parked hello is refused.
     t.typed("/accept carol");
-    t.input(Input::LinkAccepted {
-        link: 2,
-        addr: peer_addr(),
-    });
-    assert!(t.link(2, &format!("PEER carol {P2P}")).is_empty());
+    t.link_accepted(2);
+    assert!(t.peer_hello(2, "carol").is_empty());
     assert!(refused(
         &t.server("ERR no-request no pending request from that user"),
         2
@@ -548,47 +554,35 @@ fn a_hello_racing_ahead_of_ok_accept_waits_for_it() {
 #[test]
 fn a_token_works_once() {
     let mut t = T::linked_in("bob", "alice", 1);
-    t.input(Input::LinkAccepted {
-        link: 2,
-        addr: peer_addr(),
-    });
-    assert!(refused(&t.link(2, &format!("PEER alice {P2P}")), 2));
+    t.link_accepted(2);
+    assert!(refused(&t.peer_hello(2, "alice"), 2));
 }
 
 #[test]
 fn a_token_expires_60_seconds_after_accept() {
     let mut t = T::logged_in("bob");
-    t.server(&format!("OK ACCEPT alice {P2P}"));
+    t.ok_accept("alice");
     t.advance(TOKEN_TTL - Duration::from_millis(1));
-    t.input(Input::LinkAccepted {
-        link: 1,
-        addr: peer_addr(),
-    });
+    t.link_accepted(1);
     t.advance(Duration::from_millis(1));
-    let out = t.link(1, &format!("PEER alice {P2P}"));
+    let out = t.peer_hello(1, "alice");
     assert!(refused(&out, 1));
     assert!(any_contains(&printed(&out), "claiming to be alice"));
 
     // One millisecond earlier it would have worked.
     let mut t = T::logged_in("bob");
-    t.server(&format!("OK ACCEPT alice {P2P}"));
+    t.ok_accept("alice");
     t.advance(TOKEN_TTL - Duration::from_millis(1));
-    t.input(Input::LinkAccepted {
-        link: 1,
-        addr: peer_addr(),
-    });
+    t.link_accepted(1);
     assert!(t
-        .link(1, &format!("PEER alice {P2P}"))
+        .peer_hello(1, "alice")
         .contains(&Output::ToLink(1, "OK PEER bob".into())));
 }
 
 #[test]
 fn silent_incoming_connections_are_closed_after_the_handshake_timeout() {
     let mut t = T::logged_in("bob");
-    t.input(Input::LinkAccepted {
-        link: 4,
-        addr: peer_addr(),
-    });
+    t.link_accepted(4);
     let out = t.link(4, "MSG before hello");
     assert!(out.contains(&Output::ToLink(
         4,
@@ -639,12 +633,7 @@ fn peer_event_dials_and_says_hello_then_chat_flows() {
         addr: peer_addr(),
         token: P2P.into()
     }));
-    let out = t.input(Input::Dialed {
-        link: 9,
-        user: "bob".into(),
-        token: P2P.into(),
-        addr: peer_addr(),
-    });
+    let out = t.dialed(9, "bob");
     assert_eq!(out, vec![Output::ToLink(9, format!("PEER alice {P2P}"))]);
     let out = t.link(9, "OK PEER bob");
     assert!(any_contains(&printed(&out), "direct link with bob is up"));
@@ -666,12 +655,7 @@ fn peer_event_dials_and_says_hello_then_chat_flows() {
 fn a_refused_dial_is_reported() {
     let mut t = T::logged_in("alice");
     t.server(&format!("EVENT PEER bob 127.0.0.1:50000 {P2P}"));
-    t.input(Input::Dialed {
-        link: 9,
-        user: "bob".into(),
-        token: P2P.into(),
-        addr: peer_addr(),
-    });
+    t.dialed(9, "bob");
     let out = t.link(9, "ERR bad-token unknown, used or expired token");
     assert!(any_contains(&printed(&out), "bob refused the link"));
     assert!(out.contains(&Output::CloseLink(9)));
@@ -680,12 +664,9 @@ fn a_refused_dial_is_reported() {
 #[test]
 fn plain_text_needs_exactly_one_link() {
     let mut t = T::linked_in("bob", "alice", 1);
-    t.server(&format!("OK ACCEPT carol {P2P}"));
-    t.input(Input::LinkAccepted {
-        link: 2,
-        addr: peer_addr(),
-    });
-    t.link(2, &format!("PEER carol {P2P}"));
+    t.ok_accept("carol");
+    t.link_accepted(2);
+    t.peer_hello(2, "carol");
     let out = t.typed("hello?");
     assert!(!out.iter().any(|o| matches!(o, Output::ToLink(..))));
     assert!(any_contains(&printed(&out), "/msg <user> <text>"));

@@ -114,29 +114,25 @@ impl Links {
     }
 
     pub fn add_incoming(&mut self, id: LinkId, addr: SocketAddr, now: Instant) {
-        self.links.insert(
-            id,
-            Link {
-                addr,
-                state: LinkState::AwaitHello,
-                deadline: Some(now + HANDSHAKE_TIMEOUT),
-                bad_lines: 0,
-            },
-        );
+        self.add_handshaking(id, addr, LinkState::AwaitHello, now);
     }
 
     pub fn add_dialed(&mut self, id: LinkId, user: &str, addr: SocketAddr, now: Instant) {
-        self.links.insert(
-            id,
-            Link {
-                addr,
-                state: LinkState::AwaitWelcome {
-                    user: user.to_owned(),
-                },
-                deadline: Some(now + HANDSHAKE_TIMEOUT),
-                bad_lines: 0,
-            },
-        );
+        let state = LinkState::AwaitWelcome {
+            user: user.to_owned(),
+        };
+        self.add_handshaking(id, addr, state, now);
+    }
+
+    /// A new link in `state`, which has `HANDSHAKE_TIMEOUT` from `now` to come up.
+    fn add_handshaking(&mut self, id: LinkId, addr: SocketAddr, state: LinkState, now: Instant) {
+        let link = Link {
+            addr,
+            state,
+            deadline: Some(now + HANDSHAKE_TIMEOUT),
+            bad_lines: 0,
+        };
+        self.links.insert(id, link);
     }
 
     /// Marks a link up for `user`. Returns an older link with the same user,
@@ -177,6 +173,13 @@ impl Links {
             .iter()
             .filter(|(_, l)| l.is_up())
             .map(|(&id, l)| (id, l))
+    }
+
+    /// The users of the links that are up, by id order.
+    pub fn up_users(&self) -> Vec<String> {
+        self.up()
+            .filter_map(|(_, l)| l.user().map(str::to_owned))
+            .collect()
     }
 
     pub fn all(&self) -> impl Iterator<Item = (LinkId, &Link)> {

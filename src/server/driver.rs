@@ -224,7 +224,7 @@ impl Driver {
         let tcp_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let udp_addr = udp.local_addr().map_err(|e| e.to_string())?;
         let mut out = io::stdout();
-        let _ = writeln!(out, "listening tcp={tcp_addr} udp={udp_addr}");
+        let _ = writeln!(out, "{}", crate::listening::format(tcp_addr, udp_addr));
         let _ = out.flush();
         log::info!("listening on tcp={tcp_addr} udp={udp_addr}");
         let mut d = Driver {

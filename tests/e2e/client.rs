@@ -3,10 +3,10 @@
 //! own, unattended login, broken stdout, broadcasts shown once.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use super::harness::{wait_exit, Client, Server, CLIENT_BIN};
+use super::harness::{wait_exit_or_kill, Client, Server};
 
 /// Runs the client with stdin from a regular file holding `script`; returns
 /// its exit code and everything it printed. Bounded.
@@ -14,9 +14,7 @@ fn run_with_file(server: &Server, script: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("script.txt");
     std::fs::write(&path, script).unwrap();
-    let mut child = Command::new(CLIENT_BIN)
-        .arg(server.tcp.ip().to_string())
-        .arg(server.tcp.port().to_string())
+    let mut child = Client::command(server)
         .args(["--listen-addr", "127.0.0.1"])
         .stdin(std::fs::File::open(&path).unwrap())
         .stdout(Stdio::piped())
@@ -29,11 +27,7 @@ fn run_with_file(server: &Server, script: &str) -> (Option<i32>, String) {
         let _ = stdout.read_to_string(&mut s);
         s
     });
-    let status = wait_exit(&mut child, Duration::from_secs(20));
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let status = wait_exit_or_kill(&mut child, Duration::from_secs(20));
     (status.and_then(|s| s.code()), reader.join().unwrap())
 }
 
@@ -155,9 +149,7 @@ fn unattended_login_from_a_password_file() {
 #[test]
 fn broken_stdout_pipe_exits_0() {
     let server = Server::start(&[]);
-    let mut child = Command::new(CLIENT_BIN)
-        .arg(server.tcp.ip().to_string())
-        .arg(server.tcp.port().to_string())
+    let mut child = Client::command(&server)
         .args(["--listen-addr", "127.0.0.1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -174,11 +166,7 @@ fn broken_stdout_pipe_exits_0() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = wait_exit(&mut child, Duration::from_secs(10));
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let status = wait_exit_or_kill(&mut child, Duration::from_secs(10));
     assert_eq!(
         status.and_then(|s| s.code()),
         Some(0),

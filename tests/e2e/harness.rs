@@ -13,6 +13,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use peerline::listening;
+
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_peerline-server");
 pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_peerline-client");
 
@@ -63,37 +65,18 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn peerline-server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut l = String::new();
-            let _ = r.read_line(&mut l);
-            let _ = tx.send(l);
-            let mut sink = Vec::new();
-            let _ = r.read_to_end(&mut sink);
-        });
-        let stderr = child.stderr.take().unwrap();
-        let (etx, erx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if etx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = rx
-            .recv_timeout(WAIT)
-            .unwrap_or_else(|_| panic!("server printed no 'listening' line within {WAIT:?}"));
-        let (tcp, udp) = parse_listening(&line)
-            .unwrap_or_else(|| panic!("bad listening line from server: {line:?}"));
+        // Stderr first: a server logging into a full pipe would never print
+        // its `listening` line.
+        let stderr_lines = lines_of(child.stderr.take().unwrap());
+        let announced = listening::wait_for(child.stdout.take().unwrap(), WAIT)
+            .unwrap_or_else(|e| panic!("peerline-server {e}"));
         Server {
             child,
-            tcp,
-            udp,
+            tcp: announced.tcp,
+            udp: announced.udp,
             data_dir: dir.to_path_buf(),
             _tmp: None,
-            stderr_lines: erx,
+            stderr_lines,
         }
     }
 
@@ -160,13 +143,29 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
     None
 }
 
-pub fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let rest = line.trim().strip_prefix("listening ")?;
-    let (t, u) = rest.split_once(' ')?;
-    Some((
-        t.strip_prefix("tcp=")?.parse().ok()?,
-        u.strip_prefix("udp=")?.parse().ok()?,
-    ))
+/// Every line `pipe` yields, passed on by a thread of its own until the pipe
+/// ends or the receiver is dropped.
+fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `wait_exit`, and if our child is still running after `limit`, kills it so
+/// no test leaves a process behind.
+pub fn wait_exit_or_kill(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let status = wait_exit(child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
 }
 
 /// A line-oriented TCP client with bounded waits and a transcript for failures.
@@ -246,32 +245,29 @@ impl Line {
 
     /// Skips lines until one starts with `prefix`; returns it.
     pub fn expect_prefix(&mut self, prefix: &str) -> String {
-        loop {
-            let l = self.next(prefix);
-            if l.starts_with(prefix) {
-                return l;
-            }
-            if l == "<EOF>" {
-                panic!(
-                    "connection closed while waiting for {prefix:?}\n{}",
-                    self.dump()
-                );
-            }
-        }
+        self.skip_until(&format!("{prefix:?}"), |l| l.starts_with(prefix))
     }
 
     /// Sends a command and returns its final reply (`OK …`/`ERR …`), skipping
     /// events and LIST items.
     pub fn cmd(&mut self, line: &str) -> String {
         self.send(line);
+        self.skip_until(&format!("the reply to {line:?}"), |l| {
+            l.starts_with("OK ") || l == "OK" || l.starts_with("ERR ")
+        })
+    }
+
+    /// Skips lines until one is `wanted`; returns it. The connection closing
+    /// first fails the test, with `what` it was waiting for.
+    fn skip_until(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
         loop {
-            let l = self.next(&format!("the reply to {line:?}"));
-            if l.starts_with("OK ") || l == "OK" || l.starts_with("ERR ") {
+            let l = self.next(what);
+            if wanted(&l) {
                 return l;
             }
             if l == "<EOF>" {
                 panic!(
-                    "connection closed before the reply to {line:?}\n{}",
+                    "connection closed while waiting for {what}\n{}",
                     self.dump()
                 );
             }
@@ -329,29 +325,26 @@ pub struct Client {
 }
 
 impl Client {
+    /// `peerline-client` aimed at `server`; flags and stdio are the caller's.
+    pub fn command(server: &Server) -> Command {
+        let mut cmd = Command::new(CLIENT_BIN);
+        cmd.arg(server.tcp.ip().to_string())
+            .arg(server.tcp.port().to_string());
+        cmd
+    }
+
     pub fn start(server: &Server, extra: &[&str]) -> Client {
-        let mut child = Command::new(CLIENT_BIN)
-            .arg(server.tcp.ip().to_string())
-            .arg(server.tcp.port().to_string())
+        let mut child = Client::command(server)
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn peerline-client");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
         Client {
+            lines: lines_of(child.stdout.take().unwrap()),
             stdin: child.stdin.take(),
             child,
-            lines: rx,
             seen: Vec::new(),
         }
     }

@@ -7,7 +7,7 @@ use std::net::Shutdown;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{wait_exit, Line, Server, SERVER_BIN, SIGINT, SIGKILL, SIGTERM, WAIT};
+use crate::harness::{wait_exit_or_kill, Line, Server, SERVER_BIN, SIGINT, SIGKILL, SIGTERM, WAIT};
 
 // ---- helpers ------------------------------------------------------------------
 
@@ -20,14 +20,8 @@ fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn peerline-server");
-    let status = match wait_exit(&mut child, WAIT) {
-        Some(s) => s,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("peerline-server {args:?} did not exit within {WAIT:?}");
-        }
-    };
+    let status = wait_exit_or_kill(&mut child, WAIT)
+        .unwrap_or_else(|| panic!("peerline-server {args:?} did not exit within {WAIT:?}"));
     let mut out = String::new();
     let mut err = String::new();
     child
@@ -82,6 +76,14 @@ fn signup(server: &Server, user: &str) {
 fn expect_line(c: &mut Line, want: &str) {
     let got = c.next(want);
     assert_eq!(got, want, "{}", c.dump());
+}
+
+/// The next line, which must start with `prefix`. Unlike `Line::expect_prefix`
+/// it skips nothing: these tests are about what comes next.
+fn expect_start(c: &mut Line, prefix: &str) -> String {
+    let got = c.next(prefix);
+    assert!(got.starts_with(prefix), "{got:?}\n{}", c.dump());
+    got
 }
 
 /// Polls (bounded) until `cond` holds.
@@ -164,8 +166,7 @@ fn listening_line_names_both_ports_and_welcome_comes_first() {
         "TCP and UDP share one port number"
     );
     let mut c = Line::connect(server.tcp);
-    let first = c.next("EVENT WELCOME");
-    assert!(first.starts_with("EVENT WELCOME "), "first line: {first:?}");
+    let first = expect_start(&mut c, "EVENT WELCOME ");
     assert!(
         first.contains("LOGIN") && first.contains("SIGNUP"),
         "WELCOME should tell the user to LOGIN or SIGNUP: {first:?}"
@@ -322,8 +323,7 @@ fn verbs_are_case_insensitive_empty_lines_ignored_and_crlf_accepted() {
     c.send_raw(b"signup alice pw pw\r\n");
     expect_line(&mut c, "OK SIGNUP alice");
     c.send_raw(b"LoGiN alice pw\r\n");
-    let ok = c.next("OK LOGIN");
-    assert!(ok.starts_with("OK LOGIN alice "), "{ok:?}");
+    expect_start(&mut c, "OK LOGIN alice ");
     c.send_raw(b"\n\r\n\n");
     c.expect_silence(Duration::from_millis(300));
     c.send_raw(b"\nlist\r\n\n");
@@ -344,28 +344,24 @@ fn line_of_1024_bytes_is_accepted_and_1025_rejected_once() {
     let mut ok_len = vec![b'x'; 1023];
     ok_len.push(b'\n');
     c.send_raw(&ok_len);
-    let r = c.next("the reply to a 1024-byte line");
-    assert!(r.starts_with("ERR unknown-verb"), "{r:?}");
+    expect_start(&mut c, "ERR unknown-verb");
     // 1022 + "\r\n" = 1024 too.
     let mut crlf = vec![b'x'; 1022];
     crlf.extend_from_slice(b"\r\n");
     c.send_raw(&crlf);
-    let r = c.next("the reply to a 1024-byte CRLF line");
-    assert!(r.starts_with("ERR unknown-verb"), "{r:?}");
+    expect_start(&mut c, "ERR unknown-verb");
     // 1024 + '\n' = 1025: one ERR line-too-long, and the connection stays usable.
     let mut long = vec![b'x'; 1024];
     long.extend_from_slice(b"\nPING\n");
     c.send_raw(&long);
-    let r = c.next("ERR line-too-long");
-    assert!(r.starts_with("ERR line-too-long"), "{r:?}");
+    expect_start(&mut c, "ERR line-too-long");
     expect_line(&mut c, "OK PING");
     // A much longer line, also one that looks like a valid command at the start.
     let mut huge = b"PING ".to_vec();
     huge.extend(std::iter::repeat(b'y').take(20_000));
     huge.extend_from_slice(b"\nPING\n");
     c.send_raw(&huge);
-    let r = c.next("ERR line-too-long");
-    assert!(r.starts_with("ERR line-too-long"), "{r:?}");
+    expect_start(&mut c, "ERR line-too-long");
     expect_line(&mut c, "OK PING");
     c.expect_silence(Duration::from_millis(200));
 }
@@ -383,8 +379,7 @@ fn long_line_in_many_small_writes_is_rejected_once() {
         std::thread::sleep(Duration::from_micros(300));
     }
     c.send("PING");
-    let r = c.next("ERR line-too-long");
-    assert!(r.starts_with("ERR line-too-long"), "{r:?}");
+    expect_start(&mut c, "ERR line-too-long");
     expect_line(&mut c, "OK PING");
     c.expect_silence(Duration::from_millis(200));
 }
@@ -394,8 +389,7 @@ fn bad_utf8_and_unknown_verbs_get_their_errors() {
     let server = Server::start(&[]);
     let mut c = server.connect();
     c.send_raw(b"PING \xff\xfe\n");
-    let r = c.next("ERR bad-utf8");
-    assert!(r.starts_with("ERR bad-utf8"), "{r:?}");
+    expect_start(&mut c, "ERR bad-utf8");
     c.cmd_err("FROBNICATE now", "unknown-verb");
     c.cmd_err("HELLO", "unknown-verb");
     assert_eq!(c.cmd("PING"), "OK PING");
@@ -410,16 +404,13 @@ fn pipelined_commands_are_answered_in_order() {
         b"SIGNUP alice pw pw\nLOGIN alice pw\nLIST\nPING\nBOGUS\nSIGNUP alice x x\nLOGIN alice bad\nPING\n",
     );
     expect_line(&mut c, "OK SIGNUP alice");
-    let l = c.next("OK LOGIN");
-    assert!(l.starts_with("OK LOGIN alice "), "{l:?}\n{}", c.dump());
+    expect_start(&mut c, "OK LOGIN alice ");
     expect_line(&mut c, "CLIENT alice 127.0.0.1");
     expect_line(&mut c, "OK LIST 1");
     expect_line(&mut c, "OK PING");
-    assert!(c.next("ERR unknown-verb").starts_with("ERR unknown-verb"));
-    assert!(c.next("ERR user-exists").starts_with("ERR user-exists"));
-    assert!(c
-        .next("ERR bad-credentials")
-        .starts_with("ERR bad-credentials"));
+    expect_start(&mut c, "ERR unknown-verb");
+    expect_start(&mut c, "ERR user-exists");
+    expect_start(&mut c, "ERR bad-credentials");
     expect_line(&mut c, "OK PING");
 }
 
@@ -454,12 +445,7 @@ fn second_login_replaces_the_older_session() {
     let mut new = server.connect();
     let new_token = login(&mut new, "alice");
     assert_ne!(new_token, old_token, "a new session gets a new token");
-    let closing = old.next("EVENT CLOSING replaced");
-    assert!(
-        closing.starts_with("EVENT CLOSING replaced"),
-        "{closing:?}\n{}",
-        old.dump()
-    );
+    expect_start(&mut old, "EVENT CLOSING replaced");
     let rest = old.expect_closed();
     assert!(rest.is_empty(), "lines after CLOSING: {rest:?}");
     assert_eq!(new.cmd("PING"), "OK PING");
@@ -498,12 +484,7 @@ fn reauth_keeps_token_and_place_over_cycles_then_expires_without_answer() {
     bob.cmd_ok("QUIT");
     // No answer this time: the session ends.
     alice.expect_prefix("EVENT REAUTH");
-    let l = alice.next("EVENT CLOSING session-expired");
-    assert!(
-        l.starts_with("EVENT CLOSING session-expired"),
-        "{l:?}\n{}",
-        alice.dump()
-    );
+    expect_start(&mut alice, "EVENT CLOSING session-expired");
     alice.expect_closed();
     let mut carol = server.connect();
     carol.cmd_ok("SIGNUP carol pw pw");
@@ -547,8 +528,7 @@ fn max_clients_refuses_the_connection_beyond_the_limit() {
     let a = server.connect();
     let (mut b, _) = server.login_new("bob");
     let mut third = Line::connect(server.tcp);
-    let l = third.next("EVENT CLOSING server-full");
-    assert!(l.starts_with("EVENT CLOSING server-full"), "{l:?}");
+    expect_start(&mut third, "EVENT CLOSING server-full");
     third.expect_closed();
     assert_eq!(b.cmd("PING"), "OK PING");
     drop(a);
@@ -565,8 +545,7 @@ fn idle_unauthenticated_connections_are_closed_but_logged_in_ones_are_not() {
     let (mut alice, _) = server.login_new("alice");
     let started = Instant::now();
     let mut idle = server.connect();
-    let l = idle.next("EVENT CLOSING idle");
-    assert!(l.starts_with("EVENT CLOSING idle"), "{l:?}");
+    expect_start(&mut idle, "EVENT CLOSING idle");
     idle.expect_closed();
     let after = started.elapsed();
     assert!(
@@ -721,17 +700,14 @@ fn sigterm_tells_clients_and_exits_0() {
     let st = server.signal_and_wait(SIGTERM);
     assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
     for c in [&mut alice, &mut anon] {
-        let l = c.next("EVENT CLOSING shutdown");
-        assert!(l.starts_with("EVENT CLOSING shutdown"), "{l:?}");
+        expect_start(c, "EVENT CLOSING shutdown");
         c.expect_closed();
     }
     let mut server = Server::start(&[]);
     let mut c = server.connect();
     let st = server.signal_and_wait(SIGINT);
     assert_eq!(st.code(), Some(0), "exit status after SIGINT: {st}");
-    assert!(c
-        .next("EVENT CLOSING shutdown")
-        .starts_with("EVENT CLOSING shutdown"));
+    expect_start(&mut c, "EVENT CLOSING shutdown");
 }
 
 // ---- introductions -------------------------------------------------------------------

@@ -203,32 +203,71 @@ fn start(system: System, plan: &Plan, bin: &Path, kdf: Option<u32>, users: usize
     }
 }
 
-fn pings(line: &str, during: f64) -> Pings {
-    Pings {
-        n: field(line, "n"),
-        p50_us: field(line, "p50"),
-        p99_us: field(line, "p99"),
-        max_us: field(line, "max"),
-        during_secs: during,
-    }
+/// The load generator for one phase: `workers` processes holding at most
+/// `per_worker` sessions each, all speaking `system`'s protocol to `server`.
+fn spawn_fleet(
+    system: System,
+    plan: &Plan,
+    server: &Server,
+    workers: usize,
+    per_worker: usize,
+) -> Res<Fleet> {
+    Fleet::spawn(
+        workers,
+        per_worker,
+        system.proto(),
+        server.addr,
+        "u",
+        PASSWORD,
+        plan.tool_cpu,
+        system.name(),
+    )
+}
+
+/// Runs `scenario` on `fleet`, then — whether it worked or not — counts the
+/// workers' errors into `r` and shuts the fleet down.
+fn with_fleet(
+    mut fleet: Fleet,
+    r: &mut Results,
+    scenario: impl FnOnce(&mut Fleet, &mut Results) -> Res<()>,
+) -> Res<()> {
+    let res = scenario(&mut fleet, r);
+    r.worker_errors += fleet.errors;
+    fleet.shutdown();
+    res
+}
+
+/// `plan.pingers` logged-in sessions on worker 0 start to PING every
+/// `plan.ping_interval_ms`, staggered.
+fn start_pings(fleet: &mut Fleet, plan: &Plan) -> Res<()> {
+    fleet.send(
+        0,
+        &format!("PINGSTART {} {}", plan.pingers, plan.ping_interval_ms),
+    )?;
+    fleet.expect(0, "PINGSTARTED", Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// Stops the PINGs and collects their round-trips; `during_secs`: how long
+/// the disturbance they measured lasted.
+fn stop_pings(fleet: &mut Fleet, during_secs: f64) -> Res<Pings> {
+    fleet.send(0, "PINGSTOP")?;
+    let line = fleet.expect(0, "PINGS", Duration::from_secs(10))?;
+    Ok(Pings {
+        n: field(&line, "n"),
+        p50_us: field(&line, "p50"),
+        p99_us: field(&line, "p99"),
+        max_us: field(&line, "max"),
+        during_secs,
+    })
 }
 
 fn phase_default(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<()> {
     let first = 100;
     let n = plan.default_sessions.max(plan.storm);
     let server = start(system, plan, bin, None, first + n + 1)?;
-    let out = (|| {
-        let mut fleet = Fleet::spawn(
-            2,
-            usize::MAX,
-            system.proto(),
-            server.addr,
-            "u",
-            PASSWORD,
-            plan.tool_cpu,
-            system.name(),
-        )?;
-        let res = (|| {
+    let out = spawn_fleet(system, plan, &server, 2, usize::MAX).and_then(|fleet| {
+        with_fleet(fleet, r, |fleet, r| {
             // Logged-in users who will PING through the storm.
             let (ok, _, _) = fleet.grow(plan.pingers, plan.pingers, true, "r", 1, Some(0))?;
             if ok < plan.pingers as u64 {
@@ -253,17 +292,11 @@ fn phase_default(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Re
             fleet.load[1] = 0;
             std::thread::sleep(Duration::from_millis(500));
             // The storm: `storm` logins at once while the others PING.
-            fleet.send(
-                0,
-                &format!("PINGSTART {} {}", plan.pingers, plan.ping_interval_ms),
-            )?;
-            fleet.expect(0, "PINGSTARTED", Duration::from_secs(10))?;
+            start_pings(fleet, plan)?;
             std::thread::sleep(Duration::from_millis(200));
             let (ok, failed, secs) =
                 fleet.grow(plan.storm, plan.storm, false, "r", first, Some(1))?;
-            fleet.send(0, "PINGSTOP")?;
-            let line = fleet.expect(0, "PINGS", Duration::from_secs(10))?;
-            let p = pings(&line, secs);
+            let p = stop_pings(fleet, secs)?;
             eprintln!(
                 "  login storm: {ok} logins ({failed} failed) in {secs:.1} s; PING p50 {:.2} ms p99 {:.2} ms over {} pings",
                 p.p50_us as f64 / 1000.0,
@@ -272,11 +305,8 @@ fn phase_default(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Re
             );
             r.storm = Some(p);
             Ok(())
-        })();
-        r.worker_errors += fleet.errors;
-        fleet.shutdown();
-        res
-    })();
+        })
+    });
     server.stop();
     out
 }
@@ -428,17 +458,8 @@ fn phase_scale(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<
     let out = (|| {
         std::thread::sleep(Duration::from_millis(300));
         let base = procfs::status(pid).map_err(|e| e.to_string())?;
-        let mut fleet = Fleet::spawn(
-            workers,
-            plan.per_worker,
-            system.proto(),
-            server.addr,
-            "u",
-            PASSWORD,
-            plan.tool_cpu,
-            system.name(),
-        )?;
-        let res = (|| {
+        let fleet = spawn_fleet(system, plan, &server, workers, plan.per_worker)?;
+        with_fleet(fleet, r, |fleet, r| {
             let (ok, _, _) = fleet.grow(1, 1, true, "s", 0, Some(0))?;
             if ok != 1 {
                 return Err("the sender session did not come up".into());
@@ -491,27 +512,21 @@ fn phase_scale(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<
                 }
                 prev = (fleet.receivers, before);
                 let n_now = fleet.receivers;
-                let fan = fan_reps(&mut fleet, n_now, plan.reps, rep0, plan.pad)?;
+                let fan = fan_reps(fleet, n_now, plan.reps, rep0, plan.pad)?;
                 rep0 += plan.reps as u64;
                 r.fans.push(fan);
                 if n == 1000 || (n == sizes[sizes.len() / 2] && !sizes.contains(&1000)) {
-                    r.sustained = Some(sustained(&mut fleet, pid, plan)?);
-                    r.idle = Some(idle(&fleet, pid, plan.idle_secs)?);
+                    r.sustained = Some(sustained(fleet, pid, plan)?);
+                    r.idle = Some(idle(fleet, pid, plan.idle_secs)?);
                 }
                 if n == max_n {
-                    fleet.send(
-                        0,
-                        &format!("PINGSTART {} {}", plan.pingers, plan.ping_interval_ms),
-                    )?;
-                    fleet.expect(0, "PINGSTARTED", Duration::from_secs(10))?;
+                    start_pings(fleet, plan)?;
                     let t = Instant::now();
                     let reps = (plan.reps / 2).max(3);
                     let n_now = fleet.receivers;
-                    let fan = fan_reps(&mut fleet, n_now, reps, rep0, plan.pad)?;
+                    let fan = fan_reps(fleet, n_now, reps, rep0, plan.pad)?;
                     rep0 += reps as u64;
-                    fleet.send(0, "PINGSTOP")?;
-                    let line = fleet.expect(0, "PINGS", Duration::from_secs(10))?;
-                    let p = pings(&line, t.elapsed().as_secs_f64());
+                    let p = stop_pings(fleet, t.elapsed().as_secs_f64())?;
                     eprintln!(
                         "  PING during {reps} fan-outs to {n}: p50 {:.2} ms p99 {:.2} ms over {} pings (last p50 {:.1} ms)",
                         p.p50_us as f64 / 1000.0,
@@ -530,10 +545,7 @@ fn phase_scale(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<
                 .collect::<Vec<_>>()
                 .join(",");
             Ok(())
-        })();
-        r.worker_errors += fleet.errors;
-        fleet.shutdown();
-        res
+        })
     })();
     if !server.is_running() {
         r.errors

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::bench::{Plan, Results};
+use crate::bench::{Pings, Plan, Rate, Results};
 use crate::svg::{self, Series};
 
 pub struct Machine {
@@ -72,6 +72,37 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
         _ => "—".into(),
+    }
+}
+
+/// A setup rate cell: sessions per second to `decimals` places, with counts.
+fn rate_cell(s: Rate, decimals: usize) -> String {
+    format!(
+        "{:.*}/s ({} sessions, {} failed)",
+        decimals,
+        s.per_sec(),
+        s.sessions,
+        s.failed
+    )
+}
+
+/// A PING cell: p50 / p99 / max in milliseconds, then the sample count.
+fn pings_cell(p: Pings) -> String {
+    format!(
+        "{:.2} / {:.2} / {:.2}, {}",
+        p.p50_us as f64 / 1e3,
+        p.p99_us as f64 / 1e3,
+        p.max_us as f64 / 1e3,
+        p.n
+    )
+}
+
+/// `text`, or "none" for an empty list.
+fn or_none(text: String) -> String {
+    if text.is_empty() {
+        "none".into()
+    } else {
+        text
     }
 }
 
@@ -367,16 +398,7 @@ pub fn markdown(
     row(
         w,
         "setup rate at the default password cost (signup + login, 64 at a time)",
-        &|r| {
-            opt(r.setup_default, |s| {
-                format!(
-                    "{:.1}/s ({} sessions, {} failed)",
-                    s.per_sec(),
-                    s.sessions,
-                    s.failed
-                )
-            })
-        },
+        &|r| opt(r.setup_default, |s| rate_cell(s, 1)),
     );
     row(
         w,
@@ -384,16 +406,7 @@ pub fn markdown(
             "setup rate at `--kdf-iterations {}` (growth to the largest N)",
             plan.kdf_low
         ),
-        &|r| {
-            opt(r.setup_low, |s| {
-                format!(
-                    "{:.0}/s ({} sessions, {} failed)",
-                    s.per_sec(),
-                    s.sessions,
-                    s.failed
-                )
-            })
-        },
+        &|r| opt(r.setup_low, |s| rate_cell(s, 0)),
     );
     row(w, "login storm duration (all logins answered)", &|r| {
         opt(r.storm, |s| format!("{:.2} s", s.during_secs))
@@ -401,32 +414,12 @@ pub fn markdown(
     row(
         w,
         "PING during the storm: p50 / p99 / max (ms), samples",
-        &|r| {
-            opt(r.storm, |s| {
-                format!(
-                    "{:.2} / {:.2} / {:.2}, {}",
-                    s.p50_us as f64 / 1e3,
-                    s.p99_us as f64 / 1e3,
-                    s.max_us as f64 / 1e3,
-                    s.n
-                )
-            })
-        },
+        &|r| opt(r.storm, pings_cell),
     );
     row(
         w,
         "PING during fan-outs to the largest N: p50 / p99 / max (ms), samples",
-        &|r| {
-            opt(r.fan_pings, |s| {
-                format!(
-                    "{:.2} / {:.2} / {:.2}, {}",
-                    s.p50_us as f64 / 1e3,
-                    s.p99_us as f64 / 1e3,
-                    s.max_us as f64 / 1e3,
-                    s.n
-                )
-            })
-        },
+        &|r| opt(r.fan_pings, pings_cell),
     );
     row(
         w,
@@ -484,19 +477,9 @@ pub fn markdown(
         })
     });
     row(w, "sessions closed by the server", &|r| {
-        if r.closed_reasons.is_empty() {
-            "none".into()
-        } else {
-            r.closed_reasons.clone()
-        }
+        or_none(r.closed_reasons.clone())
     });
-    row(w, "scenario errors", &|r| {
-        if r.errors.is_empty() {
-            "none".into()
-        } else {
-            r.errors.join("; ")
-        }
-    });
+    row(w, "scenario errors", &|r| or_none(r.errors.join("; ")));
     let _ = writeln!(w);
     if m.is_none() {
         let _ = writeln!(w, "mosquitto: {mosquitto_note}\n");

@@ -2,12 +2,13 @@
 //! `taskset`: `peerline-server` on a fresh data dir, and mosquitto with a
 //! generated config (127.0.0.1 only, password file, no anonymous access).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use peerline::listening;
 
 use crate::fleet::Res;
 
@@ -40,16 +41,6 @@ fn pinned(cpu: Option<usize>, program: &Path) -> Command {
     }
 }
 
-/// Parses `listening tcp=HOST:PORT udp=HOST:PORT` into the TCP address.
-pub fn parse_listening(line: &str) -> Option<SocketAddr> {
-    line.trim()
-        .strip_prefix("listening ")?
-        .split(' ')
-        .find_map(|f| f.strip_prefix("tcp="))?
-        .parse()
-        .ok()
-}
-
 impl Server {
     pub fn start_peerline(bin: &Path, kdf: Option<u32>, cpu: Option<usize>) -> Res<Server> {
         if !bin.is_file() {
@@ -76,33 +67,20 @@ impl Server {
             .map_err(|e| format!("start {}: {e}", bin.display()))?;
         let pid = child.id();
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut l = String::new();
-            let _ = r.read_line(&mut l);
-            let _ = tx.send(l);
-            let mut sink = [0u8; 4096];
-            while matches!(r.read(&mut sink), Ok(n) if n > 0) {}
-        });
-        let line = rx.recv_timeout(Duration::from_secs(15)).unwrap_or_default();
         let mut server = Server {
             child,
             pid,
             addr: "127.0.0.1:0".parse().expect("literal"),
             dir,
         };
-        match parse_listening(&line) {
-            Some(addr) => {
-                server.addr = addr;
+        match listening::wait_for(stdout, Duration::from_secs(15)) {
+            Ok(announced) => {
+                server.addr = announced.tcp;
                 Ok(server)
             }
-            None => {
+            Err(e) => {
                 server.stop();
-                Err(format!(
-                    "peerline-server did not print `listening tcp=…` (got {:?})",
-                    line.trim()
-                ))
+                Err(format!("peerline-server {e}"))
             }
         }
     }
@@ -220,18 +198,4 @@ pub fn mosquitto_version() -> Option<String> {
     let out = Command::new(which("mosquitto")?).arg("-h").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines().next().map(|l| l.trim().to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listening_line() {
-        assert_eq!(
-            parse_listening("listening tcp=127.0.0.1:4400 udp=127.0.0.1:4400\n"),
-            Some("127.0.0.1:4400".parse().unwrap())
-        );
-        assert_eq!(parse_listening("hello"), None);
-    }
 }

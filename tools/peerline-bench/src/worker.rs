@@ -652,24 +652,10 @@ impl Worker {
             ServerLine::Event(Event::Closing { reason, .. }) => {
                 self.close(key, Some(reason.as_str()));
             }
-            ServerLine::Event(Event::Reauth { .. }) => {
-                let s = &mut self.sessions[key];
-                let cmd = Command::Login {
-                    user: format!("{}{}", self.cfg.prefix, s.index),
-                    password: self.cfg.password.clone(),
-                };
-                let _ = s.out.push_line(&cmd.to_string());
-                self.flush_tcp(key);
-            }
+            ServerLine::Event(Event::Reauth { .. }) => self.send_login(key),
             ServerLine::Ok(OkReply::Signup { .. }) if phase == Phase::SignupWait => {
-                let s = &mut self.sessions[key];
-                s.phase = Phase::LoginWait;
-                let cmd = Command::Login {
-                    user: format!("{}{}", self.cfg.prefix, s.index),
-                    password: self.cfg.password.clone(),
-                };
-                let _ = s.out.push_line(&cmd.to_string());
-                self.flush_tcp(key);
+                self.sessions[key].phase = Phase::LoginWait;
+                self.send_login(key);
             }
             ServerLine::Ok(OkReply::Login { token, .. }) => {
                 if phase != Phase::LoginWait {
@@ -681,33 +667,13 @@ impl Worker {
                     self.close(key, None);
                 }
             }
-            ServerLine::Ok(OkReply::Ping) => {
-                let s = &mut self.sessions[key];
-                if let Some(t) = s.ping_sent.take() {
-                    self.ping_samples.push(now_ns() - t);
-                }
-            }
+            ServerLine::Ok(OkReply::Ping) => self.pong(key),
             ServerLine::Ok(OkReply::Broadcast {
                 id,
                 reached,
                 pending,
                 ..
-            }) => {
-                let now = now_ns();
-                let Some((rep, t)) = self.sessions[key].sent.pop_front() else {
-                    return;
-                };
-                if let Some(b) = self.burst.as_mut() {
-                    b.outstanding -= 1;
-                    b.done += 1;
-                    self.pump_burst();
-                } else {
-                    say(&format!(
-                        "SENT rep={rep} id={id} reached={reached} pending={pending} ns={}",
-                        now - t
-                    ));
-                }
-            }
+            }) => self.broadcast_answered(key, id, reached, pending),
             ServerLine::Err { code, text } => {
                 let s = &self.sessions[key];
                 say(&format!(
@@ -721,11 +687,7 @@ impl Worker {
                     self.close(key, None);
                 } else if !s.sent.is_empty() {
                     self.sessions[key].sent.pop_front();
-                    if let Some(b) = self.burst.as_mut() {
-                        b.outstanding -= 1;
-                        b.done += 1;
-                        self.pump_burst();
-                    }
+                    self.burst_answered();
                 }
             }
             _ => {}
@@ -896,6 +858,51 @@ impl Worker {
         }
     }
 
+    /// The server answered the sender's broadcast (peerline `OK BROADCAST`,
+    /// MQTT `PUBACK`): within a burst that makes room for the next one,
+    /// otherwise the coordinator hears how long the answer took.
+    fn broadcast_answered(&mut self, key: usize, id: u64, reached: usize, pending: usize) {
+        let now = now_ns();
+        let Some((rep, t)) = self.sessions[key].sent.pop_front() else {
+            return;
+        };
+        if !self.burst_answered() {
+            say(&format!(
+                "SENT rep={rep} id={id} reached={reached} pending={pending} ns={}",
+                now - t
+            ));
+        }
+    }
+
+    /// One broadcast of a running burst was answered (OK or ERR): send the
+    /// next. False when no burst is running.
+    fn burst_answered(&mut self) -> bool {
+        let Some(b) = self.burst.as_mut() else {
+            return false;
+        };
+        b.outstanding -= 1;
+        b.done += 1;
+        self.pump_burst();
+        true
+    }
+
+    /// `LOGIN` with the session's own name: after `OK SIGNUP`, and again on `REAUTH`.
+    fn send_login(&mut self, key: usize) {
+        let cmd = Command::Login {
+            user: self.user(self.sessions[key].index),
+            password: self.cfg.password.clone(),
+        };
+        let _ = self.sessions[key].out.push_line(&cmd.to_string());
+        self.flush_tcp(key);
+    }
+
+    /// The answer to a session's PING (peerline `OK PING`, MQTT `PINGRESP`).
+    fn pong(&mut self, key: usize) {
+        if let Some(t) = self.sessions[key].ping_sent.take() {
+            self.ping_samples.push(now_ns() - t);
+        }
+    }
+
     fn read_mqtt(&mut self, key: usize) {
         let mut buf = [0u8; 8192];
         let mut packets = Vec::new();
@@ -979,32 +986,10 @@ impl Worker {
                 let uid = parse_stamp(&text).map_or(0, |(_, t)| t);
                 self.delivered(key, uid, &text);
             }
-            mqtt::Packet::PubAck { .. } => {
-                self.on_line_ok_broadcast_mqtt(key);
-            }
-            mqtt::Packet::PingResp => {
-                if let Some(t) = self.sessions[key].ping_sent.take() {
-                    self.ping_samples.push(now_ns() - t);
-                }
-            }
+            // MQTT's PUBACK carries no reach; the SENT line says 0.
+            mqtt::Packet::PubAck { .. } => self.broadcast_answered(key, 0, 0, 0),
+            mqtt::Packet::PingResp => self.pong(key),
             other => say(&format!("ERROR unexpected MQTT packet {other:?}")),
-        }
-    }
-
-    fn on_line_ok_broadcast_mqtt(&mut self, key: usize) {
-        let now = now_ns();
-        let Some((rep, t)) = self.sessions[key].sent.pop_front() else {
-            return;
-        };
-        if let Some(b) = self.burst.as_mut() {
-            b.outstanding -= 1;
-            b.done += 1;
-            self.pump_burst();
-        } else {
-            say(&format!(
-                "SENT rep={rep} id=0 reached=0 pending=0 ns={}",
-                now - t
-            ));
         }
     }
 }
