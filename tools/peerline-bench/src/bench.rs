@@ -161,7 +161,11 @@ pub struct Results {
     pub setup_default: Option<Rate>,
     pub setup_low: Option<Rate>,
     pub storm: Option<Pings>,
+    /// Sessions logging in to accounts stored before the start (for both
+    /// systems, as mosquitto's password file is): the cost of a session.
     pub memory: Option<Memory>,
+    /// Sessions signed up during the run: a session plus its new account.
+    pub memory_with_accounts: Option<Memory>,
     pub fans: Vec<Fan>,
     pub sustained: Option<Sustained>,
     pub idle: Option<Idle>,
@@ -188,7 +192,12 @@ pub fn run(system: System, plan: &Plan, server_bin: &Path) -> Results {
         eprintln!("  {} default-cost phase failed: {e}", system.name());
         r.errors.push(format!("default-cost phase: {e}"));
     }
-    eprintln!("== {}: fan-out, sustained, idle, memory", system.name());
+    eprintln!("== {}: memory per session", system.name());
+    if let Err(e) = phase_memory(system, plan, server_bin, &mut r) {
+        eprintln!("  {} memory phase failed: {e}", system.name());
+        r.errors.push(format!("memory phase: {e}"));
+    }
+    eprintln!("== {}: fan-out, sustained, idle", system.name());
     if let Err(e) = phase_scale(system, plan, server_bin, &mut r) {
         eprintln!("  {} scale phase failed: {e}", system.name());
         r.errors.push(format!("scale phase: {e}"));
@@ -196,10 +205,25 @@ pub fn run(system: System, plan: &Plan, server_bin: &Path) -> Results {
     r
 }
 
-fn start(system: System, plan: &Plan, bin: &Path, kdf: Option<u32>, users: usize) -> Res<Server> {
+/// Starts the server. `accounts`: users `u0..` that exist before it starts
+/// (mosquitto: its password file; peerline: its users.csv). The rest of the
+/// users a scenario needs sign up through the protocol (peerline) or are in
+/// the password file from the start (mosquitto, which has no signup).
+fn start(
+    system: System,
+    plan: &Plan,
+    bin: &Path,
+    kdf: Option<u32>,
+    accounts: usize,
+    users: usize,
+) -> Res<Server> {
     match system {
-        System::Peerline => Server::start_peerline(bin, kdf, plan.server_cpu),
-        System::Mosquitto => Server::start_mosquitto(users, "u", PASSWORD, plan.server_cpu),
+        System::Peerline => {
+            Server::start_peerline(bin, kdf, plan.server_cpu, accounts, "u", PASSWORD)
+        }
+        System::Mosquitto => {
+            Server::start_mosquitto(users.max(accounts), "u", PASSWORD, plan.server_cpu)
+        }
     }
 }
 
@@ -237,22 +261,24 @@ fn with_fleet(
     res
 }
 
-/// `plan.pingers` logged-in sessions on worker 0 start to PING every
-/// `plan.ping_interval_ms`, staggered.
-fn start_pings(fleet: &mut Fleet, plan: &Plan) -> Res<()> {
+/// `plan.pingers` logged-in sessions on worker `w` start to PING every
+/// `plan.ping_interval_ms`, staggered. `w` holds only those sessions: a
+/// probe sharing a process with thousands of receivers measured that
+/// process's backlog as much as the server's answer.
+fn start_pings(fleet: &mut Fleet, w: usize, plan: &Plan) -> Res<()> {
     fleet.send(
-        0,
+        w,
         &format!("PINGSTART {} {}", plan.pingers, plan.ping_interval_ms),
     )?;
-    fleet.expect(0, "PINGSTARTED", Duration::from_secs(10))?;
+    fleet.expect(w, "PINGSTARTED", Duration::from_secs(10))?;
     Ok(())
 }
 
-/// Stops the PINGs and collects their round-trips; `during_secs`: how long
-/// the disturbance they measured lasted.
-fn stop_pings(fleet: &mut Fleet, during_secs: f64) -> Res<Pings> {
-    fleet.send(0, "PINGSTOP")?;
-    let line = fleet.expect(0, "PINGS", Duration::from_secs(10))?;
+/// Stops the PINGs on worker `w` and collects their round-trips;
+/// `during_secs`: how long the disturbance they measured lasted.
+fn stop_pings(fleet: &mut Fleet, w: usize, during_secs: f64) -> Res<Pings> {
+    fleet.send(w, "PINGSTOP")?;
+    let line = fleet.expect(w, "PINGS", Duration::from_secs(10))?;
     Ok(Pings {
         n: field(&line, "n"),
         p50_us: field(&line, "p50"),
@@ -265,7 +291,7 @@ fn stop_pings(fleet: &mut Fleet, during_secs: f64) -> Res<Pings> {
 fn phase_default(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<()> {
     let first = 100;
     let n = plan.default_sessions.max(plan.storm);
-    let server = start(system, plan, bin, None, first + n + 1)?;
+    let server = start(system, plan, bin, None, 0, first + n + 1)?;
     let out = spawn_fleet(system, plan, &server, 2, usize::MAX).and_then(|fleet| {
         with_fleet(fleet, r, |fleet, r| {
             // Logged-in users who will PING through the storm.
@@ -292,11 +318,11 @@ fn phase_default(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Re
             fleet.load[1] = 0;
             std::thread::sleep(Duration::from_millis(500));
             // The storm: `storm` logins at once while the others PING.
-            start_pings(fleet, plan)?;
+            start_pings(fleet, 0, plan)?;
             std::thread::sleep(Duration::from_millis(200));
             let (ok, failed, secs) =
                 fleet.grow(plan.storm, plan.storm, false, "r", first, Some(1))?;
-            let p = stop_pings(fleet, secs)?;
+            let p = stop_pings(fleet, 0, secs)?;
             eprintln!(
                 "  login storm: {ok} logins ({failed} failed) in {secs:.1} s; PING p50 {:.2} ms p99 {:.2} ms over {} pings",
                 p.p50_us as f64 / 1000.0,
@@ -450,11 +476,65 @@ fn idle(fleet: &Fleet, pid: u32, secs: u64) -> Res<Idle> {
     Ok(i)
 }
 
+/// Memory per session, measured the same way for both systems: the accounts
+/// exist before the server starts, then `N + 1` sessions log in (and, for
+/// peerline, register their UDP endpoint). RSS before and after.
+fn phase_memory(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<()> {
+    let n = plan.sizes.iter().copied().max().unwrap_or(50) + 1;
+    let server = start(system, plan, bin, Some(plan.kdf_low), n, n)?;
+    let pid = server.pid;
+    let workers = n.div_ceil(plan.per_worker).max(1);
+    let out = (|| {
+        std::thread::sleep(Duration::from_millis(300));
+        let base = procfs::status(pid).map_err(|e| e.to_string())?;
+        let fleet = spawn_fleet(system, plan, &server, workers, plan.per_worker)?;
+        with_fleet(fleet, r, |fleet, r| {
+            let first = n.min(1000);
+            let (ok1, failed1, _) = fleet.grow(first, plan.growth_window, false, "r", 0, None)?;
+            std::thread::sleep(Duration::from_millis(300));
+            let before = procfs::status(pid).map_err(|e| e.to_string())?;
+            let (ok2, failed2, secs) =
+                fleet.grow(n - first, plan.growth_window, false, "r", first, None)?;
+            let up = (ok1 + ok2) as usize;
+            eprintln!(
+                "  {up} sessions logged in to stored accounts ({} failed; the last {ok2} in {secs:.1} s)",
+                failed1 + failed2
+            );
+            if up != n {
+                return Err(format!("only {up} of {n} sessions came up"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let at_n = procfs::status(pid).map_err(|e| e.to_string())?;
+            let m = Memory {
+                n,
+                base,
+                at_n,
+                before_last_step: before,
+                before_last_step_n: ok1 as usize,
+            };
+            eprintln!(
+                "  RSS {} KB -> {} KB: {:.2} KB per session ({:.2} over the last {})",
+                base.rss_kb,
+                at_n.rss_kb,
+                m.kb_per_session(),
+                m.marginal_kb(),
+                n - first
+            );
+            r.memory = Some(m);
+            Ok(())
+        })
+    })();
+    server.stop();
+    out
+}
+
 fn phase_scale(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<()> {
     let max_n = plan.sizes.iter().copied().max().unwrap_or(50);
-    let mut server = start(system, plan, bin, Some(plan.kdf_low), max_n + 1)?;
+    let mut server = start(system, plan, bin, Some(plan.kdf_low), 0, max_n + 1)?;
     let pid = server.pid;
-    let workers = (max_n + 1).div_ceil(plan.per_worker).max(1);
+    // One more worker than the sessions need: it holds only the PING probes.
+    let workers = (max_n + 1).div_ceil(plan.per_worker).max(1) + 1;
+    let probes = workers - 1;
     let out = (|| {
         std::thread::sleep(Duration::from_millis(300));
         let base = procfs::status(pid).map_err(|e| e.to_string())?;
@@ -464,6 +544,15 @@ fn phase_scale(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<
             if ok != 1 {
                 return Err("the sender session did not come up".into());
             }
+            // The PING probes are receivers like any other (users 1..=pingers),
+            // but in a process of their own.
+            let pingers = plan.pingers.min(plan.sizes.iter().copied().min().unwrap_or(1));
+            let (ok, _, _) = fleet.grow(pingers, pingers, true, "r", 1, Some(probes))?;
+            if ok != pingers as u64 {
+                return Err(format!("only {ok} of {pingers} PING probes came up"));
+            }
+            fleet.receivers += pingers;
+            fleet.close_to_growth(probes);
             let mut rep0 = 1;
             let mut prev = (0usize, base);
             let mut sizes = plan.sizes.clone();
@@ -498,7 +587,7 @@ fn phase_scale(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<
                     });
                     std::thread::sleep(Duration::from_millis(500));
                     let at_n = procfs::status(pid).map_err(|e| e.to_string())?;
-                    r.memory = Some(Memory {
+                    r.memory_with_accounts = Some(Memory {
                         n: fleet.receivers + 1,
                         base,
                         at_n,
@@ -520,13 +609,13 @@ fn phase_scale(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<
                     r.idle = Some(idle(fleet, pid, plan.idle_secs)?);
                 }
                 if n == max_n {
-                    start_pings(fleet, plan)?;
+                    start_pings(fleet, probes, plan)?;
                     let t = Instant::now();
                     let reps = (plan.reps / 2).max(3);
                     let n_now = fleet.receivers;
                     let fan = fan_reps(fleet, n_now, reps, rep0, plan.pad)?;
                     rep0 += reps as u64;
-                    let p = stop_pings(fleet, t.elapsed().as_secs_f64())?;
+                    let p = stop_pings(fleet, probes, t.elapsed().as_secs_f64())?;
                     eprintln!(
                         "  PING during {reps} fan-outs to {n}: p50 {:.2} ms p99 {:.2} ms over {} pings (last p50 {:.1} ms)",
                         p.p50_us as f64 / 1000.0,

@@ -170,6 +170,12 @@ impl Fleet {
 
     /// Opens `count` sessions spread over workers with room; `role` "s" or "r".
     /// Returns (ok, failed, seconds). Shows progress on stderr.
+    /// Keeps worker `i` out of later `grow` calls that do not name it: its
+    /// sessions stay the ones it has (the PING probes get a process of their own).
+    pub fn close_to_growth(&mut self, i: usize) {
+        self.load[i] = self.per_worker;
+    }
+
     pub fn grow(
         &mut self,
         count: usize,

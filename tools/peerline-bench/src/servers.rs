@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use peerline::listening;
+use peerline::server::accounts::UserRecord;
+use peerline::server::kdf::{self, PasswordHash};
+use peerline::server::store::Store;
 
 use crate::fleet::Res;
 
@@ -30,6 +33,37 @@ pub fn temp_dir(tag: &str) -> Res<PathBuf> {
     Ok(dir)
 }
 
+/// Writes the accounts into a fresh data dir through the server's own store
+/// code: the same rows, hashes and fsyncs a SIGNUP would produce.
+fn provision_accounts(
+    dir: &Path,
+    count: usize,
+    prefix: &str,
+    password: &str,
+    iterations: u32,
+) -> Res<()> {
+    let (mut store, _) = Store::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for i in 0..count {
+        let salt = kdf::random_salt();
+        let record = UserRecord {
+            username: format!("{prefix}{i}"),
+            password_hash: PasswordHash {
+                iterations,
+                salt,
+                hash: kdf::derive(password.as_bytes(), &salt, iterations),
+            },
+            created_unix: now_unix,
+        };
+        store
+            .append_user(&record)
+            .map_err(|e| format!("provisioning account {i}: {e}"))?;
+    }
+    Ok(())
+}
+
 fn pinned(cpu: Option<usize>, program: &Path) -> Command {
     match cpu {
         Some(c) => {
@@ -42,7 +76,17 @@ fn pinned(cpu: Option<usize>, program: &Path) -> Command {
 }
 
 impl Server {
-    pub fn start_peerline(bin: &Path, kdf: Option<u32>, cpu: Option<usize>) -> Res<Server> {
+    /// `accounts`: users `<prefix><i>` for i in 0..accounts, with `password`,
+    /// stored before the server starts (as mosquitto's password file is), so
+    /// that sessions can log in without signing up.
+    pub fn start_peerline(
+        bin: &Path,
+        kdf: Option<u32>,
+        cpu: Option<usize>,
+        accounts: usize,
+        prefix: &str,
+        password: &str,
+    ) -> Res<Server> {
         if !bin.is_file() {
             return Err(format!(
                 "peerline-server not found at {} (build it: cargo build --release)",
@@ -50,6 +94,10 @@ impl Server {
             ));
         }
         let dir = temp_dir("peerline")?;
+        if accounts > 0 {
+            let iterations = kdf.unwrap_or(kdf::DEFAULT_ITERATIONS);
+            provision_accounts(&dir, accounts, prefix, password, iterations)?;
+        }
         let mut cmd = pinned(cpu, bin);
         cmd.args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(&dir)
