@@ -372,16 +372,23 @@ fn server_full_is_announced() {
 
 // ---- broadcast over UDP ----------------------------------------------------------
 
-#[test]
-fn udp_delivery_is_acked_once_and_persisted() {
+/// alice (the sender) and bob, logged in; bob's UDP endpoint is `udp(5000)`
+/// and registered. Returns the sim, both connections and bob's token.
+fn alice_and_bob_on_udp() -> (Sim, ConnId, ConnId, String) {
     let mut sim = Sim::new(cfg());
     let (a, _) = sim.login_new("alice");
-    let (_b, tb) = sim.login_new("bob");
+    let (b, tb) = sim.login_new("bob");
     sim.datagram(udp(5000), &format!("REGISTER {tb}"));
     assert_eq!(
         sim.take_datagrams(),
         vec![(udp(5000), "OK REGISTER".to_owned())]
     );
+    (sim, a, b, tb)
+}
+
+#[test]
+fn udp_delivery_is_acked_once_and_persisted() {
+    let (mut sim, a, _b, tb) = alice_and_bob_on_udp();
     sim.send(a, "BROADCAST hi all");
     assert!(sim
         .expect_line(a)
@@ -404,11 +411,7 @@ fn udp_delivery_is_acked_once_and_persisted() {
 #[test]
 fn a_burst_waits_for_window_room_and_goes_out_in_order() {
     use super::delivery::UDP_WINDOW;
-    let mut sim = Sim::new(cfg());
-    let (a, _) = sim.login_new("alice");
-    let (_b, tb) = sim.login_new("bob");
-    sim.datagram(udp(5000), &format!("REGISTER {tb}"));
-    sim.take_datagrams();
+    let (mut sim, a, _b, tb) = alice_and_bob_on_udp();
     let burst = 3 * UDP_WINDOW;
     for i in 0..burst {
         sim.send(a, &format!("BROADCAST number {i}"));
@@ -449,11 +452,7 @@ fn a_burst_waits_for_window_room_and_goes_out_in_order() {
 
 #[test]
 fn unacked_udp_is_retransmitted_then_falls_back_to_tcp_within_10s() {
-    let mut sim = Sim::new(cfg());
-    let (a, _) = sim.login_new("alice");
-    let (b, tb) = sim.login_new("bob");
-    sim.datagram(udp(5000), &format!("REGISTER {tb}"));
-    sim.take_datagrams();
+    let (mut sim, a, b, tb) = alice_and_bob_on_udp();
     sim.send(a, "BROADCAST anyone?");
     let mut sends = Vec::new();
     let start = sim.now;
@@ -475,11 +474,7 @@ fn unacked_udp_is_retransmitted_then_falls_back_to_tcp_within_10s() {
 
 #[test]
 fn spoofed_and_malformed_datagrams_change_nothing() {
-    let mut sim = Sim::new(cfg());
-    let (a, _) = sim.login_new("alice");
-    let (_b, tb) = sim.login_new("bob");
-    sim.datagram(udp(5000), &format!("REGISTER {tb}"));
-    sim.take_datagrams();
+    let (mut sim, a, _b, tb) = alice_and_bob_on_udp();
     sim.send(a, "BROADCAST x");
     sim.expect_line(a);
     sim.take_datagrams();

@@ -546,7 +546,9 @@ fn phase_scale(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<
             }
             // The PING probes are receivers like any other (users 1..=pingers),
             // but in a process of their own.
-            let pingers = plan.pingers.min(plan.sizes.iter().copied().min().unwrap_or(1));
+            let pingers = plan
+                .pingers
+                .min(plan.sizes.iter().copied().min().unwrap_or(1));
             let (ok, _, _) = fleet.grow(pingers, pingers, true, "r", 1, Some(probes))?;
             if ok != pingers as u64 {
                 return Err(format!("only {ok} of {pingers} PING probes came up"));
