@@ -452,7 +452,7 @@ fn a_burst_waits_for_window_room_and_goes_out_in_order() {
 
 #[test]
 fn unacked_udp_is_retransmitted_then_falls_back_to_tcp_within_10s() {
-    let (mut sim, a, b, tb) = alice_and_bob_on_udp();
+    let (mut sim, a, b, _tb) = alice_and_bob_on_udp();
     sim.send(a, "BROADCAST anyone?");
     let mut sends = Vec::new();
     let start = sim.now;
