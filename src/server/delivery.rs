@@ -113,8 +113,12 @@ impl Engine {
     }
 
     fn datagram(&mut self, to: SocketAddr, d: ServerDatagram) {
+        self.send_bytes(to, d.to_string().into_bytes().into());
+    }
+
+    /// The one place a datagram is counted and handed to the driver.
+    fn send_bytes(&mut self, to: SocketAddr, bytes: Rc<[u8]>) {
         self.stats.datagrams_sent += 1;
-        let bytes = d.to_string().into_bytes().into();
         self.push(Output::Datagram { to, bytes });
     }
 
@@ -236,8 +240,7 @@ impl Engine {
                 bytes
             }
         };
-        self.stats.datagrams_sent += 1;
-        self.push(Output::Datagram { to, bytes });
+        self.send_bytes(to, bytes);
     }
 
     fn deliver_tcp(&mut self, user: UserIdx, id: u64) {

@@ -127,22 +127,33 @@ fn ensure_fd_limit(max_clients: usize) -> Result<(), String> {
 /// thousands of dropped ACKs at 10,000 recipients, each costing a retransmit.
 /// The kernel caps the request at `net.core.rmem_max`; best effort.
 fn enlarge_udp_receive_buffer(udp: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let bytes: libc::c_int = 4 << 20;
+    if let Err(e) = set_int_option(udp, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20) {
+        log::warn!("cannot enlarge the UDP receive buffer: {e}");
+    }
+}
+
+/// `setsockopt` for the integer-valued options; mio exposes none of these.
+fn set_int_option(
+    sock: &impl std::os::fd::AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the fd is open for the borrow's lifetime; the option value is a
+    // live c_int whose size is passed alongside it.
     let rc = unsafe {
         libc::setsockopt(
-            udp.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc != 0 {
-        log::warn!(
-            "cannot enlarge the UDP receive buffer: {}",
-            io::Error::last_os_error()
-        );
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -152,23 +163,13 @@ fn enlarge_udp_receive_buffer(udp: &UdpSocket) {
 /// silence, every 10 s, 3 of them, such a peer is dropped within about 90 s.
 /// A live client never notices: the kernel answers the probes.
 fn enable_keepalive(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let fd = stream.as_raw_fd();
-    let set = |level, name, value: libc::c_int| unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    let rc = set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)
-        | set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_SECS)
-        | set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10)
-        | set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
-    if rc != 0 {
-        log::debug!("cannot set TCP keepalive: {}", io::Error::last_os_error());
+    let set = |level, name, value| set_int_option(stream, level, name, value);
+    let result = set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)
+        .and_then(|()| set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_SECS))
+        .and_then(|()| set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10))
+        .and_then(|()| set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3));
+    if let Err(e) = result {
+        log::debug!("cannot set TCP keepalive: {e}");
     }
 }
 
@@ -417,12 +418,7 @@ impl Driver {
     }
 
     fn read_conn(&mut self, now: Instant, key: usize) {
-        let Driver {
-            conns,
-            engine,
-            reads_due,
-            ..
-        } = self;
+        let Driver { conns, engine, .. } = self;
         let Some(c) = conns.get_mut(key) else { return };
         c.read_again = false;
         if c.input_ended {
@@ -451,15 +447,14 @@ impl Driver {
                 c.input_ended = true;
                 engine.on_input_end(now, key);
             }
-            ReadStatus::MoreWaiting => {
-                c.read_again = true;
-                reads_due.push(key);
-            }
-            ReadStatus::Drained => {}
+            ReadStatus::MoreWaiting | ReadStatus::Drained => {}
         }
         if !engine.accepts_input(key) {
             // Output::Resume schedules the read that picks up from here.
             c.paused = true;
+        }
+        if status == ReadStatus::MoreWaiting {
+            self.read_next_turn(key);
         }
     }
 
