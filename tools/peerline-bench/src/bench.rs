@@ -227,6 +227,16 @@ fn start(
     }
 }
 
+/// The server's `/proc/PID/status` figures (RSS, threads, context switches).
+fn server_status(pid: u32) -> Res<procfs::Status> {
+    procfs::status(pid).map_err(|e| format!("/proc/{pid}/status: {e}"))
+}
+
+/// The server's CPU ticks so far, from `/proc/PID/stat`.
+fn server_cpu(pid: u32) -> Res<procfs::CpuTicks> {
+    procfs::cpu(pid).map_err(|e| format!("/proc/{pid}/stat: {e}"))
+}
+
 /// The load generator for one phase: `workers` processes holding at most
 /// `per_worker` sessions each, all speaking `system`'s protocol to `server`.
 fn spawn_fleet(
@@ -402,7 +412,7 @@ fn fan_reps(fleet: &mut Fleet, n: usize, reps: usize, rep0: u64, pad: usize) -> 
 fn sustained(fleet: &mut Fleet, pid: u32, plan: &Plan) -> Res<Sustained> {
     let n = fleet.receivers;
     fleet.all("RESET", "RESET", Duration::from_secs(10))?;
-    let cpu0 = procfs::cpu(pid).map_err(|e| e.to_string())?;
+    let cpu0 = server_cpu(pid)?;
     let tool0 = fleet.cpu_ticks();
     let drops0 = procfs::udp_rcvbuf_errors();
     let t0 = now_ns();
@@ -427,7 +437,7 @@ fn sustained(fleet: &mut Fleet, pid: u32, plan: &Plan) -> Res<Sustained> {
     let tool1 = fleet.cpu_ticks();
     // ACK processing belongs to the cost of delivery: let it finish.
     std::thread::sleep(Duration::from_millis(500));
-    let cpu1 = procfs::cpu(pid).map_err(|e| e.to_string())?;
+    let cpu1 = server_cpu(pid)?;
     let s = Sustained {
         n,
         messages: plan.burst,
@@ -454,15 +464,9 @@ fn sustained(fleet: &mut Fleet, pid: u32, plan: &Plan) -> Res<Sustained> {
 
 fn idle(fleet: &Fleet, pid: u32, secs: u64) -> Res<Idle> {
     std::thread::sleep(Duration::from_secs(3));
-    let (s0, c0) = (
-        procfs::status(pid).map_err(|e| e.to_string())?,
-        procfs::cpu(pid).map_err(|e| e.to_string())?,
-    );
+    let (s0, c0) = (server_status(pid)?, server_cpu(pid)?);
     std::thread::sleep(Duration::from_secs(secs));
-    let (s1, c1) = (
-        procfs::status(pid).map_err(|e| e.to_string())?,
-        procfs::cpu(pid).map_err(|e| e.to_string())?,
-    );
+    let (s1, c1) = (server_status(pid)?, server_cpu(pid)?);
     let i = Idle {
         sessions: fleet.receivers + 1,
         secs,
@@ -486,13 +490,13 @@ fn phase_memory(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res
     let workers = n.div_ceil(plan.per_worker).max(1);
     let out = (|| {
         std::thread::sleep(Duration::from_millis(300));
-        let base = procfs::status(pid).map_err(|e| e.to_string())?;
+        let base = server_status(pid)?;
         let fleet = spawn_fleet(system, plan, &server, workers, plan.per_worker)?;
         with_fleet(fleet, r, |fleet, r| {
             let first = n.min(1000);
             let (ok1, failed1, _) = fleet.grow(first, plan.growth_window, false, "r", 0, None)?;
             std::thread::sleep(Duration::from_millis(300));
-            let before = procfs::status(pid).map_err(|e| e.to_string())?;
+            let before = server_status(pid)?;
             let (ok2, failed2, secs) =
                 fleet.grow(n - first, plan.growth_window, false, "r", first, None)?;
             let up = (ok1 + ok2) as usize;
@@ -504,7 +508,7 @@ fn phase_memory(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res
                 return Err(format!("only {up} of {n} sessions came up"));
             }
             std::thread::sleep(Duration::from_millis(500));
-            let at_n = procfs::status(pid).map_err(|e| e.to_string())?;
+            let at_n = server_status(pid)?;
             let m = Memory {
                 n,
                 base,
@@ -537,7 +541,7 @@ fn phase_scale(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<
     let probes = workers - 1;
     let out = (|| {
         std::thread::sleep(Duration::from_millis(300));
-        let base = procfs::status(pid).map_err(|e| e.to_string())?;
+        let base = server_status(pid)?;
         let fleet = spawn_fleet(system, plan, &server, workers, plan.per_worker)?;
         with_fleet(fleet, r, |fleet, r| {
             let (ok, _, _) = fleet.grow(1, 1, true, "s", 0, Some(0))?;
@@ -561,7 +565,7 @@ fn phase_scale(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<
             sizes.sort_unstable();
             for &n in &sizes {
                 let add = n - fleet.receivers;
-                let before = procfs::status(pid).map_err(|e| e.to_string())?;
+                let before = server_status(pid)?;
                 let (ok, failed, secs) = fleet.grow(
                     add,
                     plan.growth_window,
@@ -588,7 +592,7 @@ fn phase_scale(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Res<
                         secs,
                     });
                     std::thread::sleep(Duration::from_millis(500));
-                    let at_n = procfs::status(pid).map_err(|e| e.to_string())?;
+                    let at_n = server_status(pid)?;
                     r.memory_with_accounts = Some(Memory {
                         n: fleet.receivers + 1,
                         base,
