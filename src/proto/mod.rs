@@ -7,6 +7,7 @@ pub mod datagram;
 pub mod error;
 pub mod framing;
 pub mod link;
+pub mod link_noise;
 pub mod names;
 pub mod server_line;
 
