@@ -138,17 +138,32 @@ pub fn interest(read: bool, write: bool) -> Option<Interest> {
 pub struct UdpQueue {
     queue: VecDeque<(SocketAddr, Vec<u8>)>,
     cap: usize,
+    /// Payload bytes queued, and their bound.
+    bytes: usize,
+    max_bytes: usize,
     /// Datagrams dropped because the queue was full (reported in logs).
     pub dropped: u64,
 }
 
 impl UdpQueue {
     pub fn with_cap(cap: usize) -> Self {
+        Self::with_caps(cap, usize::MAX)
+    }
+
+    /// A queue of at most `cap` datagrams and `max_bytes` payload bytes.
+    pub fn with_caps(cap: usize, max_bytes: usize) -> Self {
         UdpQueue {
             queue: VecDeque::new(),
             cap,
+            bytes: 0,
+            max_bytes,
             dropped: 0,
         }
+    }
+
+    /// Payload bytes waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -171,10 +186,11 @@ impl UdpQueue {
                 }
             }
         }
-        if self.queue.len() >= self.cap {
+        if self.queue.len() >= self.cap || self.bytes.saturating_add(bytes.len()) > self.max_bytes {
             self.dropped += 1;
             return;
         }
+        self.bytes += bytes.len();
         self.queue.push_back((to, bytes.to_vec()));
     }
 
@@ -186,7 +202,9 @@ impl UdpQueue {
                 Err(e) => log::debug!("udp send to {to} failed: {e}"),
                 Ok(_) => {}
             }
-            self.queue.pop_front();
+            if let Some((_, sent)) = self.queue.pop_front() {
+                self.bytes -= sent.len();
+            }
         }
         // Drained after a burst: do not keep its memory resident.
         self.queue = VecDeque::new();
@@ -234,6 +252,24 @@ mod tests {
         assert_eq!(w.got, b"hello\nworld\n");
         assert_eq!(out.buf.capacity(), 0, "a drained buffer keeps no memory");
         assert!(out.push_line("overflowing").is_ok());
+    }
+
+    #[test]
+    fn udp_queue_is_bounded_in_bytes() {
+        let sock = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut q = UdpQueue::with_caps(100, 250);
+        // Nothing is sent while something is queued, so queue by hand first.
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        q.queue.push_back((to, vec![0; 100]));
+        q.bytes = 100;
+        q.send(&sock, to, [1u8; 100]);
+        assert_eq!((q.queue.len(), q.queued_bytes(), q.dropped), (2, 200, 0));
+        q.send(&sock, to, [2u8; 100]);
+        assert_eq!((q.queue.len(), q.queued_bytes(), q.dropped), (2, 200, 1));
+        q.send(&sock, to, [3u8; 50]);
+        assert_eq!((q.queue.len(), q.queued_bytes(), q.dropped), (3, 250, 1));
+        q.flush(&sock);
+        assert_eq!((q.queue.len(), q.queued_bytes()), (0, 0));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! of the range), turns readiness into engine inputs, and carries out the
 //! engine's outputs in order. Protocol decisions are the engine's.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,6 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::engine::{Config, Engine, Input, Now, Output};
+use super::links::LinkId;
 use super::stdin::{Kind as StdinKind, Stdin};
 use crate::netio::{interest, read_frames, OutBuffer, ReadStatus, UdpQueue};
 use crate::proto::datagram::MAX_DATAGRAM;
@@ -36,6 +38,11 @@ const LINGER: Duration = Duration::from_secs(2);
 const ACCEPT_BUDGET: usize = 64;
 const DATAGRAM_BUDGET: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Datagrams (REGISTER, PING, ACK; each under 200 bytes) waiting for the UDP
+/// socket to become writable, bounded in count and in bytes; past either the
+/// newest is dropped (the server retransmits, and the next ACK covers it).
+const UDP_QUEUE_DATAGRAMS: usize = 256;
+const UDP_QUEUE_BYTES: usize = 32 * 1024;
 
 /// Everything the driver needs, already validated (no clap types here).
 #[derive(Debug, Clone)]
@@ -57,6 +64,8 @@ enum Kind {
 struct Conn {
     stream: TcpStream,
     kind: Kind,
+    /// The engine's id for a link (never reused, unlike the slab key).
+    link: LinkId,
     reader: LineReader,
     out: OutBuffer,
     /// A dial in progress: writable readiness tells whether it worked.
@@ -72,7 +81,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, kind: Kind, connecting: bool) -> Conn {
+    fn new(stream: TcpStream, kind: Kind, link: LinkId, connecting: bool) -> Conn {
         let cap = if kind == Kind::Server {
             SERVER_OUT_CAP
         } else {
@@ -81,6 +90,7 @@ impl Conn {
         Conn {
             stream,
             kind,
+            link,
             reader: LineReader::new(),
             out: OutBuffer::with_cap(cap),
             connecting,
@@ -168,6 +178,9 @@ struct Driver {
     poll: Poll,
     engine: Engine,
     conns: Slab<Conn>,
+    /// Link id → slab key, for the engine's outputs.
+    link_keys: HashMap<LinkId, usize>,
+    next_link: LinkId,
     listener: TcpListener,
     udp: UdpSocket,
     udp_queue: UdpQueue,
@@ -198,7 +211,7 @@ pub fn run(opts: Options) -> io::Result<i32> {
 
     let poll = Poll::new()?;
     let mut conns = Slab::new();
-    let mut server = Conn::new(TcpStream::from_std(std_stream), Kind::Server, false);
+    let mut server = Conn::new(TcpStream::from_std(std_stream), Kind::Server, 0, false);
     let key = conns.vacant_key();
     poll.registry()
         .register(&mut server.stream, Token(key), Interest::READABLE)?;
@@ -242,9 +255,11 @@ pub fn run(opts: Options) -> io::Result<i32> {
         poll,
         engine,
         conns,
+        link_keys: HashMap::new(),
+        next_link: 1,
         listener,
         udp,
-        udp_queue: UdpQueue::with_cap(1024),
+        udp_queue: UdpQueue::with_caps(UDP_QUEUE_DATAGRAMS, UDP_QUEUE_BYTES),
         udp_registered_write: false,
         server_addr,
         stdin,
@@ -267,7 +282,13 @@ impl Driver {
             self.update_interests();
             // Closed slots are freed only here, after the batch that closed
             // them: a stale event for the same token cannot hit a new socket.
-            self.conns.retain(|_, c| !c.dead);
+            let link_keys = &mut self.link_keys;
+            self.conns.retain(|_, c| {
+                if c.dead && c.kind == Kind::Link {
+                    link_keys.remove(&c.link);
+                }
+                !c.dead
+            });
 
             let timeout = self.poll_timeout();
             match self.poll.poll(&mut events, timeout) {
@@ -346,17 +367,13 @@ impl Driver {
                         self.queue_line(key, &line);
                     }
                 }
-                Output::ToLink(key, line) => {
-                    if self
-                        .conns
-                        .get(key)
-                        .is_some_and(|c| c.kind == Kind::Link && !c.dead)
-                    {
+                Output::ToLink(link, line) => {
+                    if let Some(key) = self.link_key(link) {
                         self.queue_line(key, &line);
                     }
                 }
-                Output::CloseLink(key) => {
-                    if let Some(c) = self.conns.get_mut(key) {
+                Output::CloseLink(link) => {
+                    if let Some(c) = self.link_key(link).and_then(|k| self.conns.get_mut(k)) {
                         c.engine_knows = false;
                         c.closing.get_or_insert(Instant::now());
                         Self::flush_conn(c);
@@ -378,6 +395,24 @@ impl Driver {
             .iter()
             .find(|(_, c)| c.kind == Kind::Server && !c.dead)
             .map(|(k, _)| k)
+    }
+
+    /// The slab key of a live link connection.
+    fn link_key(&self, link: LinkId) -> Option<usize> {
+        let key = *self.link_keys.get(&link)?;
+        let c = self.conns.get(key)?;
+        (c.kind == Kind::Link && c.link == link && !c.dead).then_some(key)
+    }
+
+    /// A slab slot for a new link connection, under a fresh link id.
+    fn add_link(&mut self, stream: TcpStream, connecting: bool) -> LinkId {
+        let link = self.next_link;
+        self.next_link += 1;
+        let key = self
+            .conns
+            .insert(Conn::new(stream, Kind::Link, link, connecting));
+        self.link_keys.insert(link, key);
+        link
     }
 
     fn queue_line(&mut self, key: usize, line: &str) {
@@ -423,11 +458,11 @@ impl Driver {
                 return;
             }
         };
-        let key = self.conns.insert(Conn::new(stream, Kind::Link, true));
+        let link = self.add_link(stream, true);
         self.engine.handle(
             now(),
             Input::Dialed {
-                link: key,
+                link,
                 user,
                 token,
                 addr,
@@ -453,7 +488,7 @@ impl Driver {
         c.engine_knows = false;
         let input = match c.kind {
             Kind::Server => Input::ServerClosed,
-            Kind::Link => Input::LinkClosed { link: key },
+            Kind::Link => Input::LinkClosed { link: c.link },
         };
         self.engine.handle(now(), input);
     }
@@ -543,9 +578,9 @@ impl Driver {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    let key = self.conns.insert(Conn::new(stream, Kind::Link, false));
+                    let link = self.add_link(stream, false);
                     self.engine
-                        .handle(now(), Input::LinkAccepted { link: key, addr });
+                        .handle(now(), Input::LinkAccepted { link, addr });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -615,14 +650,14 @@ impl Driver {
             if status == ReadStatus::Closed {
                 c.dead = true;
             }
-            let kind = c.kind;
+            let (kind, link) = (c.kind, c.link);
             let closing = c.closing.is_some();
             // A closing connection is only drained: the engine is done with it.
             if !closing {
                 for frame in frames {
                     let input = match kind {
                         Kind::Server => Input::Server(frame),
-                        Kind::Link => Input::Link { link: key, frame },
+                        Kind::Link => Input::Link { link, frame },
                     };
                     self.engine.handle(now(), input);
                 }

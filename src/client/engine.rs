@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::display::{self, Origin};
 use super::input::{self, UserCommand, UserInput};
-use super::links::{LinkId, LinkState, Links, Refusal, MAX_BAD_LINES};
+use super::links::{LinkId, LinkState, Links, Refusal, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING};
 use crate::proto::{
     CancelReason, ClientDatagram, Command, ErrorCode, Event, Frame, LinkLine, OkReply,
     ServerDatagram, ServerLine,
@@ -301,7 +301,7 @@ impl Engine {
             }
             Input::ServerClosed => self.on_server_closed(now),
             Input::Datagram { from, bytes } => self.on_datagram(now, from, &bytes),
-            Input::LinkAccepted { link, addr } => self.links.add_incoming(link, addr, now.mono),
+            Input::LinkAccepted { link, addr } => self.on_link_accepted(now, link, addr),
             Input::Dialed {
                 link,
                 user,
@@ -1096,7 +1096,21 @@ impl Engine {
         }
     }
 
+    fn on_link_accepted(&mut self, now: Now, id: LinkId, addr: SocketAddr) {
+        if self.links.unfinished_incoming() >= MAX_UNFINISHED_INCOMING {
+            log::warn!(
+                "refused a link connection from {addr}: {MAX_UNFINISHED_INCOMING} others \
+                 have not finished their hello yet"
+            );
+            self.out.push_back(Output::CloseLink(id));
+            return;
+        }
+        self.links.add_incoming(id, addr, now.mono);
+    }
+
     fn on_link_closed(&mut self, id: LinkId) {
+        // A hello parked for this connection dies with it.
+        self.parked_hellos.retain(|(l, ..)| *l != id);
         let Some(link) = self.links.remove(id) else {
             return;
         };

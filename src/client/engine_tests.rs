@@ -2,7 +2,7 @@
 //! No sockets; a 60 s token expiry takes microseconds.
 
 use super::*;
-use crate::client::links::{HANDSHAKE_TIMEOUT, MAX_BAD_LINES, TOKEN_TTL};
+use crate::client::links::{HANDSHAKE_TIMEOUT, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING, TOKEN_TTL};
 
 const TOKEN: &str = "00112233445566778899aabbccddeeff";
 const P2P: &str = "0123456789abcdef0123456789abcdef";
@@ -549,6 +549,51 @@ fn a_hello_racing_ahead_of_ok_accept_waits_for_it() {
         &t.server("ERR no-request no pending request from that user"),
         2
     ));
+}
+
+#[test]
+fn a_parked_hello_dies_with_its_connection() {
+    // Issue 10, defect 6: the hello's socket closes before `OK ACCEPT`; a
+    // stranger's connection then gets the same id (the old driver reused slab
+    // keys). The stranger must not be linked as alice when the reply comes.
+    let mut t = T::logged_in("bob");
+    t.typed("/accept alice");
+    t.link_accepted(1);
+    assert!(t.peer_hello(1, "alice").is_empty());
+    t.input(Input::LinkClosed { link: 1 });
+    t.link_accepted(1);
+    let out = t.ok_accept("alice");
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::ToLink(1, _))),
+        "{out:?}"
+    );
+    assert!(!any_contains(&printed(&out), "alice connected"), "{out:?}");
+    // The token is still unused: the real alice can come now.
+    t.link_accepted(2);
+    assert!(t
+        .peer_hello(2, "alice")
+        .contains(&Output::ToLink(2, "OK PEER bob".into())));
+}
+
+#[test]
+fn unfinished_incoming_connections_are_capped() {
+    let mut t = T::logged_in("bob");
+    let cap = MAX_UNFINISHED_INCOMING as LinkId;
+    for id in 1..=cap {
+        assert!(t.link_accepted(id).is_empty());
+    }
+    // One more is closed at once, without a word on the terminal.
+    assert_eq!(t.link_accepted(cap + 1), vec![Output::CloseLink(cap + 1)]);
+    // A finished handshake frees a place; so does a timed-out one.
+    t.ok_accept("alice");
+    assert!(t
+        .peer_hello(1, "alice")
+        .contains(&Output::ToLink(1, "OK PEER bob".into())));
+    assert!(t.link_accepted(cap + 2).is_empty());
+    assert_eq!(t.link_accepted(cap + 3), vec![Output::CloseLink(cap + 3)]);
+    let out = t.advance(HANDSHAKE_TIMEOUT);
+    assert!(out.contains(&Output::CloseLink(2)), "{out:?}");
+    assert!(t.link_accepted(cap + 4).is_empty());
 }
 
 #[test]

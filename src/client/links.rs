@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
-/// A link's id is the driver's slab key for its socket.
-pub type LinkId = usize;
+/// A link's id, given by the driver from a counter that never repeats (not
+/// the slab key, which is reused): an event or a parked hello for a closed
+/// link can never be applied to a newer connection.
+pub type LinkId = u64;
 
 /// How long a token from `OK ACCEPT` stays good (contract: 60 s).
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -18,6 +20,10 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(60);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Protocol errors tolerated on one link before it is closed (flood guard).
 pub const MAX_BAD_LINES: u32 = 32;
+/// Incoming connections that have not finished their hello, at most, at
+/// once; a connection beyond this is closed at once (each one costs a socket
+/// and a little memory for up to [`HANDSHAKE_TIMEOUT`]).
+pub const MAX_UNFINISHED_INCOMING: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkState {
@@ -192,6 +198,14 @@ impl Links {
 
     pub fn is_empty(&self) -> bool {
         self.links.is_empty()
+    }
+
+    /// Incoming connections still in their handshake (for the cap).
+    pub fn unfinished_incoming(&self) -> usize {
+        self.links
+            .values()
+            .filter(|l| matches!(l.state, LinkState::AwaitHello))
+            .count()
     }
 
     /// Links we dialed that have not been answered yet.

@@ -327,7 +327,10 @@ enum Mode {
     /// Listening, nothing received yet.
     Sniff,
     Plain(LineReader),
-    Noise { frames: FrameReader, crypto: Crypto },
+    Noise {
+        frames: FrameReader,
+        crypto: Crypto,
+    },
 }
 
 /// The decoder and encoder of one link's bytes.
@@ -348,7 +351,11 @@ impl fmt::Debug for LinkWire {
                 Crypto::Ready(_) => "noise/ready",
             },
         };
-        write!(f, "LinkWire({mode}{})", if self.failed { ", failed" } else { "" })
+        write!(
+            f,
+            "LinkWire({mode}{})",
+            if self.failed { ", failed" } else { "" }
+        )
     }
 }
 
@@ -456,7 +463,8 @@ impl LinkWire {
             }
             (FRAME_HANDSHAKE, Crypto::Dialing(hs)) => {
                 let mut payload = [0u8; 128];
-                let done = hs.read_message(&body, &mut payload).is_ok() && hs.is_handshake_finished();
+                let done =
+                    hs.read_message(&body, &mut payload).is_ok() && hs.is_handshake_finished();
                 if !done {
                     return self.fail(LinkError::Handshake);
                 }
@@ -609,16 +617,24 @@ mod tests {
     fn both_holders_of_the_token_talk_and_nothing_is_in_clear() {
         let (mut alice, mut bob, hello) = handshake(&[("carol", OTHER), ("alice", TOKEN)]);
         assert!(hello.starts_with(MAGIC));
-        assert!(!hello.windows(8).any(|w| TOKEN.as_bytes().windows(8).any(|t| t == w)));
+        assert!(!hello
+            .windows(8)
+            .any(|w| TOKEN.as_bytes().windows(8).any(|t| t == w)));
         let f = alice.seal("PEER alice").unwrap();
-        assert!(!f.windows(5).any(|w| w == b"alice"), "sealed frames hide text");
+        assert!(
+            !f.windows(5).any(|w| w == b"alice"),
+            "sealed frames hide text"
+        );
         assert_eq!(events(&mut bob, &f), vec![line("PEER alice")]);
         let f = bob.seal("MSG hi alice").unwrap();
         assert_eq!(events_bytewise(&mut alice, &f), vec![line("MSG hi alice")]);
         // Two frames in one read, then a frame split across reads.
         let mut two = alice.seal("MSG one").unwrap();
         two.extend(alice.seal("MSG two").unwrap());
-        assert_eq!(events(&mut bob, &two), vec![line("MSG one"), line("MSG two")]);
+        assert_eq!(
+            events(&mut bob, &two),
+            vec![line("MSG one"), line("MSG two")]
+        );
         let f = alice.seal("MSG three").unwrap();
         assert_eq!(events(&mut bob, &f[..5]), vec![]);
         assert!(bob.mid_frame());
@@ -636,7 +652,10 @@ mod tests {
         };
         let (i, answer) = bob.answer_hello(h, "bob", [("alice", TOKEN)]).unwrap();
         assert_eq!(i, 0);
-        assert_eq!(events_bytewise(&mut alice, &answer), vec![WireEvent::Secured]);
+        assert_eq!(
+            events_bytewise(&mut alice, &answer),
+            vec![WireEvent::Secured]
+        );
     }
 
     #[test]
@@ -652,7 +671,11 @@ mod tests {
         for (me, cands) in tries {
             let mut w = LinkWire::incoming();
             assert_eq!(events(&mut w, &hello), vec![WireEvent::Hello(h.to_vec())]);
-            assert_eq!(w.answer_hello(h, me, cands.iter().copied()), None, "{me} {cands:?}");
+            assert_eq!(
+                w.answer_hello(h, me, cands.iter().copied()),
+                None,
+                "{me} {cands:?}"
+            );
             // Still pending: the right token, issued later, is tried then.
             assert!(w.answer_hello(h, "bob", [("alice", TOKEN)]).is_some());
         }

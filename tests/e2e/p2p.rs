@@ -198,3 +198,48 @@ fn link_keeps_working_after_the_server_is_killed() {
     assert_eq!(status.code(), Some(0));
     bob.expect("alice closed the direct link");
 }
+
+/// The port a client's greeting says peers reach it on.
+fn listen_port(greeting: &str) -> u16 {
+    greeting
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {greeting:?}"))
+}
+
+#[test]
+fn unfinished_incoming_links_are_capped_and_dropped_after_10_s() {
+    let server = Server::start(&[]);
+    let mut bob = Client::start(&server, &["--listen-addr", "127.0.0.1"]);
+    let port = listen_port(&bob.expect("peers reach you on port"));
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    bob.send("/signup bob pw-bob pw-bob");
+    bob.send("/login bob pw-bob");
+    bob.expect("logged in as bob");
+    let cap = peerline::client::links::MAX_UNFINISHED_INCOMING;
+    let mut silent: Vec<Line> = (0..cap).map(|_| Line::connect(addr)).collect();
+    // One more than the cap is closed at once.
+    let mut extra = Line::connect(addr);
+    assert_eq!(
+        extra.next_within(Duration::from_secs(5)).as_deref(),
+        Some("<EOF>"),
+        "{}",
+        extra.dump()
+    );
+    // The silent ones are dropped once their 10 s to say hello are up.
+    let started = std::time::Instant::now();
+    for s in &mut silent {
+        assert_eq!(
+            s.next_within(Duration::from_secs(25)).as_deref(),
+            Some("<EOF>")
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "dropped too early"
+    );
+    // Room again: a real peer links.
+    let mut alice = Client::start_user(&server, "alice");
+    link(&mut alice, "alice", &mut bob, "bob");
+}
