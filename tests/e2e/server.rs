@@ -594,8 +594,10 @@ fn slow_reader_is_dropped_while_others_are_served() {
         std::thread::sleep(Duration::from_millis(20));
     }
     flood.join().unwrap();
+    // Generous: a starved connection would wait until the flood ends; a
+    // loaded 2-core machine alone costs over a second (seen: 1.6 s).
     assert!(
-        worst < Duration::from_secs(1),
+        worst < Duration::from_secs(4),
         "PING took {worst:?} while another client flooded"
     );
     // Now read what the slow client was sent: old replies, then the notice, then EOF.
