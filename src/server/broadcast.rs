@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::accounts::{Accounts, UserIdx};
+use super::store::Snapshot;
 
 /// One row of `broadcasts.csv`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,16 +20,18 @@ pub struct BroadcastRecord {
     pub created_unix: u64,
     /// Fixed when the broadcast is made; a restart does not extend it.
     pub expires_unix: u64,
-    /// Accounts that existed when it was made: indexes `0..audience` receive it.
+    /// Accounts that existed when it was made receive it: those whose
+    /// sequence number is below this bound (never positions in a file).
     pub audience: u32,
     pub text: String,
 }
 
 /// One row of `deliveries.csv`: a delivery, or (after compaction) a floor.
+/// The account is named by its sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryRow {
-    Got { user: String, id: u64 },
-    Upto { user: String, id: u64 },
+    Got { user: UserIdx, id: u64 },
+    Upto { user: UserIdx, id: u64 },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,15 +55,18 @@ pub struct BroadcastBook {
 }
 
 impl BroadcastBook {
-    /// Rebuilds the book from the store's rows, dropping what expired by `now_unix`.
+    /// Rebuilds the book from the store's rows, dropping what expired by
+    /// `now_unix`. `next_id` is the stored high-water mark: ids only grow,
+    /// even when every broadcast expired before the restart.
     pub fn load(
         records: Vec<BroadcastRecord>,
+        next_id: u64,
         rows: Vec<DeliveryRow>,
         accounts: &Accounts,
         now_unix: u64,
     ) -> BroadcastBook {
         let mut book = BroadcastBook {
-            next_id: 1,
+            next_id: next_id.max(1),
             ..Default::default()
         };
         for r in records {
@@ -72,16 +78,16 @@ impl BroadcastBook {
         for row in rows {
             match row {
                 DeliveryRow::Got { user, id } => {
-                    if let Some(u) = accounts.find(&user) {
-                        book.mark_delivered(u, id);
+                    if accounts.try_get(user).is_some() {
+                        book.mark_delivered(user, id);
                     }
                 }
                 DeliveryRow::Upto { user, id } => {
-                    if let Some(u) = accounts.find(&user) {
-                        let d = book.slot(u);
+                    if accounts.try_get(user).is_some() {
+                        let d = book.slot(user);
                         d.floor = d.floor.max(id);
                         d.above.retain(|&x| x > id);
-                        book.advance(u);
+                        book.advance(user);
                     }
                 }
             }
@@ -200,31 +206,30 @@ impl BroadcastBook {
         self.live.values().map(|l| l.record.expires_unix).min()
     }
 
-    /// The compacted contents of the store: live broadcasts, one floor row per
-    /// user with a floor, and the out-of-order deliveries above it.
-    pub fn snapshot(&self, accounts: &Accounts) -> (Vec<BroadcastRecord>, Vec<DeliveryRow>) {
+    /// The compacted contents of the store: live broadcasts, the id
+    /// high-water mark, one floor row per user with a floor, and the
+    /// out-of-order deliveries above it.
+    pub fn snapshot(&self) -> Snapshot {
         let records = self.live.values().map(|l| l.record.clone()).collect();
         let oldest_live = self.live.keys().next().copied().unwrap_or(u64::MAX);
         let mut rows = Vec::new();
         for (i, d) in self.delivered.iter().enumerate() {
-            let user = accounts.name(UserIdx(i as u32));
+            let user = UserIdx(i as u32);
             // A floor below every live id says nothing the next restart needs.
             if d.floor > 0 && d.floor + 1 >= oldest_live {
-                rows.push(DeliveryRow::Upto {
-                    user: user.to_owned(),
-                    id: d.floor,
-                });
+                rows.push(DeliveryRow::Upto { user, id: d.floor });
             }
             for &id in &d.above {
                 if self.live.contains_key(&id) {
-                    rows.push(DeliveryRow::Got {
-                        user: user.to_owned(),
-                        id,
-                    });
+                    rows.push(DeliveryRow::Got { user, id });
                 }
             }
         }
-        (records, rows)
+        Snapshot {
+            broadcasts: records,
+            next_id: self.next_id(),
+            deliveries: rows,
+        }
     }
 }
 
@@ -264,39 +269,37 @@ pub fn after_send(sent: u32) -> NextStep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::accounts::UserRecord;
     use crate::server::kdf::PasswordHash;
 
     fn accounts(names: &[&str]) -> Accounts {
         let mut a = Accounts::new();
         for n in names {
-            a.insert(UserRecord {
-                username: n.to_string(),
-                password_hash: PasswordHash {
-                    iterations: 1,
-                    salt: [0; 16],
-                    hash: [0; 32],
-                },
-                created_unix: 0,
-            });
+            let hash = PasswordHash {
+                iterations: 1,
+                salt: [0; 16],
+                hash: [0; 32],
+            };
+            let row = a.signup_row(n, hash, 0).unwrap();
+            a.apply(row);
         }
         a
     }
 
-    fn rec(id: u64, from: &str, expires: u64, audience: u32) -> BroadcastRecord {
+    /// `accounts`: how many of the first accounts (seqs 1..=n) receive it.
+    fn rec(id: u64, from: &str, expires: u64, accounts: u32) -> BroadcastRecord {
         BroadcastRecord {
             id,
             from: from.into(),
             created_unix: 0,
             expires_unix: expires,
-            audience,
+            audience: accounts + 1,
             text: format!("text {id}"),
         }
     }
 
-    const A: UserIdx = UserIdx(0);
-    const B: UserIdx = UserIdx(1);
-    const C: UserIdx = UserIdx(2);
+    const A: UserIdx = UserIdx(1);
+    const B: UserIdx = UserIdx(2);
+    const C: UserIdx = UserIdx(3);
 
     #[test]
     fn audience_excludes_sender_and_later_signups() {
@@ -320,7 +323,7 @@ mod tests {
         assert!(book.mark_delivered(B, 1));
         assert_eq!(book.pending_for(B, 0), Vec::<u64>::new());
         assert_eq!(
-            book.delivered[1],
+            book.delivered[2],
             Delivered {
                 floor: 2,
                 above: vec![]
@@ -351,8 +354,9 @@ mod tests {
         book.mark_delivered(B, 1);
         book.mark_delivered(B, 3);
         book.mark_delivered(C, 2);
-        let (records, rows) = book.snapshot(&acc);
-        let again = BroadcastBook::load(records, rows, &acc, 0);
+        let snap = book.snapshot();
+        assert_eq!(snap.next_id, 4);
+        let again = BroadcastBook::load(snap.broadcasts, snap.next_id, snap.deliveries, &acc, 0);
         for u in [A, B, C] {
             assert_eq!(again.pending_for(u, 0), book.pending_for(u, 0), "{u:?}");
         }
@@ -364,9 +368,15 @@ mod tests {
     #[test]
     fn load_drops_expired_but_keeps_ids_growing() {
         let acc = accounts(&["a", "b"]);
-        let book = BroadcastBook::load(vec![rec(7, "a", 10, 2)], vec![], &acc, 20);
+        let book = BroadcastBook::load(vec![rec(7, "a", 10, 2)], 1, vec![], &acc, 20);
         assert_eq!(book.live_count(), 0);
         assert_eq!(book.next_id(), 8);
+        // Defect 1: after every broadcast expired and compaction dropped
+        // them, the stored high-water mark alone keeps ids growing.
+        let snap = book.snapshot();
+        assert!(snap.broadcasts.is_empty());
+        let again = BroadcastBook::load(snap.broadcasts, snap.next_id, vec![], &acc, 20);
+        assert_eq!(again.next_id(), 8);
     }
 
     #[test]
@@ -376,7 +386,7 @@ mod tests {
         let mut book = BroadcastBook::default();
         for id in 1..=50 {
             book.add(rec(id, "u0", 100, 1000), &acc);
-            for u in 1..1000 {
+            for u in 2..=1000 {
                 book.mark_delivered(UserIdx(u), id);
             }
         }

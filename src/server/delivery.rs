@@ -138,11 +138,14 @@ impl Engine {
             .keys()
             .filter(|&u| self.book.is_recipient(id, u))
             .count();
-        let eligible = (0..audience)
-            .filter(|&u| self.book.is_recipient(id, UserIdx(u)))
+        let eligible = self
+            .accounts
+            .iter()
+            .take_while(|u| u.seq.0 < audience)
+            .filter(|u| self.book.is_recipient(id, u.seq))
             .count();
         self.fanout.push_back((id, 0));
-        self.arm_expiry();
+        self.arm_expiry_at(expires);
         ServerLine::Ok(OkReply::Broadcast {
             id,
             reached,
@@ -260,7 +263,6 @@ impl Engine {
 
     fn delivered(&mut self, user: UserIdx, id: u64) {
         if self.book.mark_delivered(user, id) {
-            let user = self.accounts.name(user).to_owned();
             self.push(Output::StoreDelivery(DeliveryRow::Got { user, id }));
         }
     }

@@ -17,6 +17,7 @@ use slab::Slab;
 
 use super::config::Config;
 use super::engine::{Engine, Output};
+use super::persist::Persist;
 use super::store::Store;
 use crate::netio::{self, OutBuffer, ReadStatus, UdpQueue};
 use crate::proto::datagram::MAX_DATAGRAM;
@@ -78,7 +79,8 @@ pub struct Driver {
     lingering: Vec<usize>,
     udp_registered: Interest,
     engine: Engine,
-    store: Store,
+    /// The store, behind group commit: one fsync per file per turn.
+    persist: Persist,
     delivery_sync_at: Option<Instant>,
 }
 
@@ -191,14 +193,15 @@ impl Driver {
     /// Opens the store, binds, registers; prints the `listening` line.
     pub fn start(cfg: Config) -> Result<Driver, String> {
         ensure_fd_limit(cfg.engine.max_clients)?;
-        let (store, loaded) = Store::open(&cfg.data_dir)
-            .map_err(|e| format!("cannot open data dir {}: {e}", cfg.data_dir.display()))?;
+        // Locks the data dir first: a second server on it stops here.
+        let (store, loaded) = Store::open(&cfg.data_dir)?;
         log::info!(
-            "data dir {}: {} user(s), {} broadcast row(s), {} delivery row(s)",
+            "data dir {}: {} account row(s), {} broadcast(s), {} delivery row(s), {} line(s) skipped",
             cfg.data_dir.display(),
             loaded.users.len(),
-            loaded.broadcasts.len(),
-            loaded.deliveries.len()
+            loaded.broadcasts.records.len(),
+            loaded.deliveries.len(),
+            loaded.skipped.len()
         );
         let engine = Engine::new(
             cfg.engine.clone(),
@@ -241,7 +244,7 @@ impl Driver {
             lingering: Vec::new(),
             udp_registered: Interest::READABLE,
             engine,
-            store,
+            persist: Persist::new(store),
             delivery_sync_at: None,
         };
         d.run_outputs(Instant::now());
@@ -278,6 +281,10 @@ impl Driver {
             }
             self.catch_up_reads(now);
             self.engine.on_timeout(now);
+            // Everything this turn wrote to the store shares one fsync per
+            // file; only then are those signups and broadcasts confirmed.
+            self.run_outputs(now);
+            self.commit(now);
             // Ending the turn can itself produce outputs (a failed write ends a
             // session, which cancels requests): run until quiet, boundedly.
             for _ in 0..4 {
@@ -295,7 +302,10 @@ impl Driver {
     }
 
     fn timeout(&self, now: Instant) -> Option<Duration> {
-        let busy = self.engine.has_work() || self.udp_read_again || !self.reads_due.is_empty();
+        let busy = self.engine.has_work()
+            || self.udp_read_again
+            || !self.reads_due.is_empty()
+            || self.persist.has_pending();
         if busy {
             return Some(Duration::ZERO);
         }
@@ -458,10 +468,22 @@ impl Driver {
         }
     }
 
-    /// Executes the engine's outputs in order. Store writes complete before the
-    /// reply that depends on them is produced.
+    /// Makes this turn's store writes durable and reports them to the engine
+    /// (which then produces the replies), and runs the outputs that follow.
+    fn commit(&mut self, now: Instant) {
+        if self.persist.has_pending() {
+            self.persist.commit(now, &mut self.engine);
+            self.run_outputs(now);
+        }
+    }
+
+    /// Executes the engine's outputs in order. Store writes are made here but
+    /// confirmed only by `commit`, after their fsync.
     fn run_outputs(&mut self, now: Instant) {
         while let Some(out) = self.engine.poll_output() {
+            let Some(out) = self.persist.take(now, &mut self.engine, out) else {
+                continue;
+            };
             match out {
                 Output::Line { conn, line } => {
                     let Some(c) = self
@@ -491,29 +513,10 @@ impl Driver {
                     self.read_next_turn(conn);
                 }
                 Output::Datagram { to, bytes } => self.udp_queue.send(&self.udp, to, &*bytes),
-                Output::StoreUser { conn, record } => {
-                    let ok = self
-                        .store
-                        .append_user(&record)
-                        .map_err(|e| log::error!("cannot save signup: {e}"));
-                    self.engine.user_stored(now, conn, record, ok.is_ok());
-                }
-                Output::StoreBroadcast { conn, record } => {
-                    let ok = self
-                        .store
-                        .append_broadcast(&record)
-                        .map_err(|e| log::error!("cannot save broadcast: {e}"));
-                    self.engine.broadcast_stored(now, conn, record, ok.is_ok());
-                }
-                Output::StoreDelivery(row) => self.store.record_delivery(&row),
-                Output::Compact {
-                    broadcasts,
-                    deliveries,
-                } => {
-                    if let Err(e) = self.store.compact(&broadcasts, &deliveries) {
-                        log::error!("cannot compact the broadcast store: {e}");
-                    }
-                }
+                Output::StoreUser { .. }
+                | Output::StoreBroadcast { .. }
+                | Output::StoreDelivery(_)
+                | Output::Compact => unreachable!("taken by Persist"),
             }
         }
     }
@@ -532,7 +535,7 @@ impl Driver {
 
     /// Flushes, persists, recomputes interests and frees finished connections.
     fn end_turn(&mut self, now: Instant) {
-        match self.store.flush_deliveries(now, false) {
+        match self.persist.store_mut().flush_deliveries(now, false) {
             Ok(at) => self.delivery_sync_at = at,
             Err(e) => log::error!("cannot write deliveries: {e}"),
         }
@@ -592,8 +595,11 @@ impl Driver {
 
     fn shutdown(mut self) -> Result<(), String> {
         let now = Instant::now();
+        self.run_outputs(now);
+        self.commit(now);
         self.engine.shutdown(now);
         self.run_outputs(now);
+        self.commit(now);
         let deadline = now + SHUTDOWN_DRAIN;
         let mut events = Events::with_capacity(256);
         while Instant::now() < deadline {
@@ -605,7 +611,8 @@ impl Driver {
             let _ = self.poll.poll(&mut events, Some(Duration::from_millis(20)));
             self.udp_queue.flush(&self.udp);
         }
-        self.store
+        self.persist
+            .store_mut()
             .flush_deliveries(Instant::now(), true)
             .map_err(|e| format!("cannot flush deliveries at shutdown: {e}"))?;
         log::info!("shut down cleanly");

@@ -16,11 +16,13 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::accounts::{Accounts, UserIdx, UserRecord};
+use super::accounts::{Accounts, UserIdx, UserRow};
 use super::broadcast::{BroadcastBook, BroadcastRecord, DeliveryRow};
 use super::delivery::Inflight;
 use super::dense::DenseMap;
 use super::kdf::{self, PasswordHash, Pbkdf2};
+use super::records::BroadcastFile;
+use super::store::Snapshot;
 use crate::proto::names::Token128;
 use crate::proto::{CancelReason, CloseReason, ErrorCode, Event, Frame, ServerLine};
 
@@ -80,20 +82,21 @@ pub enum Output {
     Resume { conn: ConnId },
     /// Shared bytes: a fan-out sends one encoding to thousands.
     Datagram { to: SocketAddr, bytes: Rc<[u8]> },
-    /// Append and fsync, then call [`Engine::user_stored`].
-    StoreUser { conn: ConnId, record: UserRecord },
-    /// Append and fsync, then call [`Engine::broadcast_stored`].
+    /// Append and fsync (one fsync may cover several rows of a turn), then
+    /// call [`Engine::user_stored`].
+    StoreUser { conn: ConnId, row: UserRow },
+    /// Append and fsync (grouped like `StoreUser`), then call [`Engine::broadcast_stored`].
     StoreBroadcast {
         conn: ConnId,
         record: BroadcastRecord,
     },
     /// Append (batched per turn; losing the tail to a crash means a duplicate, never a loss).
     StoreDelivery(DeliveryRow),
-    /// Rewrite broadcasts and deliveries with this snapshot.
-    Compact {
-        broadcasts: Vec<BroadcastRecord>,
-        deliveries: Vec<DeliveryRow>,
-    },
+    /// Make every store write so far durable and report it, then rewrite
+    /// broadcasts and deliveries with [`Engine::store_snapshot`] taken at that
+    /// moment. A snapshot taken when this was pushed would lack a broadcast
+    /// whose write was still in flight, and the rewrite would erase it.
+    Compact,
 }
 
 /// Counters for logs and the benchmark.
@@ -173,6 +176,7 @@ pub(super) enum Timer {
     Request(UserIdx, UserIdx, u64),
     Retransmit(UserIdx, u64, u64),
     RegisterWait(UserIdx, u64),
+    /// One armed at a time (`Engine::expiry_at`), for the earliest expiry.
     Expiry,
     Compact,
 }
@@ -204,6 +208,9 @@ pub struct Engine {
     pub(super) dummy: PasswordHash,
     last_compact: Option<Instant>,
     compact_armed: bool,
+    /// When the one `Timer::Expiry` armed is due. Arming one per broadcast
+    /// (and one per firing) piled up a timer per broadcast.
+    expiry_at: Option<Instant>,
     pub stats: Stats,
 }
 
@@ -212,20 +219,20 @@ impl Engine {
     /// clock at `now`. Emits a compaction of the loaded broadcast state.
     pub fn new(
         cfg: EngineConfig,
-        users: Vec<UserRecord>,
-        broadcasts: Vec<BroadcastRecord>,
+        users: Vec<UserRow>,
+        broadcasts: BroadcastFile,
         deliveries: Vec<DeliveryRow>,
         now: Instant,
         now_unix_ms: u64,
     ) -> Engine {
-        let mut accounts = Accounts::new();
-        for u in users {
-            let name = u.username.clone();
-            if accounts.insert(u).is_none() {
-                log::warn!("users.csv: duplicate username {name:?} ignored");
-            }
-        }
-        let book = BroadcastBook::load(broadcasts, deliveries, &accounts, now_unix_ms / 1000);
+        let accounts = Accounts::load(users);
+        let book = BroadcastBook::load(
+            broadcasts.records,
+            broadcasts.next_id,
+            deliveries,
+            &accounts,
+            now_unix_ms / 1000,
+        );
         let iterations = cfg.kdf_iterations;
         let dummy_salt = kdf::random_salt();
         let mut e = Engine {
@@ -253,6 +260,7 @@ impl Engine {
             },
             last_compact: None,
             compact_armed: false,
+            expiry_at: None,
             stats: Stats::default(),
         };
         e.arm_expiry();
@@ -260,7 +268,7 @@ impl Engine {
         e
     }
 
-    pub fn accounts_len(&self) -> u32 {
+    pub fn accounts_len(&self) -> usize {
         self.accounts.len()
     }
 
@@ -389,12 +397,12 @@ impl Engine {
     }
 
     /// Result of an [`Output::StoreUser`].
-    pub fn user_stored(&mut self, now: Instant, conn: ConnId, record: UserRecord, ok: bool) {
+    pub fn user_stored(&mut self, now: Instant, conn: ConnId, row: UserRow, ok: bool) {
         self.pending_signups
-            .remove(&record.username.to_ascii_lowercase());
-        let name = record.username.clone();
+            .remove(&row.username().to_ascii_lowercase());
+        let name = row.username().to_owned();
         let reply = if ok {
-            self.accounts.insert(record);
+            self.accounts.apply(row);
             log::info!("signup {name}");
             ServerLine::Ok(crate::proto::OkReply::Signup { user: name })
         } else {
@@ -752,6 +760,10 @@ impl Engine {
                 }
             }
             Timer::Expiry => {
+                if self.expiry_at.is_some_and(|at| at > now) {
+                    return; // an earlier arming, superseded
+                }
+                self.expiry_at = None;
                 let n = self.book.purge_expired(self.unix_secs(now));
                 if n > 0 {
                     log::info!("{n} broadcast(s) expired");
@@ -770,11 +782,33 @@ impl Engine {
         self.sessions.get(&user).filter(|s| s.serial == serial)
     }
 
+    /// Makes sure the one expiry timer is armed for the earliest expiry.
     pub(super) fn arm_expiry(&mut self) {
         if let Some(unix) = self.book.next_expiry() {
-            let at = self.instant_of_unix(unix);
-            self.timers.arm(at, Timer::Expiry);
+            self.arm_expiry_at(unix);
         }
+    }
+
+    /// A broadcast expiring at `unix` was added: arm only if it is the
+    /// earliest (with a fixed TTL it never is once one timer is armed).
+    pub(super) fn arm_expiry_at(&mut self, unix: u64) {
+        let at = self.instant_of_unix(unix);
+        if self.expiry_at.is_some_and(|armed| armed <= at) {
+            return;
+        }
+        self.expiry_at = Some(at);
+        self.timers.arm(at, Timer::Expiry);
+    }
+
+    /// How many expiry timers are armed (tests: one per kind, not per broadcast).
+    #[cfg(test)]
+    pub(super) fn expiry_timers(&self) -> usize {
+        self.timers.count(|t| *t == Timer::Expiry)
+    }
+
+    /// The broadcast state as the store should hold it after compaction.
+    pub fn store_snapshot(&self) -> Snapshot {
+        self.book.snapshot()
     }
 
     /// Rewrites the broadcast store, at most once a minute.
@@ -789,11 +823,7 @@ impl Engine {
             }
             _ => {
                 self.last_compact = Some(now);
-                let (broadcasts, deliveries) = self.book.snapshot(&self.accounts);
-                self.push(Output::Compact {
-                    broadcasts,
-                    deliveries,
-                });
+                self.push(Output::Compact);
             }
         }
     }

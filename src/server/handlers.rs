@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::accounts::{UserIdx, UserRecord};
+use super::accounts::UserIdx;
 use super::broadcast::BroadcastRecord;
 use super::engine::{Busy, ConnId, Engine, KdfJob, Output, Purpose, Timer};
 use super::kdf::{self, Pbkdf2};
@@ -123,20 +123,22 @@ impl Engine {
                 if self.name_taken(&name) {
                     return self.finish_busy(now, conn, ServerLine::err(ErrorCode::UserExists));
                 }
+                let hash = kdf::PasswordHash {
+                    iterations,
+                    salt,
+                    hash: derived,
+                };
+                let created = self.unix_secs(now);
+                // Reserves a sequence number that is never handed out again,
+                // even if this write fails and the name is signed up later.
+                let Ok(row) = self.accounts.signup_row(&name, hash, created) else {
+                    return self.finish_busy(now, conn, ServerLine::err(ErrorCode::UserExists));
+                };
                 self.pending_signups.insert(name.to_ascii_lowercase());
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.busy = Some(Busy::Storing);
                 }
-                let record = UserRecord {
-                    username: name,
-                    password_hash: kdf::PasswordHash {
-                        iterations,
-                        salt,
-                        hash: derived,
-                    },
-                    created_unix: self.unix_secs(now),
-                };
-                self.push(Output::StoreUser { conn, record });
+                self.push(Output::StoreUser { conn, row });
             }
             Purpose::Login { account, typed } => {
                 let good =
@@ -331,7 +333,7 @@ impl Engine {
             from: self.accounts.name(me).to_owned(),
             created_unix: created_ms / 1000,
             expires_unix: (created_ms + ttl_ms).div_ceil(1000),
-            audience: self.accounts.len(),
+            audience: self.accounts.next_seq().0,
             text,
         };
         // Reserve the id now: another broadcast may be made before the store reports.

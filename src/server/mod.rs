@@ -9,6 +9,8 @@ pub mod driver;
 pub mod engine;
 pub mod handlers;
 pub mod kdf;
+pub mod persist;
+pub mod records;
 pub mod store;
 pub mod timers;
 

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::accounts::UserRecord;
+use super::accounts::{UserIdx, UserRow};
 use super::broadcast::{BroadcastRecord, DeliveryRow};
 use super::engine::{ConnId, Engine, EngineConfig, Output};
 use crate::proto::{Frame, ServerDatagram};
@@ -23,7 +23,7 @@ struct Sim {
     lines: HashMap<ConnId, VecDeque<String>>,
     closed: HashMap<ConnId, bool>,
     datagrams: Vec<(SocketAddr, String)>,
-    stored_users: Vec<UserRecord>,
+    stored_users: Vec<UserRow>,
     stored_broadcasts: Vec<BroadcastRecord>,
     stored_deliveries: Vec<DeliveryRow>,
     next_conn: ConnId,
@@ -43,7 +43,7 @@ impl Sim {
 
     fn with_store(
         cfg: EngineConfig,
-        users: Vec<UserRecord>,
+        users: Vec<UserRow>,
         broadcasts: Vec<BroadcastRecord>,
         deliveries: Vec<DeliveryRow>,
     ) -> Sim {
@@ -52,7 +52,10 @@ impl Sim {
             engine: Engine::new(
                 cfg,
                 users.clone(),
-                broadcasts.clone(),
+                super::records::BroadcastFile {
+                    records: broadcasts.clone(),
+                    next_id: 1,
+                },
                 deliveries,
                 now,
                 T0_UNIX_MS,
@@ -112,16 +115,16 @@ impl Sim {
                     Output::Datagram { to, bytes } => self
                         .datagrams
                         .push((to, String::from_utf8(bytes.to_vec()).unwrap())),
-                    Output::StoreUser { conn, record } => {
-                        self.stored_users.push(record.clone());
-                        self.engine.user_stored(self.now, conn, record, true);
+                    Output::StoreUser { conn, row } => {
+                        self.stored_users.push(row.clone());
+                        self.engine.user_stored(self.now, conn, row, true);
                     }
                     Output::StoreBroadcast { conn, record } => {
                         self.stored_broadcasts.push(record.clone());
                         self.engine.broadcast_stored(self.now, conn, record, true);
                     }
                     Output::StoreDelivery(row) => self.stored_deliveries.push(row),
-                    Output::Compact { .. } => {}
+                    Output::Compact => {}
                 }
             }
             if !self.engine.has_work() {
@@ -400,7 +403,7 @@ fn udp_delivery_is_acked_once_and_persisted() {
     assert_eq!(
         sim.stored_deliveries,
         vec![DeliveryRow::Got {
-            user: "bob".into(),
+            user: UserIdx(2),
             id: 1
         }]
     );
@@ -615,4 +618,27 @@ fn fanout_to_many_is_batched_across_turns() {
         per_turn.iter().all(|&l| l <= super::engine::FANOUT_BATCH),
         "{per_turn:?}"
     );
+}
+
+/// Defect 7: every broadcast armed another expiry timer and every firing
+/// re-armed one (200 broadcasts → 200 timers). One per kind.
+#[test]
+fn one_expiry_timer_however_many_broadcasts() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    for i in 0..200 {
+        sim.send(a, &format!("BROADCAST n{i}"));
+        assert!(sim.expect_line(a).starts_with("OK BROADCAST"));
+        sim.advance(Duration::from_millis(10));
+    }
+    assert_eq!(sim.engine.expiry_timers(), 1);
+    assert_eq!(sim.engine.live_broadcasts(), 200);
+    // Half expire; the one timer is re-armed for the rest.
+    sim.advance(Duration::from_secs(30 * 60) - Duration::from_millis(1000));
+    assert!(sim.engine.live_broadcasts() < 200);
+    assert!(sim.engine.live_broadcasts() > 0);
+    assert_eq!(sim.engine.expiry_timers(), 1);
+    sim.advance(Duration::from_secs(10));
+    assert_eq!(sim.engine.live_broadcasts(), 0);
+    assert_eq!(sim.engine.expiry_timers(), 0);
 }

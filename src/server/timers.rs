@@ -50,6 +50,11 @@ impl<T: Ord> Timers<T> {
         what
     }
 
+    /// How many armed entries match (tests count timers per kind).
+    pub fn count(&self, f: impl Fn(&T) -> bool) -> usize {
+        self.heap.iter().filter(|Reverse((_, _, w))| f(w)).count()
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }

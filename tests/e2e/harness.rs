@@ -132,6 +132,34 @@ pub const SIGTERM: i32 = 15;
 pub const SIGINT: i32 = 2;
 pub const SIGKILL: i32 = 9;
 
+/// Runs the server binary with `args` to completion (bounded); returns status, stdout, stderr.
+pub fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let mut child = Command::new(SERVER_BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn peerline-server");
+    let status = wait_exit_or_kill(&mut child, WAIT)
+        .unwrap_or_else(|| panic!("peerline-server {args:?} did not exit within {WAIT:?}"));
+    let mut out = String::new();
+    let mut err = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, out, err)
+}
+
 pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {

@@ -6,3 +6,4 @@ mod fixtures;
 mod harness;
 mod p2p;
 mod server;
+mod store;

@@ -4,40 +4,11 @@
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{wait_exit_or_kill, Line, Server, SERVER_BIN, SIGINT, SIGKILL, SIGTERM, WAIT};
+use crate::harness::{run_to_exit, Line, Server, SIGINT, SIGKILL, SIGTERM, WAIT};
 
 // ---- helpers ------------------------------------------------------------------
-
-/// Runs the server binary with `args` to completion (bounded); returns status, stdout, stderr.
-fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String, String) {
-    let mut child = Command::new(SERVER_BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn peerline-server");
-    let status = wait_exit_or_kill(&mut child, WAIT)
-        .unwrap_or_else(|| panic!("peerline-server {args:?} did not exit within {WAIT:?}"));
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status, out, err)
-}
 
 /// Sends `LIST`; returns the `(user, ip)` items after checking the count in `OK LIST`.
 fn list(c: &mut Line) -> Vec<(String, String)> {

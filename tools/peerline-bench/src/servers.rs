@@ -9,9 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use peerline::listening;
-use peerline::server::accounts::UserRecord;
 use peerline::server::kdf::{self, PasswordHash};
-use peerline::server::store::Store;
+use peerline::server::store::AccountsFile;
 
 use crate::fleet::Res;
 
@@ -34,7 +33,7 @@ pub fn temp_dir(tag: &str) -> Res<PathBuf> {
 }
 
 /// Writes the accounts into a fresh data dir through the server's own store
-/// code: the same rows, hashes and fsyncs a SIGNUP would produce.
+/// code: the same rows and hashes a SIGNUP would produce, with one fsync.
 fn provision_accounts(
     dir: &Path,
     count: usize,
@@ -42,26 +41,21 @@ fn provision_accounts(
     password: &str,
     iterations: u32,
 ) -> Res<()> {
-    let (mut store, _) = Store::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut file = AccountsFile::open(dir)?;
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    for i in 0..count {
+    let accounts = (0..count).map(|i| {
         let salt = kdf::random_salt();
-        let record = UserRecord {
-            username: format!("{prefix}{i}"),
-            password_hash: PasswordHash {
-                iterations,
-                salt,
-                hash: kdf::derive(password.as_bytes(), &salt, iterations),
-            },
-            created_unix: now_unix,
+        let hash = PasswordHash {
+            iterations,
+            salt,
+            hash: kdf::derive(password.as_bytes(), &salt, iterations),
         };
-        store
-            .append_user(&record)
-            .map_err(|e| format!("provisioning account {i}: {e}"))?;
-    }
-    Ok(())
+        (format!("{prefix}{i}"), hash, now_unix)
+    });
+    file.add_many(accounts)
+        .map_err(|e| format!("provisioning accounts: {e}"))
 }
 
 fn pinned(cpu: Option<usize>, program: &Path) -> Command {
