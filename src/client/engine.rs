@@ -13,7 +13,7 @@ use super::display::{self, Origin};
 use super::input::{self, UserCommand, UserInput};
 use super::links::{LinkId, LinkState, Links, Refusal, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING};
 use crate::proto::{
-    CancelReason, ClientDatagram, Command, ErrorCode, Event, Frame, LinkLine, OkReply,
+    CancelReason, ClientDatagram, Command, Cookie, ErrorCode, Event, Frame, LinkLine, OkReply,
     ServerDatagram, ServerLine,
 };
 
@@ -150,6 +150,9 @@ struct Sent {
 struct Udp {
     token: Option<String>,
     registered: bool,
+    /// The server's last `CHALLENGE`: repeated in each `REGISTER` until
+    /// `OK REGISTER` (a stale one just earns a fresh `CHALLENGE`).
+    cookie: Option<Cookie>,
     tries: u32,
     due: Option<Instant>,
 }
@@ -890,11 +893,13 @@ impl Engine {
             // Try a fresh round of registrations after a ping interval.
             log::warn!("no answer to REGISTER after {REGISTER_TRIES} tries; retrying later");
             self.udp.tries = 0;
+            self.udp.cookie = None;
             self.udp.due = Some(now.mono + PING_EVERY);
             return;
         }
         self.udp.tries += 1;
-        self.datagram(ClientDatagram::Register { token });
+        let cookie = self.udp.cookie;
+        self.datagram(ClientDatagram::Register { token, cookie });
         self.udp.due = Some(now.mono + REGISTER_RETRY);
     }
 
@@ -904,6 +909,14 @@ impl Engine {
             return;
         }
         match ServerDatagram::parse(bytes) {
+            Some(ServerDatagram::Challenge { cookie }) => {
+                // Prove we receive here: repeat REGISTER with the cookie, now.
+                if let (false, Some(token)) = (self.udp.registered, self.udp.token.clone()) {
+                    self.udp.cookie = Some(cookie);
+                    let cookie = Some(cookie);
+                    self.datagram(ClientDatagram::Register { token, cookie });
+                }
+            }
             Some(ServerDatagram::Registered) => {
                 if !self.udp.registered && self.udp.token.is_some() {
                     log::info!("UDP path registered");

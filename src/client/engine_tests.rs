@@ -441,6 +441,24 @@ fn register_is_retried_then_pings_keep_the_path_alive() {
 }
 
 #[test]
+fn a_challenge_is_answered_at_once_and_its_cookie_kept_for_retries() {
+    let mut t = T::new();
+    t.login("alice");
+    let cookie = "0123456789abcdef01234567";
+    let out = t.udp(&format!("CHALLENGE {cookie}"));
+    assert_eq!(datagrams(&out), vec![format!("REGISTER {TOKEN} {cookie}")]);
+    let out = t.advance(REGISTER_RETRY);
+    assert_eq!(datagrams(&out), vec![format!("REGISTER {TOKEN} {cookie}")]);
+    assert!(t.udp("OK REGISTER").is_empty());
+    // Registered: a late CHALLENGE (say, a duplicate) changes nothing.
+    assert!(t.udp(&format!("CHALLENGE {cookie}")).is_empty());
+    assert_eq!(
+        datagrams(&t.advance(PING_EVERY)),
+        vec![format!("PING {TOKEN}")]
+    );
+}
+
+#[test]
 fn register_gives_up_after_a_few_tries_then_tries_again_later() {
     let mut t = T::new();
     let mut sent = datagrams(&t.login("alice")).len();

@@ -1,6 +1,10 @@
 //! UDP datagrams between a client and the server's broadcast port.
 //! Each datagram is one ASCII/UTF-8 message without a line terminator
 //! (a trailing `\n` is tolerated on input so `nc -u` works by hand).
+//!
+//! A plaintext datagram names its session by token ([`ClientDatagram`]); a
+//! sealed one (see `sealed.rs`) carries the same request without the token
+//! ([`UdpRequest`]), since the session id and the AEAD key identify it.
 
 use std::fmt;
 
@@ -9,17 +13,66 @@ use super::names::{is_valid_token, is_valid_username};
 /// The largest datagram either side sends or accepts.
 pub const MAX_DATAGRAM: usize = 1200;
 
-/// Client → server.
+/// The return-routability cookie of `CHALLENGE`/`REGISTER`: 96 bits of a
+/// MAC, written as 24 hex digits, so `CHALLENGE <cookie>` (34 bytes) is
+/// shorter than the `REGISTER <token>` (41 bytes) it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cookie(pub [u8; COOKIE_LEN]);
+
+/// Bytes of MAC in a cookie.
+pub const COOKIE_LEN: usize = 12;
+
+impl Cookie {
+    pub fn parse(s: &str) -> Option<Cookie> {
+        if s.len() != 2 * COOKIE_LEN {
+            return None;
+        }
+        let mut b = [0u8; COOKIE_LEN];
+        hex::decode_to_slice(s, &mut b).ok()?;
+        Some(Cookie(b))
+    }
+}
+
+impl fmt::Display for Cookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// Client → server, plaintext: each names its session by token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientDatagram {
-    Register { token: String },
-    Ack { token: String, id: u64 },
-    Ping { token: String },
+    /// `cookie` is the answer to a `CHALLENGE`; without one the server
+    /// challenges any address not yet validated for the session.
+    Register {
+        token: String,
+        cookie: Option<Cookie>,
+    },
+    Ack {
+        token: String,
+        id: u64,
+    },
+    Ping {
+        token: String,
+    },
+}
+
+/// What a client asks over UDP, without the credential: the body of a sealed
+/// datagram, and what a plaintext one means once its token is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UdpRequest {
+    Register { cookie: Option<Cookie> },
+    Ack { id: u64 },
+    Ping,
 }
 
 /// Server → client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerDatagram {
+    /// Prove you receive at this address: repeat `REGISTER` with the cookie.
+    Challenge {
+        cookie: Cookie,
+    },
     Registered,
     Bcast {
         id: u64,
@@ -48,7 +101,14 @@ impl ClientDatagram {
         let f: Vec<&str> = s.split(' ').collect();
         let token = |t: &str| is_valid_token(t).then(|| t.to_ascii_lowercase());
         match f.as_slice() {
-            ["REGISTER", t] => Some(ClientDatagram::Register { token: token(t)? }),
+            ["REGISTER", t] => Some(ClientDatagram::Register {
+                token: token(t)?,
+                cookie: None,
+            }),
+            ["REGISTER", t, c] => Some(ClientDatagram::Register {
+                token: token(t)?,
+                cookie: Some(Cookie::parse(c)?),
+            }),
             ["ACK", t, id] => Some(ClientDatagram::Ack {
                 token: token(t)?,
                 id: id.parse().ok()?,
@@ -60,9 +120,47 @@ impl ClientDatagram {
 
     pub fn token(&self) -> &str {
         match self {
-            ClientDatagram::Register { token }
+            ClientDatagram::Register { token, .. }
             | ClientDatagram::Ack { token, .. }
             | ClientDatagram::Ping { token } => token,
+        }
+    }
+
+    /// The request without its token.
+    pub fn request(&self) -> UdpRequest {
+        match self {
+            ClientDatagram::Register { cookie, .. } => UdpRequest::Register { cookie: *cookie },
+            ClientDatagram::Ack { id, .. } => UdpRequest::Ack { id: *id },
+            ClientDatagram::Ping { .. } => UdpRequest::Ping,
+        }
+    }
+}
+
+impl UdpRequest {
+    /// Parses a sealed datagram's body: the plaintext forms without the token
+    /// (`REGISTER [cookie]`, `ACK <id>`, `PING`).
+    pub fn parse(bytes: &[u8]) -> Option<UdpRequest> {
+        let s = text_of(bytes)?;
+        let f: Vec<&str> = s.split(' ').collect();
+        match f.as_slice() {
+            ["REGISTER"] => Some(UdpRequest::Register { cookie: None }),
+            ["REGISTER", c] => Some(UdpRequest::Register {
+                cookie: Some(Cookie::parse(c)?),
+            }),
+            ["ACK", id] => Some(UdpRequest::Ack { id: id.parse().ok()? }),
+            ["PING"] => Some(UdpRequest::Ping),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for UdpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UdpRequest::Register { cookie: None } => f.write_str("REGISTER"),
+            UdpRequest::Register { cookie: Some(c) } => write!(f, "REGISTER {c}"),
+            UdpRequest::Ack { id } => write!(f, "ACK {id}"),
+            UdpRequest::Ping => f.write_str("PING"),
         }
     }
 }
@@ -75,6 +173,11 @@ impl ServerDatagram {
         }
         if s == "PONG" {
             return Some(ServerDatagram::Pong);
+        }
+        if let Some(c) = s.strip_prefix("CHALLENGE ") {
+            return Some(ServerDatagram::Challenge {
+                cookie: Cookie::parse(c)?,
+            });
         }
         let f: Vec<&str> = s.splitn(5, ' ').collect();
         match f.as_slice() {
@@ -94,7 +197,14 @@ impl ServerDatagram {
 impl fmt::Display for ClientDatagram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientDatagram::Register { token } => write!(f, "REGISTER {token}"),
+            ClientDatagram::Register {
+                token,
+                cookie: None,
+            } => write!(f, "REGISTER {token}"),
+            ClientDatagram::Register {
+                token,
+                cookie: Some(c),
+            } => write!(f, "REGISTER {token} {c}"),
             ClientDatagram::Ack { token, id } => write!(f, "ACK {token} {id}"),
             ClientDatagram::Ping { token } => write!(f, "PING {token}"),
         }
@@ -104,6 +214,7 @@ impl fmt::Display for ClientDatagram {
 impl fmt::Display for ServerDatagram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ServerDatagram::Challenge { cookie } => write!(f, "CHALLENGE {cookie}"),
             ServerDatagram::Registered => f.write_str("OK REGISTER"),
             ServerDatagram::Bcast {
                 id,
@@ -124,8 +235,16 @@ mod tests {
     #[test]
     fn round_trips() {
         let t = "0123456789abcdef".repeat(2);
+        let cookie = Cookie([0xa5; COOKIE_LEN]);
         for d in [
-            ClientDatagram::Register { token: t.clone() },
+            ClientDatagram::Register {
+                token: t.clone(),
+                cookie: None,
+            },
+            ClientDatagram::Register {
+                token: t.clone(),
+                cookie: Some(cookie),
+            },
             ClientDatagram::Ack {
                 token: t.clone(),
                 id: 42,
@@ -134,7 +253,18 @@ mod tests {
         ] {
             assert_eq!(ClientDatagram::parse(d.to_string().as_bytes()), Some(d));
         }
+        for r in [
+            UdpRequest::Register { cookie: None },
+            UdpRequest::Register {
+                cookie: Some(cookie),
+            },
+            UdpRequest::Ack { id: u64::MAX },
+            UdpRequest::Ping,
+        ] {
+            assert_eq!(UdpRequest::parse(r.to_string().as_bytes()), Some(r));
+        }
         for d in [
+            ServerDatagram::Challenge { cookie },
             ServerDatagram::Registered,
             ServerDatagram::Pong,
             ServerDatagram::Bcast {
@@ -157,10 +287,30 @@ mod tests {
             b"PING",
             b"",
             b"REGISTER",
+            b"REGISTER 0123456789abcdef0123456789abcdef 0123",
+            b"REGISTER 0123456789abcdef0123456789abcdef zzzzzzzzzzzzzzzzzzzzzzzz",
         ] {
             assert_eq!(ClientDatagram::parse(junk), None, "{junk:?}");
         }
+        for junk in [&b"REGISTER x"[..], b"ACK", b"PING 1", b"ACK -1", b""] {
+            assert_eq!(UdpRequest::parse(junk), None, "{junk:?}");
+        }
+        assert_eq!(ServerDatagram::parse(b"CHALLENGE 12"), None);
         assert_eq!(ClientDatagram::parse(&vec![b'A'; MAX_DATAGRAM + 1]), None);
+    }
+
+    /// The answer to an unvalidated address must not be larger than what it
+    /// answers: the return-routability rule's first half.
+    #[test]
+    fn a_challenge_is_shorter_than_the_register_it_answers() {
+        let register = ClientDatagram::Register {
+            token: "0".repeat(32),
+            cookie: None,
+        };
+        let challenge = ServerDatagram::Challenge {
+            cookie: Cookie([0xff; COOKIE_LEN]),
+        };
+        assert!(challenge.to_string().len() <= register.to_string().len());
     }
 
     #[test]

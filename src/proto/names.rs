@@ -51,6 +51,10 @@ impl Token128 {
         hex::decode_to_slice(s, &mut bytes).ok()?;
         Some(Token128(bytes))
     }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
 }
 
 impl std::fmt::Display for Token128 {

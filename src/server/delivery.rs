@@ -1,6 +1,10 @@
 //! Broadcast delivery and the UDP side: `REGISTER`/`ACK`/`PING` datagrams,
 //! fan-out in bounded batches, retransmits with backoff, and the TCP fallback.
 //!
+//! Return routability: the server sends to an address only after it proved,
+//! with a `CHALLENGE` cookie (`cookie.rs`), that it receives there; before
+//! that, the one answer is a `CHALLENGE` no longer than the request.
+//!
 //! A delivery counts (and is persisted) when the client ACKs the datagram or
 //! when the `EVENT BROADCAST` line is handed to its TCP connection.
 
@@ -12,7 +16,7 @@ use super::accounts::UserIdx;
 use super::broadcast::{after_send, BroadcastRecord, DeliveryRow, NextStep};
 use super::engine::{Engine, Output, Timer};
 use crate::proto::names::Token128;
-use crate::proto::{ClientDatagram, Event, OkReply, ServerDatagram, ServerLine};
+use crate::proto::{ClientDatagram, Event, OkReply, ServerDatagram, ServerLine, UdpRequest};
 
 /// Most unacknowledged broadcast datagrams per recipient. Without a window a
 /// burst of broadcasts reached a client faster than it could read and
@@ -68,8 +72,10 @@ impl Inflight {
 
 impl Engine {
     /// A datagram arrived on the UDP port. Anything not carrying a live session
-    /// token (and, except for REGISTER, from that session's registered address)
-    /// is dropped without an answer; answers are never larger than the request.
+    /// token is dropped without an answer. A source address becomes the
+    /// session's endpoint only once it has proved it receives there (the
+    /// `CHALLENGE` cookie); until then it gets nothing but a `CHALLENGE` no
+    /// longer than its request, so a forged source is never amplified.
     pub fn on_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let Some(d) = ClientDatagram::parse(bytes) else {
             return self.drop_datagram(from, "malformed");
@@ -78,9 +84,36 @@ impl Engine {
         let Some(&user) = token.and_then(|t| self.by_token.get(&t)) else {
             return self.drop_datagram(from, "unknown token");
         };
-        let registered = self.sessions.get(&user).and_then(|s| s.udp);
-        match d {
-            ClientDatagram::Register { .. } => {
+        self.udp_request(now, from, user, d.request(), bytes.len());
+    }
+
+    /// A request of `user`'s session, authenticated by its token, from `from`;
+    /// `request_len` bytes long on the wire.
+    fn udp_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        user: UserIdx,
+        req: UdpRequest,
+        request_len: usize,
+    ) {
+        let s = self.sessions.get(&user).expect("token maps to a session");
+        let validated = s.udp == Some(from);
+        match req {
+            UdpRequest::Register { cookie } => {
+                let bucket = self.cookie_bucket(now);
+                let subject = s.token.as_bytes();
+                let proven = validated
+                    || cookie.is_some_and(|c| self.cookies.check(bucket, from, subject, &c));
+                if !proven {
+                    let cookie = self.cookies.make(bucket, from, subject);
+                    let answer = ServerDatagram::Challenge { cookie }.to_string();
+                    // Only a request at least as long as the answer gets one.
+                    if answer.len() > request_len {
+                        return self.drop_datagram(from, "REGISTER shorter than its CHALLENGE");
+                    }
+                    return self.send_bytes(from, answer.into_bytes().into());
+                }
                 let s = self
                     .sessions
                     .get_mut(&user)
@@ -96,9 +129,9 @@ impl Engine {
                     self.deliver_pending(now, user);
                 }
             }
-            _ if registered != Some(from) => self.drop_datagram(from, "unregistered address"),
-            ClientDatagram::Ping { .. } => self.datagram(from, ServerDatagram::Pong),
-            ClientDatagram::Ack { id, .. } => {
+            _ if !validated => self.drop_datagram(from, "unregistered address"),
+            UdpRequest::Ping => self.datagram(from, ServerDatagram::Pong),
+            UdpRequest::Ack { id } => {
                 if self.book.is_recipient(id, user) {
                     self.delivered(user, id);
                 }

@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::accounts::{Accounts, UserIdx, UserRow};
+use super::cookie::{self, CookieKey};
 use super::broadcast::{BroadcastBook, BroadcastRecord, DeliveryRow};
 use super::delivery::Inflight;
 use super::dense::DenseMap;
@@ -206,6 +207,8 @@ pub struct Engine {
     pub(super) bcast_wire: Option<(u64, Rc<[u8]>)>,
     serial: u64,
     pub(super) dummy: PasswordHash,
+    /// Signs `CHALLENGE` cookies; random per process.
+    pub(super) cookies: CookieKey,
     last_compact: Option<Instant>,
     compact_armed: bool,
     /// When the one `Timer::Expiry` armed is due. Arming one per broadcast
@@ -258,6 +261,7 @@ impl Engine {
                 salt: dummy_salt,
                 hash: [0; kdf::HASH_LEN],
             },
+            cookies: CookieKey::random(),
             last_compact: None,
             compact_armed: false,
             expiry_at: None,
@@ -266,6 +270,12 @@ impl Engine {
         e.arm_expiry();
         e.compact(now);
         e
+    }
+
+    /// Replaces the random cookie secret (tests make cookies predictable).
+    pub fn with_cookie_key(mut self, key: CookieKey) -> Engine {
+        self.cookies = key;
+        self
     }
 
     pub fn accounts_len(&self) -> usize {
@@ -493,6 +503,12 @@ impl Engine {
 
     pub(super) fn unix_secs(&self, now: Instant) -> u64 {
         self.unix_ms(now) / 1000
+    }
+
+    /// The cookie time bucket of `now`: monotonic, so a wall-clock step
+    /// neither revives nor kills cookies.
+    pub(super) fn cookie_bucket(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs() / cookie::BUCKET.as_secs()
     }
 
     fn instant_of_unix(&self, unix_secs: u64) -> Instant {

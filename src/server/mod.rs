@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod broadcast;
 pub mod config;
+pub mod cookie;
 pub mod delivery;
 pub mod dense;
 pub mod driver;

@@ -172,6 +172,31 @@ impl Sim {
         (c, token.to_owned())
     }
 
+    /// `REGISTER`s `token` from `from` the way a client does: the server
+    /// challenges, the client repeats with the cookie, the server confirms.
+    fn register(&mut self, from: SocketAddr, token: &str) {
+        let cookie = self.challenge(from, token);
+        self.datagram(from, &format!("REGISTER {token} {cookie}"));
+        assert_eq!(
+            self.take_datagrams(),
+            vec![(from, "OK REGISTER".to_owned())]
+        );
+    }
+
+    /// Sends a bare `REGISTER` and returns the cookie of the one `CHALLENGE`
+    /// that must come back.
+    fn challenge(&mut self, from: SocketAddr, token: &str) -> String {
+        self.datagram(from, &format!("REGISTER {token}"));
+        let got = self.take_datagrams();
+        match got.as_slice() {
+            [(to, d)] if *to == from => d
+                .strip_prefix("CHALLENGE ")
+                .unwrap_or_else(|| panic!("not a CHALLENGE: {d:?}"))
+                .to_owned(),
+            _ => panic!("expected one CHALLENGE to {from}, got {got:?}"),
+        }
+    }
+
     fn take_datagrams(&mut self) -> Vec<(SocketAddr, String)> {
         std::mem::take(&mut self.datagrams)
     }
@@ -381,12 +406,118 @@ fn alice_and_bob_on_udp() -> (Sim, ConnId, ConnId, String) {
     let mut sim = Sim::new(cfg());
     let (a, _) = sim.login_new("alice");
     let (b, tb) = sim.login_new("bob");
-    sim.datagram(udp(5000), &format!("REGISTER {tb}"));
-    assert_eq!(
-        sim.take_datagrams(),
-        vec![(udp(5000), "OK REGISTER".to_owned())]
-    );
+    sim.register(udp(5000), &tb);
     (sim, a, b, tb)
+}
+
+#[test]
+fn a_new_address_gets_only_a_challenge_until_it_proves_it_receives() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    let (_b, tb) = sim.login_new("bob");
+    sim.send(a, "BROADCAST pending for bob");
+    assert!(sim.expect_line(a).starts_with("OK BROADCAST"));
+    // A forger with bob's token, at the victim's address: one short CHALLENGE.
+    let victim = udp(6666);
+    let request = format!("REGISTER {tb}");
+    sim.datagram(victim, &request);
+    let got = sim.take_datagrams();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1.starts_with("CHALLENGE ") && got[0].1.len() <= request.len());
+    // Without the cookie it cannot go further, however often it asks.
+    for _ in 0..5 {
+        sim.datagram(victim, &request);
+        let got = sim.take_datagrams();
+        assert!(got.iter().all(|(_, d)| d.starts_with("CHALLENGE ")), "{got:?}");
+    }
+    sim.datagram(victim, &format!("REGISTER {tb} {}", "0".repeat(24)));
+    assert!(sim.take_datagrams()[0].1.starts_with("CHALLENGE "));
+    sim.datagram(victim, &format!("PING {tb}"));
+    assert!(sim.take_datagrams().is_empty());
+    // The cookie of another address proves nothing here.
+    let real = udp(5000);
+    let cookie = sim.challenge(real, &tb);
+    sim.datagram(victim, &format!("REGISTER {tb} {cookie}"));
+    assert!(sim.take_datagrams()[0].1.starts_with("CHALLENGE "));
+    // bob's own socket answers the challenge: registered, then the broadcast.
+    sim.datagram(real, &format!("REGISTER {tb} {cookie}"));
+    let got = sim.take_datagrams();
+    assert_eq!(got[0], (real, "OK REGISTER".to_owned()));
+    assert!(got[1].1.starts_with("BCAST 1 alice "), "{got:?}");
+    assert!(got.iter().all(|(to, _)| *to == real));
+    // A registered address re-registering needs no new proof.
+    sim.datagram(real, &format!("REGISTER {tb}"));
+    assert_eq!(sim.take_datagrams(), vec![(real, "OK REGISTER".to_owned())]);
+}
+
+#[test]
+fn a_cookie_expires_and_is_tied_to_its_session() {
+    let mut sim = Sim::new(cfg());
+    let (_a, ta) = sim.login_new("alice");
+    let (_b, tb) = sim.login_new("bob");
+    let from = udp(5000);
+    let cookie = sim.challenge(from, &tb);
+    // alice cannot use bob's cookie for her session.
+    sim.datagram(from, &format!("REGISTER {ta} {cookie}"));
+    assert!(sim.take_datagrams()[0].1.starts_with("CHALLENGE "));
+    // Two buckets later the cookie is dead.
+    sim.advance(2 * super::cookie::BUCKET);
+    sim.datagram(from, &format!("REGISTER {tb} {cookie}"));
+    let fresh = sim.take_datagrams();
+    assert!(fresh[0].1.starts_with("CHALLENGE "), "{fresh:?}");
+    assert_ne!(fresh[0].1, format!("CHALLENGE {cookie}"));
+    // A cookie made just before a bucket ends still works just after.
+    let cookie = sim.challenge(from, &tb);
+    sim.advance(super::cookie::BUCKET);
+    sim.datagram(from, &format!("REGISTER {tb} {cookie}"));
+    assert_eq!(sim.take_datagrams(), vec![(from, "OK REGISTER".to_owned())]);
+}
+
+/// However a source that has not proved its address talks to the server,
+/// with a live token or not, well-formed or not, it never gets more bytes
+/// back than it sent.
+#[test]
+fn an_unvalidated_source_never_gets_more_bytes_than_it_sent() {
+    let (mut sim, a, _b, tb) = alice_and_bob_on_udp();
+    for i in 0..20 {
+        sim.send(a, &format!("BROADCAST pending number {i} {}", "x".repeat(800)));
+        sim.expect_line(a);
+    }
+    sim.take_datagrams();
+    let (_c, tc) = sim.login_new("carol");
+    let victim = udp(7777);
+    let mut kinds = vec![
+        format!("REGISTER {tb}"),
+        format!("REGISTER {tc}"),
+        format!("REGISTER {tb}\n"),
+        format!("REGISTER {}", tb.to_ascii_uppercase()),
+        format!("REGISTER {tb} {}", "ab".repeat(12)),
+        format!("REGISTER {tb} zz"),
+        format!("PING {tb}"),
+        format!("PING {tc}"),
+        format!("ACK {tb} 1"),
+        format!("ACK {tc} 2"),
+        format!("REGISTER {}", "0".repeat(32)),
+        "REGISTER".into(),
+        "PING".into(),
+        "".into(),
+        "OK REGISTER".into(),
+        "x".repeat(1300),
+    ];
+    // Every prefix of a valid REGISTER, too.
+    let full = format!("REGISTER {tb}");
+    kinds.extend((0..full.len()).map(|n| full[..n].to_owned()));
+    for text in kinds {
+        sim.datagram(victim, &text);
+        sim.advance(std::time::Duration::from_secs(1));
+        let back: usize = sim
+            .take_datagrams()
+            .iter()
+            .filter(|(to, _)| *to == victim)
+            .map(|(_, d)| d.len())
+            .sum();
+        assert!(back <= text.len(), "{text:?}: {back} bytes back");
+    }
 }
 
 #[test]

@@ -19,7 +19,13 @@ struct Udp {
 
 impl Udp {
     fn bind(server: &Server) -> Udp {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind UDP on loopback");
+        Udp::bind_at(server, "127.0.0.1")
+    }
+
+    /// A socket on another loopback address (all of 127.0.0.0/8 is local on
+    /// Linux): a stand-in for a victim whose address a forger writes.
+    fn bind_at(server: &Server, ip: &str) -> Udp {
+        let sock = UdpSocket::bind((ip, 0)).expect("bind UDP on loopback");
         Udp {
             sock,
             server: server.udp,
@@ -27,10 +33,16 @@ impl Udp {
         }
     }
 
-    /// Binds a socket and registers `token` from it.
+    /// Binds a socket and registers `token` from it: `REGISTER`, the
+    /// server's `CHALLENGE`, `REGISTER` with its cookie, `OK REGISTER`.
     fn register(server: &Server, token: &str) -> Udp {
         let mut u = Udp::bind(server);
         u.send(&format!("REGISTER {token}"));
+        let r = u.recv(Duration::from_secs(5)).unwrap_or_default();
+        let cookie = r
+            .strip_prefix("CHALLENGE ")
+            .unwrap_or_else(|| panic!("no CHALLENGE\n{}", u.dump()));
+        u.send(&format!("REGISTER {token} {cookie}"));
         let r = u.recv(Duration::from_secs(5));
         assert_eq!(r.as_deref(), Some("OK REGISTER"), "{}", u.dump());
         u
@@ -570,4 +582,82 @@ fn spoofed_and_malformed_datagrams_change_nothing_and_get_no_answer() {
     );
     assert_eq!(alice.cmd("PING"), "OK PING");
     evil.expect_silence(Duration::from_millis(0));
+}
+
+/// The reflection attack of the issue: a forger writes a victim's address
+/// (here 127.0.0.2) as the source of datagrams carrying a real session's
+/// token, while that session has large broadcasts pending. Whatever it sends,
+/// valid or not, the victim's socket receives no more bytes than were sent
+/// to the server from it; and the real client still registers and gets
+/// everything.
+#[test]
+fn a_forged_source_never_gets_more_bytes_back_than_it_sent() {
+    let server = Server::start(&[]);
+    let (mut alice, _) = server.login_new("alice");
+    signup(&server, "bob");
+    for i in 0..20 {
+        broadcast(&mut alice, &format!("pending {i} {}", "x".repeat(800)));
+    }
+    // bob has just logged in: deliveries wait for a REGISTER (3 s).
+    let (mut bob, bob_token) = login(&server, "bob");
+    let mut victim = Udp::bind_at(&server, "127.0.0.2");
+    let forged = "0123456789abcdef0123456789abcdef";
+    let full = format!("REGISTER {bob_token}");
+    let mut kinds = vec![
+        full.clone(),
+        format!("{full}\n"),
+        format!("REGISTER {}", bob_token.to_ascii_uppercase()),
+        format!("REGISTER {bob_token} {}", "ab".repeat(12)),
+        format!("REGISTER {bob_token} {}", "x".repeat(1300)),
+        format!("PING {bob_token}"),
+        format!("ACK {bob_token} 1"),
+        format!("REGISTER {forged}"),
+        format!("PING {forged}"),
+        "REGISTER".into(),
+        "OK REGISTER".into(),
+        String::new(),
+    ];
+    kinds.extend((1..full.len()).map(|n| full[..n].to_owned()));
+    let mut sent = 0;
+    for k in &kinds {
+        victim.send(k);
+        sent += k.len();
+    }
+    let mut received = 0;
+    while let Some(d) = victim.recv(Duration::from_millis(500)) {
+        received += d.len();
+    }
+    assert!(
+        received <= sent,
+        "sent {sent} bytes from a forged source, got {received} back\n{}",
+        victim.dump()
+    );
+    assert!(
+        victim.seen.iter().all(|d| d.starts_with("CHALLENGE ")),
+        "{}",
+        victim.dump()
+    );
+    // The real client proves its address and gets all twenty.
+    let mut bob_udp = Udp::register(&server, &bob_token);
+    let mut ids = std::collections::BTreeSet::new();
+    while ids.len() < 20 {
+        let b = bob_udp.expect_bcast(Duration::from_secs(5));
+        bob_udp.send(&format!("ACK {bob_token} {}", b.id));
+        ids.insert(b.id);
+    }
+    sync_udp(&mut bob_udp, &bob_token);
+    bob.expect_silence(Duration::from_millis(0));
+    // Later forgeries, with bob registered, still earn at most a CHALLENGE.
+    victim.seen.clear();
+    let mut sent = 0;
+    for k in &kinds {
+        victim.send(k);
+        sent += k.len();
+    }
+    let mut received = 0;
+    while let Some(d) = victim.recv(Duration::from_millis(500)) {
+        received += d.len();
+    }
+    assert!(received <= sent, "{received} > {sent}\n{}", victim.dump());
+    bob_udp.expect_silence(Duration::from_millis(0));
 }

@@ -28,7 +28,7 @@ use slab::Slab;
 
 use peerline::netio::{read_frames, OutBuffer, ReadStatus, UdpQueue};
 use peerline::proto::{
-    ClientDatagram, Command, Event, Frame, LineReader, OkReply, ServerDatagram, ServerLine,
+    ClientDatagram, Command, Cookie, Event, Frame, LineReader, OkReply, ServerDatagram, ServerLine,
 };
 
 use crate::clock::{now_ns, parse_stamp, stamp};
@@ -528,7 +528,7 @@ impl Worker {
                     say("ERROR no OK REGISTER");
                     self.close(k, None);
                 } else {
-                    self.send_register(k);
+                    self.send_register(k, None);
                 }
             }
         }
@@ -707,17 +707,19 @@ impl Worker {
         let s = &mut self.sessions[key];
         s.udp = Some(udp);
         s.phase = Phase::RegisterWait;
-        self.send_register(key);
+        self.send_register(key, None);
         Ok(())
     }
 
-    fn send_register(&mut self, key: usize) {
+    /// `REGISTER`, with the cookie of the server's `CHALLENGE` once there is one.
+    fn send_register(&mut self, key: usize, cookie: Option<Cookie>) {
         let server = self.cfg.server;
         let s = &mut self.sessions[key];
         s.register_tries += 1;
         s.register_at = now_ns() + REGISTER_RETRY_NS;
         let d = ClientDatagram::Register {
             token: s.token.clone(),
+            cookie,
         };
         if let Some(u) = s.udp.as_ref() {
             s.udp_queue.send(u, server, d.to_string().into_bytes());
@@ -741,6 +743,11 @@ impl Worker {
         }
         for d in got {
             match ServerDatagram::parse(&d) {
+                Some(ServerDatagram::Challenge { cookie })
+                    if self.sessions[key].phase == Phase::RegisterWait =>
+                {
+                    self.send_register(key, Some(cookie));
+                }
                 Some(ServerDatagram::Registered)
                     if self.sessions[key].phase == Phase::RegisterWait =>
                 {
