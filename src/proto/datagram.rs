@@ -147,7 +147,9 @@ impl UdpRequest {
             ["REGISTER", c] => Some(UdpRequest::Register {
                 cookie: Some(Cookie::parse(c)?),
             }),
-            ["ACK", id] => Some(UdpRequest::Ack { id: id.parse().ok()? }),
+            ["ACK", id] => Some(UdpRequest::Ack {
+                id: id.parse().ok()?,
+            }),
             ["PING"] => Some(UdpRequest::Ping),
             _ => None,
         }

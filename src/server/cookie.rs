@@ -88,7 +88,10 @@ mod tests {
         let a = addr("127.0.0.1:5000");
         let c = k.make(10, a, b"session-a");
         assert!(k.check(10, a, b"session-a", &c));
-        assert!(k.check(11, a, b"session-a", &c), "still good in the next bucket");
+        assert!(
+            k.check(11, a, b"session-a", &c),
+            "still good in the next bucket"
+        );
         assert!(!k.check(12, a, b"session-a", &c), "too old");
         assert!(!k.check(9, a, b"session-a", &c), "from the future");
         assert!(!k.check(10, addr("127.0.0.1:5001"), b"session-a", &c));

@@ -17,8 +17,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::accounts::{Accounts, UserIdx, UserRow};
-use super::cookie::{self, CookieKey};
 use super::broadcast::{BroadcastBook, BroadcastRecord, DeliveryRow};
+use super::cookie::{self, CookieKey};
 use super::delivery::Inflight;
 use super::dense::DenseMap;
 use super::kdf::{self, PasswordHash, Pbkdf2};

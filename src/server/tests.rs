@@ -428,7 +428,10 @@ fn a_new_address_gets_only_a_challenge_until_it_proves_it_receives() {
     for _ in 0..5 {
         sim.datagram(victim, &request);
         let got = sim.take_datagrams();
-        assert!(got.iter().all(|(_, d)| d.starts_with("CHALLENGE ")), "{got:?}");
+        assert!(
+            got.iter().all(|(_, d)| d.starts_with("CHALLENGE ")),
+            "{got:?}"
+        );
     }
     sim.datagram(victim, &format!("REGISTER {tb} {}", "0".repeat(24)));
     assert!(sim.take_datagrams()[0].1.starts_with("CHALLENGE "));
@@ -480,7 +483,10 @@ fn a_cookie_expires_and_is_tied_to_its_session() {
 fn an_unvalidated_source_never_gets_more_bytes_than_it_sent() {
     let (mut sim, a, _b, tb) = alice_and_bob_on_udp();
     for i in 0..20 {
-        sim.send(a, &format!("BROADCAST pending number {i} {}", "x".repeat(800)));
+        sim.send(
+            a,
+            &format!("BROADCAST pending number {i} {}", "x".repeat(800)),
+        );
         sim.expect_line(a);
     }
     sim.take_datagrams();
