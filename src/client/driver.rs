@@ -379,9 +379,8 @@ impl Driver {
                         Self::flush_conn(c);
                     }
                 }
-                Output::Datagram(text) => {
-                    self.udp_queue
-                        .send(&self.udp, self.server_addr, text.into_bytes());
+                Output::Datagram(bytes) => {
+                    self.udp_queue.send(&self.udp, self.server_addr, bytes);
                 }
                 Output::Dial { user, addr, token } => self.dial(user, addr, token),
                 Output::Exit(code) => self.exit = Some(code),

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use super::display::{self, Origin};
 use super::input::{self, UserCommand, UserInput};
 use super::links::{LinkId, LinkState, Links, Refusal, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING};
+use crate::proto::sealed::{self, Channel, Role, UdpSecret};
 use crate::proto::{
     CancelReason, ClientDatagram, Command, Cookie, ErrorCode, Event, Frame, LinkLine, OkReply,
-    ServerDatagram, ServerLine,
+    ServerDatagram, ServerLine, UdpRequest,
 };
 
 /// How long to wait for outstanding replies once input has ended.
@@ -90,6 +91,10 @@ pub enum Input {
     },
     /// SIGINT/SIGTERM: leave like `/quit`.
     Interrupt,
+    /// The server connection is TLS and this is its exporter output for
+    /// [`sealed::EXPORTER_LABEL`]: the session logged in on it seals its
+    /// datagrams. Given before `LOGIN`, again after each reconnect.
+    UdpSecret(UdpSecret),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +110,7 @@ pub enum Output {
     /// Close a link once its queued lines are written.
     CloseLink(LinkId),
     /// A datagram for the server's UDP port.
-    Datagram(String),
+    Datagram(Vec<u8>),
     /// Open a TCP connection to a peer, then report [`Input::Dialed`].
     Dial {
         user: String,
@@ -149,6 +154,9 @@ struct Sent {
 #[derive(Debug, Default)]
 struct Udp {
     token: Option<String>,
+    /// A TLS session's keys: every datagram both ways is sealed, and the
+    /// token is never sent on UDP.
+    sealed: Option<Channel>,
     registered: bool,
     /// The server's last `CHALLENGE`: repeated in each `REGISTER` until
     /// `OK REGISTER` (a stale one just earns a fresh `CHALLENGE`).
@@ -201,6 +209,8 @@ pub struct Engine {
     /// the race against our server socket. Decided when the reply comes.
     parked_hellos: Vec<(LinkId, String, String)>,
     udp: Udp,
+    /// The current server connection's TLS exporter secret, if it is TLS.
+    udp_secret: Option<UdpSecret>,
     broadcasts: Dedup,
     prompt: Option<Prompt>,
     /// Input ended; leave once replies are in or at this deadline.
@@ -225,6 +235,7 @@ impl Engine {
             links: Links::default(),
             parked_hellos: Vec::new(),
             udp: Udp::default(),
+            udp_secret: None,
             broadcasts: Dedup::default(),
             prompt: None,
             eof_deadline: None,
@@ -325,6 +336,7 @@ impl Engine {
             Input::Link { link, frame } => self.on_link_frame(now, link, frame),
             Input::LinkClosed { link } => self.on_link_closed(link),
             Input::Interrupt => self.quit(now),
+            Input::UdpSecret(secret) => self.udp_secret = Some(secret),
         }
         self.check_done();
     }
@@ -384,8 +396,27 @@ impl Engine {
         self.sent.push_back(Sent { command, automatic });
     }
 
-    fn datagram(&mut self, d: ClientDatagram) {
-        self.out.push_back(Output::Datagram(d.to_string()));
+    /// Sends `req` to the server: sealed for a TLS session (a `REGISTER`
+    /// padded, so the server may answer it), else in clear with the token.
+    fn send_udp(&mut self, req: UdpRequest) {
+        let bytes = match self.udp.sealed.as_mut() {
+            Some(ch) => {
+                let body = req.to_string().into_bytes();
+                let body = match req {
+                    UdpRequest::Register { .. } => sealed::padded(&body, sealed::MIN_REGISTER),
+                    _ => body,
+                };
+                ch.seal(&body)
+            }
+            None => self
+                .udp
+                .token
+                .clone()
+                .map(|t| ClientDatagram::new(t, req).to_string().into_bytes()),
+        };
+        if let Some(b) = bytes {
+            self.out.push_back(Output::Datagram(b));
+        }
     }
 
     fn close_link(&mut self, id: LinkId) {
@@ -697,8 +728,13 @@ impl Engine {
                 }
                 self.me = Some(user.clone());
                 if self.udp.token.as_deref() != Some(token.as_str()) {
+                    let sealed = self
+                        .udp_secret
+                        .as_ref()
+                        .map(|s| Channel::new(s, Role::Client));
                     self.udp = Udp {
                         token: Some(token),
+                        sealed,
                         ..Udp::default()
                     };
                     self.udp_tick(now);
@@ -859,6 +895,8 @@ impl Engine {
             self.on_hello(now, id, user, token);
         }
         self.udp = Udp::default();
+        // A new connection brings its own secret (or none).
+        self.udp_secret = None;
         if self.quit_deadline.is_some() {
             return;
         }
@@ -879,12 +917,12 @@ impl Engine {
     // ---- UDP ----------------------------------------------------------------
 
     fn udp_tick(&mut self, now: Now) {
-        let Some(token) = self.udp.token.clone() else {
+        if self.udp.token.is_none() {
             self.udp.due = None;
             return;
-        };
+        }
         if self.udp.registered {
-            self.datagram(ClientDatagram::Ping { token });
+            self.send_udp(UdpRequest::Ping);
             self.udp.due = Some(now.mono + PING_EVERY);
             return;
         }
@@ -899,7 +937,7 @@ impl Engine {
         }
         self.udp.tries += 1;
         let cookie = self.udp.cookie;
-        self.datagram(ClientDatagram::Register { token, cookie });
+        self.send_udp(UdpRequest::Register { cookie });
         self.udp.due = Some(now.mono + REGISTER_RETRY);
     }
 
@@ -908,13 +946,25 @@ impl Engine {
             log::debug!("ignored a datagram from {from}: not the server");
             return;
         }
-        match ServerDatagram::parse(bytes) {
+        let d = match self.udp.sealed.as_mut() {
+            // A TLS session takes only sealed datagrams: anything else, or a
+            // forged or replayed one, is dropped.
+            Some(ch) => match ch.open(bytes) {
+                Ok(body) => ServerDatagram::parse(sealed::unpad(&body)),
+                Err(e) => {
+                    log::debug!("dropped a sealed datagram from the server: {e:?}");
+                    return;
+                }
+            },
+            None => ServerDatagram::parse(bytes),
+        };
+        match d {
             Some(ServerDatagram::Challenge { cookie }) => {
                 // Prove we receive here: repeat REGISTER with the cookie, now.
-                if let (false, Some(token)) = (self.udp.registered, self.udp.token.clone()) {
+                if !self.udp.registered && self.udp.token.is_some() {
                     self.udp.cookie = Some(cookie);
                     let cookie = Some(cookie);
-                    self.datagram(ClientDatagram::Register { token, cookie });
+                    self.send_udp(UdpRequest::Register { cookie });
                 }
             }
             Some(ServerDatagram::Registered) => {
@@ -932,9 +982,7 @@ impl Engine {
                 text,
             }) => {
                 // Acknowledge every copy: our earlier ACK may have been lost.
-                if let Some(token) = self.udp.token.clone() {
-                    self.datagram(ClientDatagram::Ack { token, id });
-                }
+                self.send_udp(UdpRequest::Ack { id });
                 self.on_broadcast(id, &from, unix, &text);
             }
             None => log::debug!("ignored a malformed datagram from the server"),

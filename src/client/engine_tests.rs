@@ -182,10 +182,19 @@ fn to_server(out: &[Output]) -> Vec<String> {
 }
 
 fn datagrams(out: &[Output]) -> Vec<String> {
-    texts(out, |o| match o {
-        Output::Datagram(s) => Some(s),
-        _ => None,
-    })
+    raw_datagrams(out)
+        .iter()
+        .map(|d| String::from_utf8(d.clone()).expect("a plaintext datagram"))
+        .collect()
+}
+
+fn raw_datagrams(out: &[Output]) -> Vec<Vec<u8>> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Datagram(d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn exits(out: &[Output]) -> Option<i32> {
@@ -815,4 +824,108 @@ fn losing_the_server_keeps_links_running() {
 fn losing_the_server_with_nothing_else_exits() {
     let mut t = T::logged_in("bob");
     assert_eq!(exits(&t.input(Input::ServerClosed)), Some(1));
+}
+
+// ---- sealed datagrams (a TLS session) --------------------------------------------
+
+mod sealed_udp {
+    use super::*;
+    use crate::proto::sealed::{self, Channel, Role, UdpSecret, MARKER, MIN_REGISTER};
+
+    const SECRET: [u8; 32] = [9; 32];
+
+    /// Logged in over "TLS" (the secret given as the driver would), and the
+    /// server's end of the sealed channel.
+    fn tls_login(user: &str) -> (T, Channel, Vec<Output>) {
+        let mut t = T::new();
+        t.input(Input::UdpSecret(UdpSecret::from_bytes(SECRET)));
+        let out = t.login(user);
+        let server = Channel::new(&UdpSecret::from_bytes(SECRET), Role::Server);
+        (t, server, out)
+    }
+
+    /// Opens every datagram in `out` as the server would.
+    fn opened(server: &mut Channel, out: &[Output]) -> Vec<String> {
+        raw_datagrams(out)
+            .iter()
+            .map(|d| {
+                assert_eq!(d[0], MARKER, "not sealed: {d:?}");
+                let body = server.open(d).expect("opens with the session's key");
+                String::from_utf8(sealed::unpad(&body).to_vec()).unwrap()
+            })
+            .collect()
+    }
+
+    fn sealed_udp(t: &mut T, server: &mut Channel, text: &str) -> Vec<Output> {
+        let d = server.seal(text.as_bytes()).unwrap();
+        t.input(Input::Datagram {
+            from: server_addr(),
+            bytes: d,
+        })
+    }
+
+    #[test]
+    fn a_tls_session_registers_acks_and_pings_sealed_without_its_token() {
+        let (mut t, mut server, out) = tls_login("alice");
+        let regs = raw_datagrams(&out);
+        assert_eq!(regs.len(), 1);
+        assert!(regs[0].len() >= MIN_REGISTER, "padded: {}", regs[0].len());
+        assert_eq!(opened(&mut server, &out), vec!["REGISTER"]);
+        let cookie = "0123456789abcdef01234567";
+        let out = sealed_udp(&mut t, &mut server, &format!("CHALLENGE {cookie}"));
+        assert_eq!(
+            opened(&mut server, &out),
+            vec![format!("REGISTER {cookie}")]
+        );
+        assert!(sealed_udp(&mut t, &mut server, "OK REGISTER").is_empty());
+        let out = sealed_udp(&mut t, &mut server, "BCAST 7 bob 1700000000 secret plans");
+        assert_eq!(opened(&mut server, &out), vec!["ACK 7"]);
+        assert_eq!(
+            printed(&out),
+            vec!["[22:13:20] [broadcast] <bob> secret plans"]
+        );
+        let all: Vec<Output> = [out, t.advance(PING_EVERY)].concat();
+        for d in raw_datagrams(&all) {
+            let hex = TOKEN.as_bytes();
+            assert!(!d.windows(hex.len()).any(|w| w.eq_ignore_ascii_case(hex)));
+            let bin = hex::decode(TOKEN).unwrap();
+            assert!(!d.windows(bin.len()).any(|w| w == bin.as_slice()));
+        }
+        assert_eq!(opened(&mut server, &t.advance(PING_EVERY)), vec!["PING"]);
+    }
+
+    #[test]
+    fn plaintext_forged_and_replayed_datagrams_are_dropped() {
+        let (mut t, mut server, _) = tls_login("alice");
+        sealed_udp(&mut t, &mut server, "OK REGISTER");
+        // In clear, from the server's address: ignored (a spoofer's BCAST).
+        let out = t.udp("BCAST 1 mallory 1700000000 in clear");
+        assert!(out.is_empty(), "{out:?}");
+        // Sealed under another key, with the right session id.
+        let mut other = Channel::new(&UdpSecret::from_bytes([8; 32]), Role::Server);
+        let mut forged = other.seal(b"BCAST 2 mallory 1700000000 forged").unwrap();
+        forged[1..9].copy_from_slice(&server.id().0);
+        let out = t.input(Input::Datagram {
+            from: server_addr(),
+            bytes: forged,
+        });
+        assert!(out.is_empty(), "{out:?}");
+        // A real one, altered in one byte.
+        let real = server.seal(b"BCAST 3 bob 1700000000 real").unwrap();
+        let mut tampered = real.clone();
+        tampered[20] ^= 1;
+        let out = t.input(Input::Datagram {
+            from: server_addr(),
+            bytes: tampered,
+        });
+        assert!(out.is_empty(), "{out:?}");
+        // The real one is shown and ACKed once; its replay is dropped whole.
+        let d = Input::Datagram {
+            from: server_addr(),
+            bytes: real,
+        };
+        let out = t.input(d.clone());
+        assert_eq!(opened(&mut server, &out), vec!["ACK 3"]);
+        assert!(t.input(d).is_empty());
+    }
 }

@@ -126,6 +126,15 @@ impl ClientDatagram {
         }
     }
 
+    /// The plaintext datagram of `req` for the session `token`.
+    pub fn new(token: String, req: UdpRequest) -> ClientDatagram {
+        match req {
+            UdpRequest::Register { cookie } => ClientDatagram::Register { token, cookie },
+            UdpRequest::Ack { id } => ClientDatagram::Ack { token, id },
+            UdpRequest::Ping => ClientDatagram::Ping { token },
+        }
+    }
+
     /// The request without its token.
     pub fn request(&self) -> UdpRequest {
         match self {

@@ -9,6 +9,7 @@ pub mod framing;
 pub mod link;
 pub mod link_noise;
 pub mod names;
+pub mod sealed;
 pub mod server_line;
 
 pub use command::Command;

@@ -1,6 +1,9 @@
 //! Broadcast delivery and the UDP side: `REGISTER`/`ACK`/`PING` datagrams,
 //! fan-out in bounded batches, retransmits with backoff, and the TCP fallback.
 //!
+//! A session that logged in over TLS seals every datagram both ways
+//! (`proto/sealed.rs`); the token never travels on UDP for it.
+//!
 //! Return routability: the server sends to an address only after it proved,
 //! with a `CHALLENGE` cookie (`cookie.rs`), that it receives there; before
 //! that, the one answer is a `CHALLENGE` no longer than the request.
@@ -14,8 +17,9 @@ use std::time::Instant;
 
 use super::accounts::UserIdx;
 use super::broadcast::{after_send, BroadcastRecord, DeliveryRow, NextStep};
-use super::engine::{Engine, Output, Timer};
+use super::engine::{ConnId, Engine, Output, Timer};
 use crate::proto::names::Token128;
+use crate::proto::sealed::{self, Channel, OpenError, Role, SessionId, UdpSecret};
 use crate::proto::{ClientDatagram, Event, OkReply, ServerDatagram, ServerLine, UdpRequest};
 
 /// Most unacknowledged broadcast datagrams per recipient. Without a window a
@@ -76,7 +80,13 @@ impl Engine {
     /// session's endpoint only once it has proved it receives there (the
     /// `CHALLENGE` cookie); until then it gets nothing but a `CHALLENGE` no
     /// longer than its request, so a forged source is never amplified.
+    ///
+    /// A session that logged in over TLS speaks only sealed datagrams (its
+    /// token is refused in clear); one that did not, only plaintext ones.
     pub fn on_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if let Some(sid) = sealed::session_id(bytes) {
+            return self.on_sealed(now, from, sid, bytes);
+        }
         let Some(d) = ClientDatagram::parse(bytes) else {
             return self.drop_datagram(from, "malformed");
         };
@@ -84,7 +94,78 @@ impl Engine {
         let Some(&user) = token.and_then(|t| self.by_token.get(&t)) else {
             return self.drop_datagram(from, "unknown token");
         };
+        if self.sessions.get(&user).is_some_and(|s| s.sealed.is_some()) {
+            return self.drop_datagram(from, "plaintext datagram for a sealed session");
+        }
         self.udp_request(now, from, user, d.request(), bytes.len());
+    }
+
+    /// The transport under `conn` is TLS and gave this secret (its exporter
+    /// output for [`sealed::EXPORTER_LABEL`]). The session that logs in on
+    /// `conn` then seals every datagram both ways. It must arrive before
+    /// `LOGIN`: a session already running keeps its plaintext datagrams.
+    pub fn on_transport_secret(&mut self, conn: ConnId, secret: UdpSecret) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.user.is_some() {
+                log::warn!("conn {conn}: transport secret after login ignored");
+                return;
+            }
+            c.udp_secret = Some(Box::new(secret));
+        }
+    }
+
+    /// At login on a TLS connection: the session's keys, filed by session id.
+    pub(super) fn seal_session(&mut self, conn: ConnId, user: UserIdx) {
+        let Some(secret) = self.conns.get(&conn).and_then(|c| c.udp_secret.as_deref()) else {
+            return;
+        };
+        let ch = Channel::new(secret, Role::Server);
+        let sid = ch.id();
+        let taken = self
+            .by_sid
+            .get(&sid)
+            .is_some_and(|&other| other != user && self.sessions.contains_key(&other));
+        if taken {
+            // 64-bit ids from independent secrets: practically never. The
+            // session stays sealed (never plaintext); its datagrams find no
+            // session, so its broadcasts arrive on TCP.
+            log::warn!(
+                "sealed session id collision; {} gets broadcasts on TCP",
+                self.accounts.name(user)
+            );
+        } else {
+            self.by_sid.insert(sid, user);
+        }
+        if let Some(s) = self.sessions.get_mut(&user) {
+            s.sealed = Some(Box::new(ch));
+        }
+    }
+
+    /// A sealed datagram: find the session by id, authenticate, decrypt,
+    /// refuse replays, then handle it like its plaintext twin.
+    fn on_sealed(&mut self, now: Instant, from: SocketAddr, sid: SessionId, bytes: &[u8]) {
+        let Some(&user) = self.by_sid.get(&sid) else {
+            return self.drop_datagram(from, "unknown sealed session");
+        };
+        let Some(ch) = self.sessions.get_mut(&user).and_then(|s| s.sealed.as_mut()) else {
+            return self.drop_datagram(from, "unknown sealed session");
+        };
+        let body = match ch.open(bytes) {
+            Ok(body) => body,
+            Err(OpenError::Forged) => {
+                self.stats.sealed_forged += 1;
+                return self.drop_datagram(from, "sealed datagram failed authentication");
+            }
+            Err(OpenError::Replayed) => {
+                self.stats.sealed_replayed += 1;
+                return self.drop_datagram(from, "sealed datagram replayed");
+            }
+            Err(OpenError::Malformed) => return self.drop_datagram(from, "malformed sealed"),
+        };
+        let Some(req) = UdpRequest::parse(sealed::unpad(&body)) else {
+            return self.drop_datagram(from, "malformed sealed body");
+        };
+        self.udp_request(now, from, user, req, bytes.len());
     }
 
     /// A request of `user`'s session, authenticated by its token, from `from`;
@@ -107,12 +188,15 @@ impl Engine {
                     || cookie.is_some_and(|c| self.cookies.check(bucket, from, subject, &c));
                 if !proven {
                     let cookie = self.cookies.make(bucket, from, subject);
-                    let answer = ServerDatagram::Challenge { cookie }.to_string();
+                    let text = ServerDatagram::Challenge { cookie }.to_string();
+                    let Some(answer) = self.encode_for(user, text.as_bytes()) else {
+                        return;
+                    };
                     // Only a request at least as long as the answer gets one.
                     if answer.len() > request_len {
                         return self.drop_datagram(from, "REGISTER shorter than its CHALLENGE");
                     }
-                    return self.send_bytes(from, answer.into_bytes().into());
+                    return self.send_bytes(from, answer);
                 }
                 let s = self
                     .sessions
@@ -124,13 +208,13 @@ impl Engine {
                     "udp endpoint {from} registered for {}",
                     self.accounts.name(user)
                 );
-                self.datagram(from, ServerDatagram::Registered);
+                self.datagram(user, from, ServerDatagram::Registered);
                 if was_waiting {
                     self.deliver_pending(now, user);
                 }
             }
             _ if !validated => self.drop_datagram(from, "unregistered address"),
-            UdpRequest::Ping => self.datagram(from, ServerDatagram::Pong),
+            UdpRequest::Ping => self.datagram(user, from, ServerDatagram::Pong),
             UdpRequest::Ack { id } => {
                 if self.book.is_recipient(id, user) {
                     self.delivered(user, id);
@@ -145,8 +229,19 @@ impl Engine {
         log::debug!("dropped datagram from {from}: {why}");
     }
 
-    fn datagram(&mut self, to: SocketAddr, d: ServerDatagram) {
-        self.send_bytes(to, d.to_string().into_bytes().into());
+    fn datagram(&mut self, user: UserIdx, to: SocketAddr, d: ServerDatagram) {
+        if let Some(bytes) = self.encode_for(user, d.to_string().as_bytes()) {
+            self.send_bytes(to, bytes);
+        }
+    }
+
+    /// A datagram's bytes for `user`'s session: sealed if it is a TLS session,
+    /// else as they are. `None` only if the session's counter ran out.
+    fn encode_for(&mut self, user: UserIdx, text: &[u8]) -> Option<Rc<[u8]>> {
+        match self.sessions.get_mut(&user).and_then(|s| s.sealed.as_mut()) {
+            Some(ch) => ch.seal(text).map(Into::into),
+            None => Some(text.into()),
+        }
     }
 
     /// The one place a datagram is counted and handed to the driver.
@@ -250,7 +345,7 @@ impl Engine {
             Some(addr) => {
                 s.inflight.set_sent(id, 1);
                 let serial = s.serial;
-                self.send_bcast(addr, id);
+                self.send_bcast(user, addr, id);
                 self.timers.arm(
                     now + after_send(1).wait(),
                     Timer::Retransmit(user, serial, id),
@@ -260,7 +355,9 @@ impl Engine {
         }
     }
 
-    fn send_bcast(&mut self, to: SocketAddr, id: u64) {
+    /// The plaintext encoding is shared across a fan-out; a sealed session
+    /// gets its own sealed copy of it.
+    fn send_bcast(&mut self, user: UserIdx, to: SocketAddr, id: u64) {
         let bytes = match &self.bcast_wire {
             Some((cached, bytes)) if *cached == id => Rc::clone(bytes),
             _ => {
@@ -275,6 +372,14 @@ impl Engine {
                 self.bcast_wire = Some((id, Rc::clone(&bytes)));
                 bytes
             }
+        };
+        let sealed = self.sessions.get_mut(&user).and_then(|s| s.sealed.as_mut());
+        let bytes = match sealed {
+            Some(ch) => match ch.seal(&bytes) {
+                Some(b) => b.into(),
+                None => return,
+            },
+            None => bytes,
         };
         self.send_bytes(to, bytes);
     }
@@ -316,7 +421,7 @@ impl Engine {
             NextStep::Resend(_) => {
                 s.inflight.set_sent(id, sent + 1);
                 let addr = s.udp.expect("in flight implies a UDP endpoint");
-                self.send_bcast(addr, id);
+                self.send_bcast(user, addr, id);
                 self.timers.arm(
                     now + after_send(sent + 1).wait(),
                     Timer::Retransmit(user, serial, id),

@@ -25,6 +25,7 @@ use super::kdf::{self, PasswordHash, Pbkdf2};
 use super::records::BroadcastFile;
 use super::store::Snapshot;
 use crate::proto::names::Token128;
+use crate::proto::sealed::{Channel, SessionId, UdpSecret};
 use crate::proto::{CancelReason, CloseReason, ErrorCode, Event, Frame, ServerLine};
 
 /// The driver's slab key for a TCP connection.
@@ -104,6 +105,10 @@ pub enum Output {
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub dropped_datagrams: u64,
+    /// Of those dropped: sealed datagrams whose tag did not verify.
+    pub sealed_forged: u64,
+    /// Of those dropped: authentic sealed datagrams seen before (or too old).
+    pub sealed_replayed: u64,
     pub datagrams_sent: u64,
     pub tcp_fallbacks: u64,
 }
@@ -119,6 +124,8 @@ pub(super) struct Conn {
     /// The peer sent FIN but may still be reading (`printf … | nc -N`): close
     /// once everything it sent has been answered.
     pub input_ended: bool,
+    /// The connection is TLS: the secret its session's datagrams are sealed with.
+    pub udp_secret: Option<Box<UdpSecret>>,
 }
 
 #[derive(Debug)]
@@ -167,6 +174,8 @@ pub(super) struct Session {
     /// A short vector, not a map: it holds at most the broadcasts of the last
     /// retransmit window, is usually empty, and then owns no memory at all.
     pub inflight: Inflight,
+    /// A TLS session's datagram keys: every datagram both ways is sealed.
+    pub sealed: Option<Box<Channel>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -193,6 +202,8 @@ pub struct Engine {
     pub(super) conns: DenseMap<ConnId, Conn>,
     pub(super) sessions: DenseMap<UserIdx, Session>,
     pub(super) by_token: HashMap<Token128, UserIdx>,
+    /// Sealed sessions by the id their datagrams carry.
+    pub(super) by_sid: HashMap<SessionId, UserIdx>,
     pub(super) list_order: BTreeMap<u64, UserIdx>,
     /// Pending introductions, (from, to) → serial.
     pub(super) requests: HashMap<(UserIdx, UserIdx), u64>,
@@ -247,6 +258,7 @@ impl Engine {
             conns: DenseMap::default(),
             sessions: DenseMap::default(),
             by_token: HashMap::new(),
+            by_sid: HashMap::new(),
             list_order: BTreeMap::new(),
             requests: HashMap::new(),
             pending_signups: HashSet::new(),
@@ -329,6 +341,7 @@ impl Engine {
                 backlog: VecDeque::new(),
                 last_input: now,
                 input_ended: false,
+                udp_secret: None,
             },
         );
         self.timers
@@ -607,9 +620,11 @@ impl Engine {
                 reauth_at: now + self.cfg.session_ttl,
                 awaiting_register: true,
                 inflight: Inflight::default(),
+                sealed: None,
             },
         );
         self.by_token.insert(token, user);
+        self.seal_session(conn, user);
         self.list_order.insert(list_key, user);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.user = Some(user);
@@ -650,6 +665,11 @@ impl Engine {
         }
         let s = self.sessions.remove(&user).expect("checked above");
         self.by_token.remove(&s.token);
+        if let Some(ch) = &s.sealed {
+            if self.by_sid.get(&ch.id()) == Some(&user) {
+                self.by_sid.remove(&ch.id());
+            }
+        }
         self.list_order.remove(&s.list_key);
         log::info!("offline {}", self.accounts.name(user));
         let _ = now;

@@ -22,7 +22,7 @@ struct Sim {
     now: Instant,
     lines: HashMap<ConnId, VecDeque<String>>,
     closed: HashMap<ConnId, bool>,
-    datagrams: Vec<(SocketAddr, String)>,
+    datagrams: Vec<(SocketAddr, Vec<u8>)>,
     stored_users: Vec<UserRow>,
     stored_broadcasts: Vec<BroadcastRecord>,
     stored_deliveries: Vec<DeliveryRow>,
@@ -112,9 +112,7 @@ impl Sim {
                         self.closed.insert(conn, true);
                     }
                     Output::Resume { .. } => {}
-                    Output::Datagram { to, bytes } => self
-                        .datagrams
-                        .push((to, String::from_utf8(bytes.to_vec()).unwrap())),
+                    Output::Datagram { to, bytes } => self.datagrams.push((to, bytes.to_vec())),
                     Output::StoreUser { conn, row } => {
                         self.stored_users.push(row.clone());
                         self.engine.user_stored(self.now, conn, row, true);
@@ -197,8 +195,21 @@ impl Sim {
         }
     }
 
+    /// The plaintext datagrams sent since the last call.
     fn take_datagrams(&mut self) -> Vec<(SocketAddr, String)> {
+        self.take_raw()
+            .into_iter()
+            .map(|(to, d)| (to, String::from_utf8(d).expect("a plaintext datagram")))
+            .collect()
+    }
+
+    fn take_raw(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         std::mem::take(&mut self.datagrams)
+    }
+
+    fn datagram_bytes(&mut self, from: SocketAddr, bytes: &[u8]) {
+        self.engine.on_datagram(self.now, from, bytes);
+        self.settle();
     }
 
     fn silent(&mut self, conn: ConnId) {
@@ -778,4 +789,236 @@ fn one_expiry_timer_however_many_broadcasts() {
     sim.advance(Duration::from_secs(10));
     assert_eq!(sim.engine.live_broadcasts(), 0);
     assert_eq!(sim.engine.expiry_timers(), 0);
+}
+
+// ---- sealed datagrams: a session that logged in over TLS ------------------------------
+
+mod sealed_udp {
+    use super::*;
+    use crate::proto::sealed::{self, Channel, Role, UdpSecret, MIN_REGISTER};
+
+    /// What the client holds: its end of the channel and where it receives.
+    struct Peer {
+        ch: Channel,
+        addr: SocketAddr,
+    }
+
+    impl Peer {
+        fn seal(&mut self, text: &str) -> Vec<u8> {
+            self.ch.seal(text.as_bytes()).unwrap()
+        }
+
+        fn register_bytes(&mut self, cookie: Option<&str>) -> Vec<u8> {
+            let text = match cookie {
+                Some(c) => format!("REGISTER {c}"),
+                None => "REGISTER".to_owned(),
+            };
+            self.ch
+                .seal(&sealed::padded(text.as_bytes(), MIN_REGISTER))
+                .unwrap()
+        }
+
+        /// Opens what the server sent to this peer's address.
+        fn open_all(&mut self, got: &[(SocketAddr, Vec<u8>)]) -> Vec<String> {
+            got.iter()
+                .filter(|(to, _)| *to == self.addr)
+                .map(|(_, d)| {
+                    let body = self.ch.open(d).expect("sealed with the session's key");
+                    String::from_utf8(sealed::unpad(&body).to_vec()).unwrap()
+                })
+                .collect()
+        }
+    }
+
+    fn secret(b: u8) -> UdpSecret {
+        UdpSecret::from_bytes([b; 32])
+    }
+
+    impl Sim {
+        /// Like `login_new`, over a TLS connection whose exporter gave `secret`.
+        fn login_tls(&mut self, user: &str, secret: &UdpSecret) -> (ConnId, String) {
+            let c = self.connect();
+            self.engine.on_transport_secret(c, secret.clone());
+            self.send(c, &format!("SIGNUP {user} pw pw"));
+            assert_eq!(self.expect_line(c), format!("OK SIGNUP {user}"));
+            self.send(c, &format!("LOGIN {user} pw"));
+            let ok = self.expect_line(c);
+            let token = ok.strip_prefix(&format!("OK LOGIN {user} ")).unwrap();
+            (c, token.to_owned())
+        }
+
+        /// Sealed REGISTER, CHALLENGE, REGISTER with the cookie, OK REGISTER.
+        fn register_sealed(&mut self, p: &mut Peer) -> Vec<String> {
+            let d = p.register_bytes(None);
+            self.datagram_bytes(p.addr, &d);
+            let got = self.take_raw();
+            let opened = p.open_all(&got);
+            assert_eq!(opened.len(), 1, "{opened:?}");
+            let cookie = opened[0].strip_prefix("CHALLENGE ").unwrap().to_owned();
+            assert!(got[0].1.len() <= d.len(), "CHALLENGE longer than REGISTER");
+            let d = p.register_bytes(Some(&cookie));
+            self.datagram_bytes(p.addr, &d);
+            let got = self.take_raw();
+            p.open_all(&got)
+        }
+    }
+
+    /// alice in plaintext; bob over TLS with a registered sealed endpoint.
+    fn alice_and_sealed_bob() -> (Sim, ConnId, String, Peer) {
+        let mut sim = Sim::new(cfg());
+        let (a, _) = sim.login_new("alice");
+        let (_b, tb) = sim.login_tls("bob", &secret(1));
+        let mut bob = Peer {
+            ch: Channel::new(&secret(1), Role::Client),
+            addr: udp(5000),
+        };
+        assert_eq!(sim.register_sealed(&mut bob), vec!["OK REGISTER"]);
+        (sim, a, tb, bob)
+    }
+
+    #[test]
+    fn a_tls_session_gets_sealed_broadcasts_and_its_sealed_acks_count() {
+        let (mut sim, a, tb, mut bob) = alice_and_sealed_bob();
+        sim.send(a, "BROADCAST for your eyes only");
+        assert!(sim.expect_line(a).starts_with("OK BROADCAST 1 reached=1"));
+        let got = sim.take_raw();
+        let texts = bob.open_all(&got);
+        assert_eq!(texts.len(), 1);
+        assert!(
+            texts[0].starts_with("BCAST 1 alice ") && texts[0].ends_with(" for your eyes only")
+        );
+        for (_, d) in &got {
+            assert!(!d.windows(4).any(|w| w == b"eyes"), "text in clear");
+            assert!(!d.windows(32).any(|w| w == tb.as_bytes()), "token in clear");
+        }
+        let ack = bob.seal("ACK 1");
+        sim.datagram_bytes(bob.addr, &ack);
+        assert_eq!(sim.stored_deliveries.len(), 1);
+        sim.advance(Duration::from_secs(20));
+        assert!(
+            sim.take_raw().is_empty(),
+            "no retransmit after the sealed ACK"
+        );
+        let ping = bob.seal("PING");
+        sim.datagram_bytes(bob.addr, &ping);
+        assert_eq!(bob.open_all(&sim.take_raw()), vec!["PONG"]);
+    }
+
+    #[test]
+    fn the_token_in_clear_is_refused_for_a_tls_session() {
+        let (mut sim, a, tb, mut bob) = alice_and_sealed_bob();
+        sim.send(a, "BROADCAST x");
+        sim.expect_line(a);
+        sim.take_raw();
+        for text in [
+            format!("REGISTER {tb}"),
+            format!("PING {tb}"),
+            format!("ACK {tb} 1"),
+        ] {
+            sim.datagram(bob.addr, &text);
+            sim.datagram(udp(6000), &text);
+        }
+        let got = sim.take_raw();
+        assert!(got.is_empty(), "{got:?}");
+        assert!(sim.stored_deliveries.is_empty());
+        // The sealed path still works.
+        let ack = bob.seal("ACK 1");
+        sim.datagram_bytes(bob.addr, &ack);
+        assert_eq!(sim.stored_deliveries.len(), 1);
+    }
+
+    #[test]
+    fn forged_tampered_replayed_and_spoofed_sealed_datagrams_are_dropped() {
+        let (mut sim, a, _tb, mut bob) = alice_and_sealed_bob();
+        sim.send(a, "BROADCAST x");
+        sim.expect_line(a);
+        sim.take_raw();
+        let dropped = sim.engine.stats.dropped_datagrams;
+        // Wrong key, right session id.
+        let mut mallory = Channel::new(&secret(2), Role::Client);
+        for _ in 0..10 {
+            mallory.seal(b"a counter bob has not used yet").unwrap();
+        }
+        let mut forged = mallory.seal(b"ACK 1").unwrap();
+        forged[1..9].copy_from_slice(&bob.ch.id().0);
+        sim.datagram_bytes(bob.addr, &forged);
+        // One byte changed, at every position.
+        let real = bob.seal("ACK 1");
+        for i in 0..real.len() {
+            let mut t = real.clone();
+            t[i] ^= 0x20;
+            sim.datagram_bytes(bob.addr, &t);
+        }
+        // Authentic, from another address: a sealed ACK proves nothing there.
+        sim.datagram_bytes(udp(6666), &real);
+        assert!(sim.take_raw().is_empty());
+        assert!(
+            sim.stored_deliveries.is_empty(),
+            "nothing counted as delivered"
+        );
+        // Refused as forgeries: mallory's, and each change to the counter,
+        // the ciphertext or the tag (a changed marker or session id finds no
+        // session, which drops it too).
+        let counter_and_after = real.len() - 9;
+        assert_eq!(sim.engine.stats.sealed_forged, 1 + counter_and_after as u64);
+        // That one is now spent: from bob's own address it is a replay.
+        sim.datagram_bytes(bob.addr, &real);
+        assert!(sim.stored_deliveries.is_empty());
+        assert_eq!(sim.engine.stats.sealed_replayed, 1);
+        assert!(sim.engine.stats.dropped_datagrams >= dropped + real.len() as u64 + 3);
+        // The broadcast is still in flight, and a fresh ACK counts.
+        let got = sim.take_raw();
+        assert!(got.is_empty());
+        sim.advance(Duration::from_millis(600));
+        let texts = bob.open_all(&sim.take_raw());
+        assert!(texts[0].starts_with("BCAST 1 "), "retransmitted: {texts:?}");
+        let ack = bob.seal("ACK 1");
+        sim.datagram_bytes(bob.addr, &ack);
+        assert_eq!(sim.stored_deliveries.len(), 1);
+    }
+
+    #[test]
+    fn an_unproven_source_gets_no_more_sealed_bytes_than_it_sent() {
+        let mut sim = Sim::new(cfg());
+        let (a, _) = sim.login_new("alice");
+        sim.send(a, "BROADCAST dummy");
+        sim.expect_line(a);
+        let (_b, _) = sim.login_tls("bob", &secret(1));
+        for i in 0..20 {
+            sim.send(a, &format!("BROADCAST pending {i} {}", "x".repeat(800)));
+            sim.expect_line(a);
+        }
+        let victim = udp(7777);
+        let mut bob = Peer {
+            ch: Channel::new(&secret(1), Role::Client),
+            addr: victim,
+        };
+        let mut kinds: Vec<Vec<u8>> = vec![
+            bob.register_bytes(None),
+            bob.seal("REGISTER"),
+            bob.register_bytes(Some("0123456789abcdef01234567")),
+            bob.seal("PING"),
+            bob.seal("ACK 1"),
+            bob.seal("ACK 2"),
+            bob.seal("garbage"),
+            vec![sealed::MARKER; 40],
+            vec![sealed::MARKER],
+            bob.seal(""),
+        ];
+        let replay = kinds[0].clone();
+        kinds.push(replay);
+        let reg = bob.register_bytes(None);
+        kinds.extend((1..reg.len()).map(|n| reg[..n].to_vec()));
+        for d in kinds {
+            sim.datagram_bytes(victim, &d);
+            sim.advance(Duration::from_secs(1));
+            let back: usize = sim
+                .take_raw()
+                .iter()
+                .filter(|(to, _)| *to == victim)
+                .map(|(_, b)| b.len())
+                .sum();
+            assert!(back <= d.len(), "{} bytes in, {back} back", d.len());
+        }
+    }
 }
