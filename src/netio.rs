@@ -290,3 +290,41 @@ mod tests {
         assert_eq!(n, READ_BUDGET / 4);
     }
 }
+
+/// An address as peerline shows and compares it: an IPv4 peer of a
+/// dual-stack socket arrives as `::ffff:a.b.c.d` and is `a.b.c.d` everywhere
+/// after this (LIST, EVENT REQUEST, `CONNECT <ip>`, logs).
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// The form a socket of family `local` can send to: a canonical IPv4 address
+/// becomes IPv4-mapped again for an IPv6 (dual-stack) socket.
+pub fn for_socket(addr: SocketAddr, local: SocketAddr) -> SocketAddr {
+    match (local, addr) {
+        (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
+            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+        }
+        _ => addr,
+    }
+}
+
+#[cfg(test)]
+mod addr_tests {
+    use super::*;
+
+    #[test]
+    fn mapped_addresses_round_trip_through_canonical_form() {
+        let mapped: SocketAddr = "[::ffff:203.0.113.5]:4400".parse().unwrap();
+        let v4: SocketAddr = "203.0.113.5:4400".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:4400".parse().unwrap();
+        let dual: SocketAddr = "[::]:4400".parse().unwrap();
+        let only4: SocketAddr = "0.0.0.0:4400".parse().unwrap();
+        assert_eq!(canonical(mapped), v4);
+        assert_eq!(canonical(v4), v4);
+        assert_eq!(canonical(v6), v6);
+        assert_eq!(for_socket(v4, dual), mapped);
+        assert_eq!(for_socket(v4, only4), v4);
+        assert_eq!(for_socket(v6, dual), v6);
+    }
+}

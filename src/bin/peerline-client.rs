@@ -1,7 +1,7 @@
 //! `peerline-client [HOST] [PORT]`: flags in, validated options out, exit
 //! codes here. Everything else is in `peerline::client`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -26,9 +26,10 @@ struct Args {
     /// File whose first line is the password for --user.
     #[arg(long, requires = "user")]
     password_file: Option<PathBuf>,
-    /// Address the listener for direct peer links binds to.
-    #[arg(long, default_value = "0.0.0.0")]
-    listen_addr: IpAddr,
+    /// Address the listener for direct peer links binds to [default: the
+    /// wildcard address of the family that reaches the server, 0.0.0.0 or ::]
+    #[arg(long)]
+    listen_addr: Option<IpAddr>,
     /// Port for direct peer links (0 = any free port). Fix it to forward it
     /// through a NAT router; peers behind NAT need a reachable port.
     #[arg(long, default_value_t = 0)]
@@ -84,7 +85,8 @@ fn main() {
     let opts = Options {
         host: args.host,
         port: args.port,
-        listen: SocketAddr::new(args.listen_addr, args.listen_port),
+        listen_addr: args.listen_addr,
+        listen_port: args.listen_port,
         auto_login,
         reauth_prompt: args.reauth_prompt,
     };

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
@@ -49,8 +49,10 @@ const UDP_QUEUE_BYTES: usize = 32 * 1024;
 pub struct Options {
     pub host: String,
     pub port: u16,
-    /// Where the peer listener binds (`--listen-addr`, `--listen-port`).
-    pub listen: SocketAddr,
+    /// Where the peer listener binds (`--listen-addr`, `--listen-port`);
+    /// without an address, the wildcard of the server connection's family.
+    pub listen_addr: Option<IpAddr>,
+    pub listen_port: u16,
     pub auto_login: Option<(String, String)>,
     pub reauth_prompt: bool,
 }
@@ -162,8 +164,29 @@ fn write_stdout(mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// `[::1]` (as in URLs) names the same host as `::1`.
+fn unbracket(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .filter(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+        .unwrap_or(host)
+}
+
+/// The link listener's address: the one asked for, else the wildcard of the
+/// family that reaches the server, so a peer told our address (the one the
+/// server saw) can reach it: an IPv4-only listener cannot be dialled at an
+/// IPv6 address, which is what links over IPv6 used to fail on.
+fn listen_addr(asked: Option<IpAddr>, local: IpAddr, port: u16) -> SocketAddr {
+    let ip = asked.unwrap_or(match local.to_canonical() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    });
+    SocketAddr::new(ip, port)
+}
+
 /// Connects to the first address of `host:port` that answers.
 fn connect_server(host: &str, port: u16) -> io::Result<std::net::TcpStream> {
+    let host = unbracket(host);
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
     for addr in (host, port).to_socket_addrs()? {
         match std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
@@ -218,7 +241,8 @@ pub fn run(opts: Options) -> io::Result<i32> {
     server.registered = Some(Interest::READABLE);
     conns.insert(server);
 
-    let mut listener = TcpListener::bind(opts.listen)?;
+    let mut listener =
+        TcpListener::bind(listen_addr(opts.listen_addr, local_ip, opts.listen_port))?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     // The UDP socket uses the interface that reaches the server.
@@ -665,5 +689,29 @@ impl Driver {
         if self.conns.get(key).is_some_and(|c| c.dead) {
             self.report_end(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod addr_tests {
+    use super::*;
+
+    #[test]
+    fn bracketed_ipv6_hosts_are_unbracketed() {
+        assert_eq!(unbracket("[::1]"), "::1");
+        assert_eq!(unbracket("::1"), "::1");
+        assert_eq!(unbracket("example.org"), "example.org");
+        assert_eq!(unbracket("[example.org]"), "[example.org]");
+    }
+
+    #[test]
+    fn the_link_listener_follows_the_server_connection_family() {
+        let v6: IpAddr = "::1".parse().unwrap();
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(listen_addr(None, v6, 0), "[::]:0".parse().unwrap());
+        assert_eq!(listen_addr(None, v4, 7), "0.0.0.0:7".parse().unwrap());
+        assert_eq!(listen_addr(None, mapped, 0), "0.0.0.0:0".parse().unwrap());
+        assert_eq!(listen_addr(Some(v4), v6, 0), "127.0.0.1:0".parse().unwrap());
     }
 }

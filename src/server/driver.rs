@@ -65,6 +65,8 @@ pub struct Driver {
     udp: UdpSocket,
     udp_queue: UdpQueue,
     udp_read_again: bool,
+    /// The UDP socket's own address: its family decides how peers are addressed.
+    udp_local: SocketAddr,
     signals: SignalPipe,
     conns: Slab<Conn>,
     /// Connections whose output, close state or interest may have changed this
@@ -175,20 +177,6 @@ fn enable_keepalive(stream: &TcpStream) {
     }
 }
 
-/// Binds TCP and UDP on the same port; with port 0, retries until a port is free for both.
-fn bind(cfg: &Config) -> io::Result<(TcpListener, UdpSocket)> {
-    let mut last_err = None;
-    for _ in 0..if cfg.port == 0 { 32 } else { 1 } {
-        let listener = TcpListener::bind(SocketAddr::new(cfg.bind, cfg.port))?;
-        let port = listener.local_addr()?.port();
-        match UdpSocket::bind(SocketAddr::new(cfg.bind, port)) {
-            Ok(udp) => return Ok((listener, udp)),
-            Err(e) => last_err = Some(e),
-        }
-    }
-    Err(last_err.unwrap_or_else(|| io::Error::other("no port free for both TCP and UDP")))
-}
-
 impl Driver {
     /// Opens the store, binds, registers; prints the `listening` line.
     pub fn start(cfg: Config) -> Result<Driver, String> {
@@ -211,8 +199,8 @@ impl Driver {
             Instant::now(),
             unix_ms_now(),
         );
-        let (mut listener, mut udp) =
-            bind(&cfg).map_err(|e| format!("cannot bind {}:{}: {e}", cfg.bind, cfg.port))?;
+        let (mut listener, mut udp) = super::sockets::bind(cfg.bind, cfg.port, cfg.bind_is_default)
+            .map_err(|e| format!("cannot bind {}: {e}", SocketAddr::new(cfg.bind, cfg.port)))?;
         enlarge_udp_receive_buffer(&udp);
         let poll = Poll::new().map_err(|e| format!("cannot create poll: {e}"))?;
         let mut signals =
@@ -237,6 +225,7 @@ impl Driver {
             udp,
             udp_queue: UdpQueue::with_cap(65_536),
             udp_read_again: false,
+            udp_local: udp_addr,
             signals,
             conns: Slab::new(),
             dirty: Vec::new(),
@@ -329,6 +318,7 @@ impl Driver {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, addr)) => {
+                    let addr = netio::canonical(addr);
                     enable_keepalive(&stream);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
@@ -372,7 +362,9 @@ impl Driver {
         self.udp_read_again = false;
         for _ in 0..UDP_BUDGET {
             match self.udp.recv_from(&mut buf) {
-                Ok((n, from)) => self.engine.on_datagram(now, from, &buf[..n]),
+                Ok((n, from)) => self
+                    .engine
+                    .on_datagram(now, netio::canonical(from), &buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -512,7 +504,10 @@ impl Driver {
                     }
                     self.read_next_turn(conn);
                 }
-                Output::Datagram { to, bytes } => self.udp_queue.send(&self.udp, to, &*bytes),
+                Output::Datagram { to, bytes } => {
+                    let to = netio::for_socket(to, self.udp_local);
+                    self.udp_queue.send(&self.udp, to, &*bytes)
+                }
                 Output::StoreUser { .. }
                 | Output::StoreBroadcast { .. }
                 | Output::StoreDelivery(_)

@@ -54,6 +54,8 @@ pub struct EngineConfig {
     pub register_wait: Duration,
     pub max_clients: usize,
     pub kdf_iterations: u32,
+    /// The start of `EVENT WELCOME` (`--welcome`); the LOGIN/SIGNUP hint follows.
+    pub welcome: String,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +69,7 @@ impl Default for EngineConfig {
             register_wait: Duration::from_secs(3),
             max_clients: 10_000,
             kdf_iterations: kdf::DEFAULT_ITERATIONS,
+            welcome: "peerline".to_owned(),
         }
     }
 }
@@ -346,8 +349,10 @@ impl Engine {
         );
         self.timers
             .arm(now + self.cfg.idle_timeout, Timer::Idle(conn, serial));
-        let text = "peerline: LOGIN <user> <password> or SIGNUP <user> <password> <password-again>"
-            .to_owned();
+        let text = format!(
+            "{}: LOGIN <user> <password> or SIGNUP <user> <password> <password-again>",
+            self.cfg.welcome
+        );
         self.line(conn, Event::Welcome { text });
     }
 
@@ -457,6 +462,14 @@ impl Engine {
         }
         self.run_kdf(now, KDF_TURN_BUDGET);
         self.run_fanout(now, FANOUT_BATCH);
+    }
+
+    /// SIGHUP: new settings apply from now on. Timers already armed keep their
+    /// deadlines; the next one of each kind uses the new value.
+    pub fn set_config(&mut self, cfg: EngineConfig) {
+        // Unknown-user logins must keep costing what a real one costs.
+        self.dummy.iterations = cfg.kdf_iterations;
+        self.cfg = cfg;
     }
 
     /// SIGINT/SIGTERM: tell everyone, close everything.

@@ -134,30 +134,7 @@ pub const SIGKILL: i32 = 9;
 
 /// Runs the server binary with `args` to completion (bounded); returns status, stdout, stderr.
 pub fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String, String) {
-    let mut child = Command::new(SERVER_BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn peerline-server");
-    let status = wait_exit_or_kill(&mut child, WAIT)
-        .unwrap_or_else(|| panic!("peerline-server {args:?} did not exit within {WAIT:?}"));
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status, out, err)
+    run_server(args, &[], None)
 }
 
 pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -194,6 +171,50 @@ pub fn wait_exit_or_kill(child: &mut Child, limit: Duration) -> Option<std::proc
         let _ = child.wait();
     }
     status
+}
+
+/// Runs the server binary to completion (bounded) with `args`, extra
+/// environment and, if given, `stdin` as its input; returns status, stdout,
+/// stderr. `PEERLINE_*` variables of the test's own environment are removed,
+/// so only `env` configures it.
+pub fn run_server(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> (std::process::ExitStatus, String, String) {
+    let mut cmd = Command::new(SERVER_BIN);
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PEERLINE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd.spawn().expect("spawn peerline-server");
+    if let Some(input) = stdin {
+        // Dropped at the end of the statement: the server sees end of input.
+        let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    }
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let (out, err) = (read_all(Box::new(out)), read_all(Box::new(err)));
+    let status = wait_exit_or_kill(&mut child, WAIT)
+        .unwrap_or_else(|| panic!("peerline-server {args:?} did not exit within {WAIT:?}"));
+    (status, out.join().unwrap(), err.join().unwrap())
 }
 
 /// A line-oriented TCP client with bounded waits and a transcript for failures.

@@ -1,5 +1,6 @@
 //! End-to-end tests: real binaries over loopback. One test binary, a module per area.
 
+mod admin;
 mod broadcast;
 mod client;
 mod fixtures;

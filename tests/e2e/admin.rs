@@ -1,0 +1,225 @@
+//! Running it as a service: configuration (flags, environment, file,
+//! `--check`), bad configuration, dual-stack and IPv6 addressing.
+
+use std::net::{SocketAddr, TcpStream};
+
+use crate::harness::{run_server, Client, Line, Server};
+
+/// The effective settings `--check` prints, as `key = value` without the
+/// source comment, and the source comment separately.
+fn check_output(out: &str, key: &str) -> (String, String) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("--check does not show {key}:\n{out}"));
+    let (setting, source) = line.split_once("  # ").expect("a source comment");
+    (setting.to_owned(), source.to_owned())
+}
+
+/// Defect 10 of issue 10: each was accepted and then panicked the server at
+/// the first login, or made it unusable. Now: exit 2, one line, no listening.
+#[test]
+fn out_of_range_settings_exit_2_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().display().to_string();
+    for (flag, value) in [
+        ("--session-ttl", "10000000000000000000"),
+        ("--idle-timeout", "0"),
+        ("--request-ttl", "0"),
+        ("--reauth-grace", "0s"),
+        ("--broadcast-ttl", "400d"),
+        ("--max-clients", "0"),
+    ] {
+        let args = ["--port", "0", "--data-dir", &dir, flag, value];
+        let (status, out, err) = run_server(&args, &[], None);
+        assert_eq!(status.code(), Some(2), "{flag} {value}: {status} {err}");
+        assert!(!out.contains("listening"), "{flag} {value} started: {out}");
+        assert_eq!(err.lines().count(), 1, "{flag} {value}: one line:\n{err}");
+        assert!(err.contains(flag) && err.contains(value), "{err}");
+        // The same value from the environment and from a file is refused alike.
+        let env = format!("PEERLINE_{}", flag[2..].replace('-', "_").to_uppercase());
+        let (status, _, err) = run_server(&args[..4], &[(&env, value)], None);
+        assert_eq!(status.code(), Some(2), "{env}={value}: {err}");
+        let file = tmp.path().join("bad.toml");
+        std::fs::write(&file, format!("{} = \"{value}\"\n", &flag[2..])).unwrap();
+        let f = file.display().to_string();
+        let (status, _, err) = run_server(&["--config", &f, "--check"], &[], None);
+        assert_eq!(status.code(), Some(2), "file {flag}={value}: {err}");
+        assert!(err.contains(&f) && err.lines().count() == 1, "{err}");
+    }
+}
+
+#[test]
+fn flag_beats_environment_beats_file_beats_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("peerline.toml");
+    std::fs::write(
+        &file,
+        "session-ttl = \"2h\"\nreauth-grace = \"3m\"\nidle-timeout = 5\nport = 4500\n",
+    )
+    .unwrap();
+    let data = tmp.path().join("data").display().to_string();
+    let f = file.display().to_string();
+    let (status, out, err) = run_server(
+        &["--check", "--idle-timeout", "7s", "--data-dir", &data],
+        &[
+            ("PEERLINE_CONFIG", &f),
+            ("PEERLINE_SESSION_TTL", "1h"),
+            ("PEERLINE_IDLE_TIMEOUT", "9s"),
+        ],
+        None,
+    );
+    assert!(status.success(), "--check: {status}\n{err}");
+    let want = [
+        ("idle-timeout", "idle-timeout = \"7s\"", "flag"),
+        (
+            "session-ttl",
+            "session-ttl = \"1h\"",
+            "env PEERLINE_SESSION_TTL",
+        ),
+        ("reauth-grace", "reauth-grace = \"3m\"", "file"),
+        ("port", "port = 4500", "file"),
+        ("broadcast-ttl", "broadcast-ttl = \"30m\"", "default"),
+        ("bind", "bind = \"::\"", "default"),
+    ];
+    for (key, setting, source) in want {
+        assert_eq!(
+            check_output(&out, key),
+            (setting.to_owned(), source.to_owned()),
+            "{out}"
+        );
+    }
+    // `--check` never creates anything.
+    assert!(!tmp.path().join("data").exists());
+}
+
+#[test]
+fn check_reports_bad_configuration_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let not_a_dir = tmp.path().join("file");
+    std::fs::write(&not_a_dir, "x").unwrap();
+    let nd = not_a_dir.display().to_string();
+    let typo = tmp.path().join("typo.toml");
+    std::fs::write(&typo, "prot = 4400\n").unwrap();
+    let t = typo.display().to_string();
+    for (args, needle) in [
+        (vec!["--check", "--data-dir", &nd], "not a directory"),
+        (vec!["--check", "--config", &t], "unknown key `prot`"),
+        (
+            vec!["--check", "--config", "/nonexistent.toml"],
+            "/nonexistent.toml",
+        ),
+        (vec!["--check", "--bind", "localhost"], "--bind"),
+    ] {
+        let (status, out, err) = run_server(&args, &[], None);
+        assert_eq!(status.code(), Some(2), "{args:?}: {status} {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(out.is_empty(), "{out}");
+    }
+    // The same file with a good key passes and its settings read back.
+    std::fs::write(&typo, "port = 4401\nwelcome = \"Hello, ops\"\n").unwrap();
+    let data = tmp.path().display().to_string();
+    let (status, out, err) =
+        run_server(&["--check", "--config", &t, "--data-dir", &data], &[], None);
+    assert!(status.success(), "{err}");
+    assert_eq!(check_output(&out, "port").0, "port = 4401");
+    assert_eq!(check_output(&out, "welcome").0, "welcome = \"Hello, ops\"");
+}
+
+#[test]
+fn welcome_text_comes_from_the_configuration() {
+    let server = Server::start(&["--welcome", "Welcome to the ops chat"]);
+    let mut c = Line::connect(server.tcp);
+    let w = c.next("EVENT WELCOME");
+    assert!(
+        w.starts_with("EVENT WELCOME Welcome to the ops chat") && w.contains("LOGIN"),
+        "{w}"
+    );
+}
+
+fn ipv6_loopback_works() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// LIST items as `(user, ip)`.
+fn list_ips(c: &mut Line) -> Vec<(String, String)> {
+    c.send("LIST");
+    let mut items = Vec::new();
+    loop {
+        let l = c.next("LIST");
+        if let Some(rest) = l.strip_prefix("CLIENT ") {
+            let (u, ip) = rest.split_once(' ').unwrap();
+            items.push((u.to_owned(), ip.to_owned()));
+        } else if l.starts_with("OK LIST") {
+            return items;
+        }
+    }
+}
+
+#[test]
+fn dual_stack_server_shows_ipv4_clients_canonically_and_connects_by_ipv4() {
+    if !ipv6_loopback_works() {
+        eprintln!("SKIP dual-stack test: ::1 is not available on this host");
+        return;
+    }
+    let server = Server::start(&["--bind", "::"]);
+    assert_eq!(server.tcp.ip().to_string(), "::", "{:?}", server.tcp);
+    let port = server.tcp.port();
+    let v4: SocketAddr = ([127, 0, 0, 1], port).into();
+    let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let (mut alice, mut bob) = (Line::connect(v4), Line::connect(v6));
+    for (c, u) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        c.expect_prefix("EVENT WELCOME");
+        c.cmd_ok(&format!("SIGNUP {u} pw-{u} pw-{u}"));
+        c.cmd_ok(&format!("LOGIN {u} pw-{u}"));
+    }
+    let mut items = list_ips(&mut alice);
+    items.sort();
+    assert_eq!(
+        items,
+        vec![
+            ("alice".to_owned(), "127.0.0.1".to_owned()),
+            ("bob".to_owned(), "::1".to_owned())
+        ]
+    );
+    // By IP, in the form LIST shows.
+    bob.cmd_ok("CONNECT 127.0.0.1");
+    let req = alice.expect_prefix("EVENT REQUEST");
+    assert_eq!(req, "EVENT REQUEST bob ::1");
+    alice.cmd_ok("DENY bob");
+    alice.cmd_ok("CONNECT ::1");
+    assert_eq!(
+        bob.expect_prefix("EVENT REQUEST"),
+        "EVENT REQUEST alice 127.0.0.1"
+    );
+    // And the IPv4 form is what a plain IPv4 socket reaches too.
+    assert!(TcpStream::connect(v4).is_ok());
+}
+
+#[test]
+fn a_direct_link_forms_over_ipv6_with_the_default_listen_address() {
+    if !ipv6_loopback_works() {
+        eprintln!("SKIP IPv6 link test: ::1 is not available on this host");
+        return;
+    }
+    let server = Server::start(&["--bind", "::1"]);
+    assert_eq!(server.tcp.ip().to_string(), "::1");
+    // No --listen-addr: the listener must follow the server connection to
+    // IPv6, or bob dials alice's IPv6 address and nobody answers.
+    let mut users = Vec::new();
+    for u in ["alice", "bob"] {
+        let mut c = Client::start(&server, &[]);
+        c.send(&format!("/signup {u} pw-{u} pw-{u}"));
+        c.send(&format!("/login {u} pw-{u}"));
+        c.expect(&format!("logged in as {u}"));
+        users.push(c);
+    }
+    let (mut alice, mut bob) = (users.remove(0), users.remove(0));
+    alice.send("/connect bob");
+    bob.expect("/accept alice");
+    bob.send("/accept alice");
+    alice.expect("direct link with bob is up");
+    alice.send("/msg bob over six");
+    bob.expect("<alice> over six");
+}
