@@ -45,15 +45,26 @@ impl OutBuffer {
 
     /// Queues `line` plus `\n`. Fails, queueing nothing, past the cap.
     pub fn push_line(&mut self, line: &str) -> Result<(), Overflow> {
-        if self.len() + line.len() + 1 > self.cap {
+        self.push_parts(&[line.as_bytes(), b"\n"])
+    }
+
+    /// Queues bytes as they are (encrypted frames). Fails, queueing nothing, past the cap.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> Result<(), Overflow> {
+        self.push_parts(&[bytes])
+    }
+
+    fn push_parts(&mut self, parts: &[&[u8]]) -> Result<(), Overflow> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if self.len() + total > self.cap {
             return Err(Overflow);
         }
         if self.pos > 0 && self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
         }
-        self.buf.extend_from_slice(line.as_bytes());
-        self.buf.push(b'\n');
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
         Ok(())
     }
 
@@ -100,6 +111,17 @@ pub fn read_frames(
     reader: &mut LineReader,
     mut on_frame: impl FnMut(Frame),
 ) -> ReadStatus {
+    read_chunks(r, |chunk| {
+        reader.push(chunk);
+        while let Some(frame) = reader.next_frame() {
+            on_frame(frame);
+        }
+    })
+}
+
+/// Reads up to [`READ_BUDGET`] bytes in chunks of at most 8 KiB, handing each
+/// to `on_chunk` (for decoders other than lines: encrypted links).
+pub fn read_chunks(r: &mut impl Read, mut on_chunk: impl FnMut(&[u8])) -> ReadStatus {
     let mut chunk = [0u8; 8192];
     let mut taken = 0;
     loop {
@@ -110,10 +132,7 @@ pub fn read_frames(
             Ok(0) => return ReadStatus::Closed,
             Ok(n) => {
                 taken += n;
-                reader.push(&chunk[..n]);
-                while let Some(frame) = reader.next_frame() {
-                    on_frame(frame);
-                }
+                on_chunk(&chunk[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadStatus::Drained,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

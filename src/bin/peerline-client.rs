@@ -38,6 +38,11 @@ struct Args {
     /// answering with the credentials kept in memory.
     #[arg(long)]
     reauth_prompt: bool,
+    /// Accept plaintext direct links (`PEER <user> <token>` lines, for nc
+    /// users). Without it they get `ERR encryption-required`; links between
+    /// two peerline clients are always encrypted either way.
+    #[arg(long)]
+    allow_plaintext_links: bool,
     /// Log to stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -89,6 +94,7 @@ fn main() {
         listen_port: args.listen_port,
         auto_login,
         reauth_prompt: args.reauth_prompt,
+        allow_plaintext_links: args.allow_plaintext_links,
     };
     let code = match driver::run(opts) {
         Ok(code) => code,

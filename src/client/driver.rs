@@ -17,7 +17,7 @@ use slab::Slab;
 use super::engine::{Config, Engine, Input, Now, Output};
 use super::links::LinkId;
 use super::stdin::{Kind as StdinKind, Stdin};
-use crate::netio::{interest, read_frames, OutBuffer, ReadStatus, UdpQueue};
+use crate::netio::{interest, read_chunks, read_frames, OutBuffer, Overflow, ReadStatus, UdpQueue};
 use crate::proto::datagram::MAX_DATAGRAM;
 use crate::proto::{Frame, LineReader};
 use crate::signals::SignalPipe;
@@ -55,6 +55,8 @@ pub struct Options {
     pub listen_port: u16,
     pub auto_login: Option<(String, String)>,
     pub reauth_prompt: bool,
+    /// Accept plaintext links from `nc` users (`--allow-plaintext-links`).
+    pub allow_plaintext_links: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +274,7 @@ pub fn run(opts: Options) -> io::Result<i32> {
         reauth_prompt: opts.reauth_prompt,
         auto_login: opts.auto_login,
         utc_offset: local_utc_offset(),
+        allow_plaintext_links: opts.allow_plaintext_links,
     };
     let mut engine = Engine::new(cfg);
     engine.start(now());
@@ -396,6 +399,11 @@ impl Driver {
                         self.queue_line(key, &line);
                     }
                 }
+                Output::LinkBytes(link, bytes) => {
+                    if let Some(key) = self.link_key(link) {
+                        self.queue(key, |out| out.push_bytes(&bytes));
+                    }
+                }
                 Output::CloseLink(link) => {
                     if let Some(c) = self.link_key(link).and_then(|k| self.conns.get_mut(k)) {
                         c.engine_knows = false;
@@ -439,10 +447,16 @@ impl Driver {
     }
 
     fn queue_line(&mut self, key: usize, line: &str) {
+        self.queue(key, |out| out.push_line(line));
+    }
+
+    /// Queues output on a connection and writes what it can; one that is not
+    /// reading (past its cap) is dropped.
+    fn queue(&mut self, key: usize, push: impl FnOnce(&mut OutBuffer) -> Result<(), Overflow>) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if c.out.push_line(line).is_err() {
+        if push(&mut c.out).is_err() {
             log::warn!("connection {key} is not reading; dropping it");
             self.kill(key);
             return;
@@ -667,22 +681,27 @@ impl Driver {
             Self::flush_conn(c);
         }
         if readable && !c.connecting {
+            // Server lines are split here; a link's bytes go to the engine
+            // as they are (its wire tells plaintext from encrypted frames).
             let mut frames: Vec<Frame> = Vec::new();
-            let status = read_frames(&mut c.stream, &mut c.reader, |f| frames.push(f));
+            let mut chunks: Vec<Vec<u8>> = Vec::new();
+            let status = match c.kind {
+                Kind::Server => read_frames(&mut c.stream, &mut c.reader, |f| frames.push(f)),
+                Kind::Link => read_chunks(&mut c.stream, |b| chunks.push(b.to_vec())),
+            };
             c.more = status == ReadStatus::MoreWaiting;
             if status == ReadStatus::Closed {
                 c.dead = true;
             }
-            let (kind, link) = (c.kind, c.link);
+            let link = c.link;
             let closing = c.closing.is_some();
             // A closing connection is only drained: the engine is done with it.
             if !closing {
                 for frame in frames {
-                    let input = match kind {
-                        Kind::Server => Input::Server(frame),
-                        Kind::Link => Input::Link { link, frame },
-                    };
-                    self.engine.handle(now(), input);
+                    self.engine.handle(now(), Input::Server(frame));
+                }
+                for bytes in chunks {
+                    self.engine.handle(now(), Input::LinkBytes { link, bytes });
                 }
             }
         }

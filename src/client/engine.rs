@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::display::{self, Origin};
 use super::input::{self, UserCommand, UserInput};
 use super::links::{LinkId, LinkState, Links, Refusal, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING};
+use crate::proto::link_noise::{self, LinkError, LinkWire, WireEvent};
 use crate::proto::sealed::{self, Channel, Role, UdpSecret};
 use crate::proto::{
     CancelReason, ClientDatagram, Command, Cookie, ErrorCode, Event, Frame, LinkLine, OkReply,
@@ -53,6 +54,9 @@ pub struct Config {
     pub auto_login: Option<(String, String)>,
     /// Local time zone offset for clock stamps, in seconds east of UTC.
     pub utc_offset: i64,
+    /// Accept plaintext `PEER <user> <token>` links (`nc` users); otherwise
+    /// they get `ERR encryption-required`. Our own dials are always encrypted.
+    pub allow_plaintext_links: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,9 +86,10 @@ pub enum Input {
         user: String,
         reason: String,
     },
-    Link {
+    /// Bytes received on a link (plaintext lines or encrypted frames).
+    LinkBytes {
         link: LinkId,
-        frame: Frame,
+        bytes: Vec<u8>,
     },
     LinkClosed {
         link: LinkId,
@@ -106,7 +111,10 @@ pub enum Output {
     /// Terminal echo on or off (passwords).
     Echo(bool),
     ToServer(String),
+    /// A line for a plaintext link (the driver adds `\n`).
     ToLink(LinkId, String),
+    /// Bytes for a link as they are: encrypted hellos and frames.
+    LinkBytes(LinkId, Vec<u8>),
     /// Close a link once its queued lines are written.
     CloseLink(LinkId),
     /// A datagram for the server's UDP port.
@@ -129,6 +137,15 @@ fn accept_user(sent: &Option<Sent>) -> Option<String> {
         }) => Some(user.clone()),
         _ => None,
     }
+}
+
+/// A hello that arrived before the `OK ACCEPT` that may carry its token.
+#[derive(Debug)]
+enum Parked {
+    /// `PEER <user> <token>`: waits for the reply to `ACCEPT <user>`.
+    Plain { user: String, token: String },
+    /// An encrypted hello names nobody: waits for any `ACCEPT` reply.
+    Noise(Vec<u8>),
 }
 
 /// An interactive question in progress; the next typed line answers it.
@@ -207,7 +224,7 @@ pub struct Engine {
     /// `PEER` hellos that arrived before the `OK ACCEPT` carrying their token:
     /// the server tells both sides at once, and the peer's connection can win
     /// the race against our server socket. Decided when the reply comes.
-    parked_hellos: Vec<(LinkId, String, String)>,
+    parked_hellos: Vec<(LinkId, Parked)>,
     udp: Udp,
     /// The current server connection's TLS exporter secret, if it is TLS.
     udp_secret: Option<UdpSecret>,
@@ -322,18 +339,17 @@ impl Engine {
                 token,
                 addr,
             } => {
-                self.links.add_dialed(link, &user, addr, now.mono);
+                // Always encrypted: a peerline client never offers plaintext.
                 let me = self.me.clone().unwrap_or_default();
-                self.out.push_back(Output::ToLink(
-                    link,
-                    LinkLine::Hello { user: me, token }.to_string(),
-                ));
+                let (wire, hello) = LinkWire::dial(&token, &me, &user);
+                self.links.add_dialed(link, &user, addr, wire, now.mono);
+                self.out.push_back(Output::LinkBytes(link, hello));
             }
             Input::DialFailed { user, reason } => self.say(
                 Origin::Peer,
                 &format!("could not connect to {user}: {reason}"),
             ),
-            Input::Link { link, frame } => self.on_link_frame(now, link, frame),
+            Input::LinkBytes { link, bytes } => self.on_link_bytes(now, link, &bytes),
             Input::LinkClosed { link } => self.on_link_closed(link),
             Input::Interrupt => self.quit(now),
             Input::UdpSecret(secret) => self.udp_secret = Some(secret),
@@ -419,6 +435,22 @@ impl Engine {
         }
     }
 
+    /// A line for a link: sealed on an encrypted one, as is on a plaintext one.
+    fn send_link(&mut self, id: LinkId, line: &LinkLine) {
+        let Some(link) = self.links.get_mut(id) else {
+            return;
+        };
+        let line = line.to_string();
+        if !link.wire.is_encrypted() {
+            self.out.push_back(Output::ToLink(id, line));
+            return;
+        }
+        match link.wire.seal(&line) {
+            Ok(bytes) => self.out.push_back(Output::LinkBytes(id, bytes)),
+            Err(e) => self.say(Origin::Client, &format!("not sent: {e}")),
+        }
+    }
+
     fn close_link(&mut self, id: LinkId) {
         self.parked_hellos.retain(|(l, ..)| *l != id);
         if self.links.remove(id).is_some() {
@@ -430,8 +462,7 @@ impl Engine {
     fn finish(&mut self, code: i32) {
         for id in self.links.ids() {
             if self.links.get(id).is_some_and(|l| l.is_up()) {
-                self.out
-                    .push_back(Output::ToLink(id, LinkLine::Bye.to_string()));
+                self.send_link(id, &LinkLine::Bye);
             }
             self.close_link(id);
         }
@@ -537,10 +568,7 @@ impl Engine {
             UserCommand::Peers => self.show_peers(now),
             UserCommand::Msg { user, text } => match self.links.find_up(&user) {
                 Some(id) => {
-                    self.out.push_back(Output::ToLink(
-                        id,
-                        LinkLine::Msg { text: text.clone() }.to_string(),
-                    ));
+                    self.send_link(id, &LinkLine::Msg { text: text.clone() });
                     let line = display::own_message(&self.stamp(now.unix), &user, &text);
                     self.out.push_back(Output::Print(line));
                 }
@@ -551,8 +579,7 @@ impl Engine {
             },
             UserCommand::Bye(user) => match self.links.find_up(&user) {
                 Some(id) => {
-                    self.out
-                        .push_back(Output::ToLink(id, LinkLine::Bye.to_string()));
+                    self.send_link(id, &LinkLine::Bye);
                     self.close_link(id);
                     self.say(Origin::Peer, &format!("closed the direct link with {user}"));
                 }
@@ -565,9 +592,14 @@ impl Engine {
         let mut rows: Vec<Vec<String>> = Vec::new();
         for (_, l) in self.links.all() {
             let (user, state) = match &l.state {
-                LinkState::Up { user } => (user.clone(), "linked"),
+                LinkState::Up { user } if l.wire.is_encrypted() => {
+                    (user.clone(), "linked (encrypted)")
+                }
+                LinkState::Up { user } => (user.clone(), "linked (plaintext)"),
                 LinkState::AwaitWelcome { user } => (user.clone(), "connecting"),
-                LinkState::AwaitHello => ("?".to_owned(), "handshaking"),
+                LinkState::AwaitHello | LinkState::AwaitConfirm { .. } => {
+                    ("?".to_owned(), "handshaking")
+                }
             };
             rows.push(vec![user, l.addr.to_string(), state.to_owned()]);
         }
@@ -891,8 +923,8 @@ impl Engine {
         self.server_up = false;
         self.sent.clear();
         // No OK ACCEPT will come: parked hellos are refused now.
-        for (id, user, token) in std::mem::take(&mut self.parked_hellos) {
-            self.on_hello(now, id, user, token);
+        for (id, parked) in std::mem::take(&mut self.parked_hellos) {
+            self.retry_parked(now, id, parked);
         }
         self.udp = Udp::default();
         // A new connection brings its own secret (or none).
@@ -1002,9 +1034,8 @@ impl Engine {
         let line = LinkLine::Err {
             code,
             text: code.default_text().to_owned(),
-        }
-        .to_string();
-        self.out.push_back(Output::ToLink(id, line));
+        };
+        self.send_link(id, &line);
         let Some(link) = self.links.get_mut(id) else {
             return;
         };
@@ -1019,6 +1050,114 @@ impl Engine {
             );
             self.close_link(id);
         }
+    }
+
+    /// Bytes from a link, through its wire, one event at a time. Stops as soon
+    /// as the link is closed: nothing after a failure is looked at.
+    fn on_link_bytes(&mut self, now: Now, id: LinkId, bytes: &[u8]) {
+        match self.links.get_mut(id) {
+            Some(link) => link.wire.push(bytes),
+            None => return,
+        }
+        while let Some(event) = self.links.get_mut(id).and_then(|l| l.wire.next_event()) {
+            match event {
+                WireEvent::Plain(frame) => self.on_plain_frame(now, id, frame),
+                WireEvent::Line(frame) => self.on_link_frame(now, id, frame),
+                WireEvent::Hello(hello) => self.on_noise_hello(now, id, hello),
+                WireEvent::Secured => {
+                    let me = self.me.clone().unwrap_or_default();
+                    self.send_link(id, &LinkLine::Introduce { user: me });
+                }
+                WireEvent::Refused(code) => {
+                    let user = self.link_name(id);
+                    let why = ErrorCode::from_code(&code)
+                        .map_or("it refused without a known reason", ErrorCode::plain_words);
+                    self.say(Origin::Peer, &format!("{user} refused the link: {why}"));
+                    self.close_link(id);
+                }
+                WireEvent::Failed(e) => self.on_wire_failed(id, e),
+            }
+        }
+    }
+
+    /// Who is at the other end of a link, for messages: the user, or the address.
+    fn link_name(&self, id: LinkId) -> String {
+        self.links.get(id).map_or_else(
+            || "?".to_owned(),
+            |l| {
+                l.user().map_or_else(
+                    || format!("a connection from {}", l.addr),
+                    display::sanitize,
+                )
+            },
+        )
+    }
+
+    /// An encrypted link is unusable: say so in words, close it. Nothing that
+    /// arrived with the failure is shown as a message.
+    fn on_wire_failed(&mut self, id: LinkId, e: LinkError) {
+        let Some(link) = self.links.get(id) else {
+            return;
+        };
+        let text = match &link.state {
+            LinkState::Up { user } => format!("closed the direct link with {user}: {e}"),
+            LinkState::AwaitWelcome { user } => format!("could not link with {user}: {e}"),
+            LinkState::AwaitHello | LinkState::AwaitConfirm { .. } => {
+                format!("refused a direct connection from {}: {e}", link.addr)
+            }
+        };
+        self.say(Origin::Peer, &text);
+        self.close_link(id);
+    }
+
+    /// A line from a plaintext link: `nc` users, if allowed.
+    fn on_plain_frame(&mut self, now: Now, id: LinkId, frame: Frame) {
+        if self.cfg.allow_plaintext_links {
+            return self.on_link_frame(now, id, frame);
+        }
+        let addr = self.links.get(id).map(|l| l.addr);
+        self.say(
+            Origin::Peer,
+            &format!(
+                "refused a plaintext (unencrypted) link from {}; start with \
+                 --allow-plaintext-links to accept nc users",
+                addr.map_or_else(|| "?".to_owned(), |a| a.to_string())
+            ),
+        );
+        self.link_err(id, ErrorCode::EncryptionRequired);
+        self.close_link(id);
+    }
+
+    /// An encrypted hello: tried against every token we issued. A match
+    /// answers the handshake; the token is used once the peer confirms.
+    fn on_noise_hello(&mut self, now: Now, id: LinkId, hello: Vec<u8>) {
+        let me = self.me.clone().unwrap_or_default();
+        let candidates = self.links.candidates(now.mono);
+        let Some(link) = self.links.get_mut(id) else {
+            return;
+        };
+        let pairs = candidates.iter().map(|(u, t)| (u.as_str(), t.as_str()));
+        if let Some((i, answer)) = link.wire.answer_hello(&hello, &me, pairs) {
+            let (user, token) = candidates[i].clone();
+            link.state = LinkState::AwaitConfirm { user, token };
+            self.out.push_back(Output::LinkBytes(id, answer));
+            return;
+        }
+        let addr = link.addr;
+        if self.any_accept_pending() {
+            self.parked_hellos.push((id, Parked::Noise(hello)));
+            return;
+        }
+        self.say(
+            Origin::Peer,
+            &format!(
+                "refused an encrypted link from {addr}: it holds no token we issued \
+                 (wrong, used or expired; see /peers)"
+            ),
+        );
+        let refusal = link_noise::refusal(ErrorCode::BadToken.code());
+        self.out.push_back(Output::LinkBytes(id, refusal));
+        self.close_link(id);
     }
 
     fn on_link_frame(&mut self, now: Now, id: LinkId, frame: Frame) {
@@ -1040,13 +1179,22 @@ impl Engine {
                 self.on_hello(now, id, user, token)
             }
             (LinkState::AwaitHello, _) => self.link_err(id, ErrorCode::NotLinked),
+            (LinkState::AwaitConfirm { user, token }, LinkLine::Introduce { user: them })
+                if them == user =>
+            {
+                self.on_confirmed(now, id, user, token)
+            }
+            (LinkState::AwaitConfirm { .. }, _) => {
+                self.on_wire_failed(id, LinkError::Unexpected);
+            }
             (LinkState::AwaitWelcome { user }, LinkLine::Welcome { user: them })
                 if them == user =>
             {
                 self.link_up(id, &user);
+                let how = self.how(id);
                 self.say(
                     Origin::Peer,
-                    &format!("direct link with {user} is up; /msg {user} <text> to chat"),
+                    &format!("direct link with {user} is up ({how}); /msg {user} <text> to chat"),
                 );
             }
             (LinkState::AwaitWelcome { user }, LinkLine::Err { code, .. }) => {
@@ -1078,10 +1226,46 @@ impl Engine {
                     &format!("{user} reports: {} ({code}: {text})", code.plain_words()),
                 );
             }
-            (LinkState::Up { .. }, LinkLine::Hello { .. } | LinkLine::Welcome { .. }) => {
-                self.link_err(id, ErrorCode::BadSyntax)
-            }
+            (
+                LinkState::Up { .. },
+                LinkLine::Hello { .. } | LinkLine::Introduce { .. } | LinkLine::Welcome { .. },
+            ) => self.link_err(id, ErrorCode::BadSyntax),
         }
+    }
+
+    /// "encrypted" or "plaintext", for the link-up lines.
+    fn how(&self, id: LinkId) -> &'static str {
+        match self.links.get(id) {
+            Some(l) if l.wire.is_encrypted() => "encrypted",
+            _ => "plaintext, not encrypted",
+        }
+    }
+
+    /// The encrypted peer proved it is live (not a recorded hello): the
+    /// token is used now, and the link is up.
+    fn on_confirmed(&mut self, now: Now, id: LinkId, user: String, token: String) {
+        if self.links.check_token(&user, &token, now.mono).is_err() {
+            // Used by another link or expired between hello and confirmation.
+            let addr = self.links.get(id).map(|l| l.addr);
+            self.say(
+                Origin::Peer,
+                &format!(
+                    "refused a direct connection from {} claiming to be {user}: \
+                     its token was used or expired meanwhile",
+                    addr.map_or_else(|| "?".to_owned(), |a| a.to_string())
+                ),
+            );
+            self.link_err(id, ErrorCode::BadToken);
+            self.close_link(id);
+            return;
+        }
+        let me = self.me.clone().unwrap_or_default();
+        self.link_up(id, &user);
+        self.send_link(id, &LinkLine::Welcome { user: me });
+        self.say(
+            Origin::Peer,
+            &format!("{user} connected; direct link is up (encrypted); /msg {user} <text> to chat"),
+        );
     }
 
     /// True while an `ACCEPT <user>` we sent awaits its reply.
@@ -1091,36 +1275,54 @@ impl Engine {
             .any(|s| matches!(&s.command, Command::Accept { user: u, .. } if u == user))
     }
 
+    /// True while any `ACCEPT` awaits its reply (an encrypted hello names nobody).
+    fn any_accept_pending(&self) -> bool {
+        self.sent
+            .iter()
+            .any(|s| matches!(&s.command, Command::Accept { .. }))
+    }
+
     /// Decides the hellos parked for `user` now that its `ACCEPT` was answered.
     fn unpark(&mut self, now: Now, user: &str) {
         let (ready, keep) = std::mem::take(&mut self.parked_hellos)
             .into_iter()
-            .partition(|(_, u, _)| u == user);
+            .partition(|(_, p)| match p {
+                Parked::Plain { user: u, .. } => u == user,
+                Parked::Noise(_) => true,
+            });
         self.parked_hellos = keep;
-        for (id, user, token) in ready {
-            if self.links.get(id).is_some() {
-                self.on_hello(now, id, user, token);
-            }
+        for (id, parked) in ready {
+            self.retry_parked(now, id, parked);
+        }
+    }
+
+    fn retry_parked(&mut self, now: Now, id: LinkId, parked: Parked) {
+        if self.links.get(id).is_none() {
+            return;
+        }
+        match parked {
+            Parked::Plain { user, token } => self.on_hello(now, id, user, token),
+            Parked::Noise(hello) => self.on_noise_hello(now, id, hello),
         }
     }
 
     fn on_hello(&mut self, now: Now, id: LinkId, user: String, token: String) {
         let checked = self.links.check_token(&user, &token, now.mono);
         if checked == Err(Refusal::NotIssued) && self.accept_pending(&user) {
-            self.parked_hellos.push((id, user, token));
+            self.parked_hellos.push((id, Parked::Plain { user, token }));
             return;
         }
         match checked {
             Ok(()) => {
                 let me = self.me.clone().unwrap_or_default();
-                self.out.push_back(Output::ToLink(
-                    id,
-                    LinkLine::Welcome { user: me }.to_string(),
-                ));
+                self.send_link(id, &LinkLine::Welcome { user: me });
                 self.link_up(id, &user);
                 self.say(
                     Origin::Peer,
-                    &format!("{user} connected; direct link is up; /msg {user} <text> to chat"),
+                    &format!(
+                        "{user} connected; direct link is up (plaintext, not encrypted); \
+                         /msg {user} <text> to chat"
+                    ),
                 );
             }
             Err(why) => {
@@ -1137,11 +1339,7 @@ impl Engine {
                         addr.map_or_else(|| "?".to_owned(), |a| a.to_string())
                     ),
                 );
-                let line = LinkLine::Err {
-                    code: ErrorCode::BadToken,
-                    text: ErrorCode::BadToken.default_text().to_owned(),
-                };
-                self.out.push_back(Output::ToLink(id, line.to_string()));
+                self.link_err(id, ErrorCode::BadToken);
                 self.close_link(id);
             }
         }
@@ -1151,8 +1349,7 @@ impl Engine {
         self.incoming.remove(user);
         self.outgoing.remove(user);
         if let Some(older) = self.links.set_up(id, user) {
-            self.out
-                .push_back(Output::ToLink(older, LinkLine::Bye.to_string()));
+            self.send_link(older, &LinkLine::Bye);
             self.close_link(older);
         }
     }
@@ -1175,16 +1372,23 @@ impl Engine {
         let Some(link) = self.links.remove(id) else {
             return;
         };
+        let cut = if link.wire.mid_frame() {
+            " (it ended in the middle of a frame: truncated)"
+        } else {
+            ""
+        };
         match link.state {
             LinkState::Up { user } => self.say(
                 Origin::Peer,
-                &format!("the direct link with {user} was lost"),
+                &format!("the direct link with {user} was lost{cut}"),
             ),
             LinkState::AwaitWelcome { user } => self.say(
                 Origin::Peer,
-                &format!("could not reach {user} at {}", link.addr),
+                &format!("could not reach {user} at {}{cut}", link.addr),
             ),
-            LinkState::AwaitHello => log::info!("incoming link {id} closed before its handshake"),
+            LinkState::AwaitHello | LinkState::AwaitConfirm { .. } => {
+                log::info!("incoming link {id} closed before its handshake{cut}")
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::client::links::{HANDSHAKE_TIMEOUT, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING, TOKEN_TTL};
+use crate::proto::link_noise::{self, LinkWire, WireEvent};
 
 const TOKEN: &str = "00112233445566778899aabbccddeeff";
 const P2P: &str = "0123456789abcdef0123456789abcdef";
@@ -23,6 +24,8 @@ fn config() -> Config {
         reauth_prompt: false,
         auto_login: None,
         utc_offset: 0,
+        // The plaintext link tests speak as nc would; encrypted ones below.
+        allow_plaintext_links: true,
     }
 }
 
@@ -79,9 +82,13 @@ impl T {
     }
 
     fn link(&mut self, id: LinkId, line: &str) -> Vec<Output> {
-        self.input(Input::Link {
+        self.link_bytes(id, format!("{line}\n").as_bytes())
+    }
+
+    fn link_bytes(&mut self, id: LinkId, bytes: &[u8]) -> Vec<Output> {
+        self.input(Input::LinkBytes {
             link: id,
-            frame: Frame::Line(line.into()),
+            bytes: bytes.to_vec(),
         })
     }
 
@@ -667,10 +674,9 @@ fn silent_incoming_connections_are_closed_after_the_handshake_timeout() {
 #[test]
 fn bad_lines_on_a_link_get_err_and_a_flood_closes_it() {
     let mut t = T::linked_in("bob", "alice", 1);
-    let out = t.input(Input::Link {
-        link: 1,
-        frame: Frame::TooLong,
-    });
+    let mut long = vec![b'x'; 2000];
+    long.push(b'\n');
+    let out = t.link_bytes(1, &long);
     assert_eq!(
         out,
         vec![Output::ToLink(
@@ -678,10 +684,7 @@ fn bad_lines_on_a_link_get_err_and_a_flood_closes_it() {
             "ERR line-too-long lines are limited to 1024 bytes; line discarded".into()
         )]
     );
-    let out = t.input(Input::Link {
-        link: 1,
-        frame: Frame::BadUtf8,
-    });
+    let out = t.link_bytes(1, b"MSG \xff\xfe\n");
     assert!(matches!(&out[..], [Output::ToLink(1, l)] if l.starts_with("ERR bad-utf8")));
     let out = t.link(1, "WHAT");
     assert!(matches!(&out[..], [Output::ToLink(1, l)] if l.starts_with("ERR unknown-verb")));
@@ -694,8 +697,92 @@ fn bad_lines_on_a_link_get_err_and_a_flood_closes_it() {
 
 // ---- outgoing links and chat ---------------------------------------------------------
 
+/// Every byte the engine sent on link `id`, in order.
+fn bytes_to(out: &[Output], id: LinkId) -> Vec<u8> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::LinkBytes(l, b) if *l == id => Some(b.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// What a peer's wire makes of `bytes`.
+fn wire_events(w: &mut LinkWire, bytes: &[u8]) -> Vec<WireEvent> {
+    w.push(bytes);
+    std::iter::from_fn(|| w.next_event()).collect()
+}
+
+fn wire_line(s: &str) -> WireEvent {
+    WireEvent::Line(Frame::Line(s.into()))
+}
+
+/// The listening peer's side of an encrypted link: answers `hello` as `me`
+/// with `(user, token)` issued; returns its wire and the answer.
+fn answer(hello: &[u8], me: &str, issued: (&str, &str)) -> (LinkWire, Vec<u8>) {
+    let mut w = LinkWire::incoming();
+    let ev = wire_events(&mut w, hello);
+    let [WireEvent::Hello(h)] = &ev[..] else {
+        panic!("{ev:?}");
+    };
+    let (_, answer) = w.answer_hello(h, me, [issued]).expect("token matches");
+    (w, answer)
+}
+
+impl T {
+    /// `alice` dialed `bob` on link 9 (encrypted); returns bob's wire once
+    /// both sides are up.
+    fn dialed_encrypted(&mut self) -> LinkWire {
+        self.server(&format!("EVENT PEER bob 127.0.0.1:50000 {P2P}"));
+        let out = self.dialed(9, "bob");
+        assert!(printed(&out).is_empty());
+        let hello = bytes_to(&out, 9);
+        assert!(hello.starts_with(link_noise::MAGIC), "{out:?}");
+        let (mut bob, answer) = answer(&hello, "bob", ("alice", P2P));
+        let out = self.link_bytes(9, &answer);
+        assert!(printed(&out).is_empty(), "not up before bob confirms");
+        assert_eq!(
+            wire_events(&mut bob, &bytes_to(&out, 9)),
+            vec![wire_line("PEER alice")]
+        );
+        let out = self.link_bytes(9, &bob.seal("OK PEER bob").unwrap());
+        assert!(
+            any_contains(&printed(&out), "direct link with bob is up (encrypted)"),
+            "{out:?}"
+        );
+        bob
+    }
+
+    /// `bob` (logged in, alice accepted) takes alice's encrypted hello on
+    /// link `id`; returns alice's wire once both sides are up, and the hello.
+    fn linked_in_encrypted(&mut self, id: LinkId) -> (LinkWire, Vec<u8>) {
+        let (mut alice, hello) = LinkWire::dial(P2P, "alice", "bob");
+        self.link_accepted(id);
+        let out = self.link_bytes(id, &hello);
+        assert!(printed(&out).is_empty(), "{out:?}");
+        assert_eq!(
+            wire_events(&mut alice, &bytes_to(&out, id)),
+            vec![WireEvent::Secured]
+        );
+        let out = self.link_bytes(id, &alice.seal("PEER alice").unwrap());
+        assert!(
+            any_contains(
+                &printed(&out),
+                "alice connected; direct link is up (encrypted)"
+            ),
+            "{out:?}"
+        );
+        assert_eq!(
+            wire_events(&mut alice, &bytes_to(&out, id)),
+            vec![wire_line("OK PEER bob")]
+        );
+        (alice, hello)
+    }
+}
+
 #[test]
-fn peer_event_dials_and_says_hello_then_chat_flows() {
+fn peer_event_dials_encrypted_then_chat_flows() {
     let mut t = T::logged_in("alice");
     t.typed("/connect bob");
     t.server("OK CONNECT bob");
@@ -705,18 +792,25 @@ fn peer_event_dials_and_says_hello_then_chat_flows() {
         addr: peer_addr(),
         token: P2P.into()
     }));
-    let out = t.dialed(9, "bob");
-    assert_eq!(out, vec![Output::ToLink(9, format!("PEER alice {P2P}"))]);
-    let out = t.link(9, "OK PEER bob");
-    assert!(any_contains(&printed(&out), "direct link with bob is up"));
-    // Plain text goes to the only link.
+    let mut bob = t.dialed_encrypted();
+    // Plain text goes to the only link, sealed.
     let out = t.typed("hi bob");
-    assert!(out.contains(&Output::ToLink(9, "MSG hi bob".into())));
     assert!(any_contains(&printed(&out), "me -> bob: hi bob"));
-    let out = t.link(9, "MSG hi \x1b[2Jalice");
+    assert!(!out.iter().any(|o| matches!(o, Output::ToLink(..))));
+    assert_eq!(
+        wire_events(&mut bob, &bytes_to(&out, 9)),
+        vec![wire_line("MSG hi bob")]
+    );
+    let out = t.link_bytes(9, &bob.seal("MSG hi \x1b[2Jalice").unwrap());
     assert_eq!(printed(&out), vec!["[22:13:20] <bob> hi \u{FFFD}[2Jalice"]);
+    let peers = printed(&t.typed("/peers")).join("\n");
+    assert!(peers.contains("linked (encrypted)"), "{peers}");
     let out = t.typed("/bye bob");
-    assert!(out.contains(&Output::ToLink(9, "BYE".into())) && out.contains(&Output::CloseLink(9)));
+    assert_eq!(
+        wire_events(&mut bob, &bytes_to(&out, 9)),
+        vec![wire_line("BYE")]
+    );
+    assert!(out.contains(&Output::CloseLink(9)));
     assert!(any_contains(
         &printed(&t.typed("/msg bob hi")),
         "no direct link with bob"
@@ -724,13 +818,168 @@ fn peer_event_dials_and_says_hello_then_chat_flows() {
 }
 
 #[test]
-fn a_refused_dial_is_reported() {
+fn a_refused_or_unauthenticated_dial_is_reported() {
     let mut t = T::logged_in("alice");
     t.server(&format!("EVENT PEER bob 127.0.0.1:50000 {P2P}"));
     t.dialed(9, "bob");
-    let out = t.link(9, "ERR bad-token unknown, used or expired token");
-    assert!(any_contains(&printed(&out), "bob refused the link"));
+    let out = t.link_bytes(9, &link_noise::refusal("bad-token"));
+    assert!(
+        any_contains(&printed(&out), "bob refused the link"),
+        "{out:?}"
+    );
     assert!(out.contains(&Output::CloseLink(9)));
+
+    // A listener that does not hold the token (a man in the middle).
+    let mut t = T::logged_in("alice");
+    t.server(&format!("EVENT PEER bob 127.0.0.1:50000 {P2P}"));
+    t.dialed(9, "bob");
+    let other = "ffffffffffffffffffffffffffffffff";
+    let (_, fake_hello) = LinkWire::dial(other, "alice", "bob");
+    let (_, fake_answer) = answer(&fake_hello, "bob", ("alice", other));
+    let out = t.link_bytes(9, &fake_answer);
+    assert!(
+        any_contains(
+            &printed(&out),
+            "could not link with bob: the handshake failed"
+        ),
+        "{out:?}"
+    );
+    assert!(out.contains(&Output::CloseLink(9)));
+
+    // A plaintext-only listener (nc) answering in lines.
+    let mut t = T::logged_in("alice");
+    t.server(&format!("EVENT PEER bob 127.0.0.1:50000 {P2P}"));
+    t.dialed(9, "bob");
+    let out = t.link(9, "ERR encryption-required no");
+    assert!(
+        any_contains(&printed(&out), "answered in plain text"),
+        "{out:?}"
+    );
+}
+
+// ---- incoming encrypted links --------------------------------------------------------
+
+#[test]
+fn an_encrypted_hello_links_and_chat_is_sealed() {
+    let mut t = T::logged_in("bob");
+    t.ok_accept("alice");
+    let (mut alice, _) = t.linked_in_encrypted(1);
+    let out = t.link_bytes(1, &alice.seal("MSG hello bob").unwrap());
+    assert_eq!(printed(&out), vec!["[22:13:20] <alice> hello bob"]);
+    let out = t.typed("/msg alice hi");
+    assert_eq!(
+        wire_events(&mut alice, &bytes_to(&out, 1)),
+        vec![wire_line("MSG hi")]
+    );
+}
+
+#[test]
+fn an_encrypted_hello_racing_ahead_of_ok_accept_waits_for_it() {
+    let mut t = T::logged_in("bob");
+    t.typed("/accept alice");
+    let (mut alice, hello) = LinkWire::dial(P2P, "alice", "bob");
+    t.link_accepted(1);
+    assert!(t.link_bytes(1, &hello).is_empty());
+    let out = t.ok_accept("alice");
+    assert_eq!(
+        wire_events(&mut alice, &bytes_to(&out, 1)),
+        vec![WireEvent::Secured]
+    );
+}
+
+#[test]
+fn a_replayed_hello_never_links_and_does_not_use_the_token() {
+    let mut t = T::logged_in("bob");
+    t.ok_accept("alice");
+    let (_, hello) = LinkWire::dial(P2P, "alice", "bob");
+    // A recording of the hello authenticates, so bob answers; but the replayer
+    // cannot read the answer, and whatever it sends next fails.
+    t.link_accepted(1);
+    let out = t.link_bytes(1, &hello);
+    assert!(!bytes_to(&out, 1).is_empty() && printed(&out).is_empty());
+    let mut junk = vec![link_noise::FRAME_DATA, 0, 30];
+    junk.extend([7u8; 30]);
+    let out = t.link_bytes(1, &junk);
+    assert!(
+        any_contains(&printed(&out), "failed authentication"),
+        "{out:?}"
+    );
+    assert!(!any_contains(&printed(&out), "<alice>"));
+    assert!(out.contains(&Output::CloseLink(1)));
+    // Or it says nothing and the 10 s deadline closes it.
+    t.link_accepted(2);
+    t.link_bytes(2, &hello);
+    assert!(t.advance(HANDSHAKE_TIMEOUT).contains(&Output::CloseLink(2)));
+    // The token was not used: the real alice links (replaying her hello).
+    t.advance(Duration::from_secs(1));
+    let (_, _) = t.linked_in_encrypted(3);
+    // Once used, the same hello is refused outright.
+    t.link_accepted(4);
+    let out = t.link_bytes(4, &hello);
+    assert!(
+        any_contains(&printed(&out), "refused an encrypted link"),
+        "{out:?}"
+    );
+    assert_eq!(
+        wire_events(
+            &mut LinkWire::dial(P2P, "alice", "bob").0,
+            &bytes_to(&out, 4)
+        ),
+        vec![WireEvent::Refused("bad-token".into())]
+    );
+    assert!(out.contains(&Output::CloseLink(4)));
+}
+
+#[test]
+fn a_tampered_or_truncated_frame_ends_the_link_and_shows_nothing() {
+    let mut t = T::logged_in("bob");
+    t.ok_accept("alice");
+    let (mut alice, _) = t.linked_in_encrypted(1);
+    let mut f = alice.seal("MSG secret plan").unwrap();
+    f[5] ^= 0x01;
+    let out = t.link_bytes(1, &f);
+    assert!(
+        any_contains(
+            &printed(&out),
+            "closed the direct link with alice: a frame failed authentication"
+        ),
+        "{out:?}"
+    );
+    assert!(!any_contains(&printed(&out), "secret"));
+    assert!(out.contains(&Output::CloseLink(1)));
+
+    let mut t = T::logged_in("bob");
+    t.ok_accept("alice");
+    let (mut alice, _) = t.linked_in_encrypted(1);
+    let f = alice.seal("MSG cut short").unwrap();
+    assert!(printed(&t.link_bytes(1, &f[..f.len() - 3])).is_empty());
+    let out = t.input(Input::LinkClosed { link: 1 });
+    assert!(
+        any_contains(&printed(&out), "lost (it ended in the middle of a frame"),
+        "{out:?}"
+    );
+    assert!(!any_contains(&printed(&out), "cut short"));
+}
+
+#[test]
+fn plaintext_hellos_get_encryption_required_unless_allowed() {
+    let mut t = T::with(Config {
+        allow_plaintext_links: false,
+        ..config()
+    });
+    t.login("bob");
+    t.ok_accept("alice");
+    t.link_accepted(1);
+    let out = t.peer_hello(1, "alice");
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::ToLink(1, l) if l.starts_with("ERR encryption-required"))),
+        "{out:?}"
+    );
+    assert!(out.contains(&Output::CloseLink(1)));
+    assert!(any_contains(&printed(&out), "--allow-plaintext-links"));
+    // The token is untouched: the encrypted hello still works.
+    t.linked_in_encrypted(2);
 }
 
 #[test]

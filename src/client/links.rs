@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
+use crate::proto::link_noise::LinkWire;
+
 /// A link's id, given by the driver from a counter that never repeats (not
 /// the slab key, which is reused): an event or a parked hello for a closed
 /// link can never be applied to a newer connection.
@@ -27,8 +29,14 @@ pub const MAX_UNFINISHED_INCOMING: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkState {
-    /// Someone connected to our listener; waiting for `PEER <user> <token>`.
+    /// Someone connected to our listener; waiting for `PEER <user> <token>`
+    /// (plaintext) or an encrypted hello.
     AwaitHello,
+    /// Encrypted, incoming: the hello authenticated with the token issued for
+    /// `user`, and we answered. A recorded hello would authenticate too, so the
+    /// token is used up only when `user` proves it is live by sending its
+    /// first encrypted line (`PEER <user>`).
+    AwaitConfirm { user: String, token: String },
     /// We dialed `user` and sent our `PEER` line; waiting for `OK PEER`.
     AwaitWelcome { user: String },
     /// Handshake done: `MSG` flows both ways.
@@ -39,6 +47,8 @@ pub enum LinkState {
 pub struct Link {
     pub addr: SocketAddr,
     pub state: LinkState,
+    /// The link's bytes: plaintext lines or Noise frames.
+    pub wire: LinkWire,
     /// Handshake deadline; `None` once up.
     pub deadline: Option<Instant>,
     pub bad_lines: u32,
@@ -48,7 +58,9 @@ impl Link {
     pub fn user(&self) -> Option<&str> {
         match &self.state {
             LinkState::AwaitHello => None,
-            LinkState::AwaitWelcome { user } | LinkState::Up { user } => Some(user),
+            LinkState::AwaitConfirm { user, .. }
+            | LinkState::AwaitWelcome { user }
+            | LinkState::Up { user } => Some(user),
         }
     }
 
@@ -107,6 +119,18 @@ impl Links {
         Ok(())
     }
 
+    /// Every `(user, token)` still good, for trying an encrypted hello against.
+    pub fn candidates(&self, now: Instant) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .issued
+            .iter()
+            .filter(|(_, i)| now.duration_since(i.at) < TOKEN_TTL)
+            .map(|(u, i)| (u.clone(), i.token.clone()))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Users we accepted whose token is still good.
     pub fn awaiting(&self, now: Instant) -> Vec<&str> {
         let mut v: Vec<&str> = self
@@ -120,21 +144,37 @@ impl Links {
     }
 
     pub fn add_incoming(&mut self, id: LinkId, addr: SocketAddr, now: Instant) {
-        self.add_handshaking(id, addr, LinkState::AwaitHello, now);
+        let wire = LinkWire::incoming();
+        self.add_handshaking(id, addr, LinkState::AwaitHello, wire, now);
     }
 
-    pub fn add_dialed(&mut self, id: LinkId, user: &str, addr: SocketAddr, now: Instant) {
+    pub fn add_dialed(
+        &mut self,
+        id: LinkId,
+        user: &str,
+        addr: SocketAddr,
+        wire: LinkWire,
+        now: Instant,
+    ) {
         let state = LinkState::AwaitWelcome {
             user: user.to_owned(),
         };
-        self.add_handshaking(id, addr, state, now);
+        self.add_handshaking(id, addr, state, wire, now);
     }
 
     /// A new link in `state`, which has `HANDSHAKE_TIMEOUT` from `now` to come up.
-    fn add_handshaking(&mut self, id: LinkId, addr: SocketAddr, state: LinkState, now: Instant) {
+    fn add_handshaking(
+        &mut self,
+        id: LinkId,
+        addr: SocketAddr,
+        state: LinkState,
+        wire: LinkWire,
+        now: Instant,
+    ) {
         let link = Link {
             addr,
             state,
+            wire,
             deadline: Some(now + HANDSHAKE_TIMEOUT),
             bad_lines: 0,
         };
@@ -204,7 +244,12 @@ impl Links {
     pub fn unfinished_incoming(&self) -> usize {
         self.links
             .values()
-            .filter(|l| matches!(l.state, LinkState::AwaitHello))
+            .filter(|l| {
+                matches!(
+                    l.state,
+                    LinkState::AwaitHello | LinkState::AwaitConfirm { .. }
+                )
+            })
             .count()
     }
 
@@ -279,7 +324,8 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Links::default();
         l.add_incoming(1, addr(), t0);
-        l.add_dialed(2, "bob", addr(), t0);
+        let (wire, _) = LinkWire::dial(TOKEN, "alice", "bob");
+        l.add_dialed(2, "bob", addr(), wire, t0);
         assert_eq!(l.dialing(), 1);
         assert_eq!(l.set_up(2, "bob"), None);
         assert_eq!(l.expire(t0 + HANDSHAKE_TIMEOUT), vec![1]);

@@ -79,6 +79,9 @@ error_codes! {
         "The peer refused the link token.";
     NotLinked => "not-linked", "send PEER <user> <token> first",
         "Send PEER <user> <token> first.";
+    EncryptionRequired => "encryption-required",
+        "this client accepts encrypted links only (peerline-client), not plaintext",
+        "The peer accepts encrypted links only; plaintext (nc) links need --allow-plaintext-links there.";
 }
 
 impl fmt::Display for ErrorCode {

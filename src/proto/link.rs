@@ -10,10 +10,15 @@ use super::names::{is_valid_token, is_valid_username};
 /// Any line exchanged on a peer link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkLine {
-    /// First line from the dialing side.
+    /// First line from the dialing side of a plaintext link.
     Hello {
         user: String,
         token: String,
+    },
+    /// First line from the dialing side inside an encrypted link: the
+    /// handshake already proved the token, so it is not sent.
+    Introduce {
+        user: String,
     },
     /// The listening side's acceptance.
     Welcome {
@@ -40,6 +45,9 @@ impl LinkLine {
             }),
             "BYE" => Ok(LinkLine::Bye),
             "PEER" => match rest.split(' ').collect::<Vec<_>>().as_slice() {
+                [user] if is_valid_username(user) => Ok(LinkLine::Introduce {
+                    user: user.to_string(),
+                }),
                 [user, token] if is_valid_username(user) && is_valid_token(token) => {
                     Ok(LinkLine::Hello {
                         user: user.to_string(),
@@ -71,6 +79,7 @@ impl fmt::Display for LinkLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LinkLine::Hello { user, token } => write!(f, "PEER {user} {token}"),
+            LinkLine::Introduce { user } => write!(f, "PEER {user}"),
             LinkLine::Welcome { user } => write!(f, "OK PEER {user}"),
             LinkLine::Msg { text } => write!(f, "MSG {text}"),
             LinkLine::Bye => f.write_str("BYE"),
@@ -89,6 +98,9 @@ mod tests {
             LinkLine::Hello {
                 user: "alice".into(),
                 token: "ab".repeat(16),
+            },
+            LinkLine::Introduce {
+                user: "alice".into(),
             },
             LinkLine::Welcome { user: "bob".into() },
             LinkLine::Msg {
@@ -110,7 +122,7 @@ mod tests {
     #[test]
     fn bad_lines() {
         assert_eq!(LinkLine::parse("HELLO"), Err(ErrorCode::UnknownVerb));
-        assert_eq!(LinkLine::parse("PEER alice"), Err(ErrorCode::BadSyntax));
+        assert_eq!(LinkLine::parse("PEER 1alice"), Err(ErrorCode::BadSyntax));
         assert_eq!(
             LinkLine::parse("PEER alice nothex"),
             Err(ErrorCode::BadSyntax)

@@ -262,7 +262,8 @@ impl Session {
 
     /// One line as a data frame.
     pub fn seal(&mut self, line: &str) -> Result<Vec<u8>, LinkError> {
-        if line.len() + TAG > MAX_FRAME_BODY {
+        // The plaintext rule: a line and its `\n` fit in MAX_LINE.
+        if line.len() >= MAX_LINE {
             return Err(LinkError::LineTooLong);
         }
         let mut body = vec![0u8; line.len() + TAG];

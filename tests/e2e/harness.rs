@@ -451,11 +451,26 @@ impl Client {
     /// A client whose peer listener stays on loopback, signed up and logged in as `user`
     /// (password `pw-<user>`, like `Server::login_new`).
     pub fn start_user(server: &Server, user: &str) -> Client {
-        let mut c = Client::start(server, &["--listen-addr", "127.0.0.1"]);
+        Client::start_user_with(server, user, &["--listen-addr", "127.0.0.1"])
+    }
+
+    /// `start_user` with these flags instead of `--listen-addr 127.0.0.1`.
+    pub fn start_user_with(server: &Server, user: &str, flags: &[&str]) -> Client {
+        let mut c = Client::start(server, flags);
         c.send(&format!("/signup {user} pw-{user} pw-{user}"));
         c.send(&format!("/login {user} pw-{user}"));
         c.expect(&format!("logged in as {user}"));
         c
+    }
+
+    /// The port its greeting said peers reach it on (the greeting must have
+    /// been seen, as `start_user` does).
+    pub fn listen_port(&self) -> u16 {
+        self.seen
+            .iter()
+            .find_map(|l| l.split("peers reach you on port ").nth(1))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no greeting with a port in {:#?}", self.seen))
     }
 
     /// Lines printed within `limit` (for checking something did not happen twice).
