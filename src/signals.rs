@@ -1,64 +1,111 @@
-//! SIGINT/SIGTERM as a readable pipe, so the single poll loop learns of them
-//! like any other event (the self-pipe trick; the handler only writes a byte).
+//! Signals as a poll source, so the single loop learns of them like any other
+//! event. `signal-hook-mio` does what the hand-written self-pipe did (an
+//! async-signal-safe handler that only wakes the loop), with the handler
+//! chaining, `SA_RESTART` and multi-signal bookkeeping done once, well.
+//!
+//! Invariant: no work happens in a signal handler; the loop reads which
+//! signals arrived with [`SignalPipe::take`] and acts in its own time.
 
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::io;
 
-use mio::unix::pipe;
+use signal_hook_mio::v1_0::Signals;
 
-static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    let fd = WRITE_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        // Async-signal-safe; a full pipe already carries the news.
-        unsafe { libc::write(fd, b"!".as_ptr().cast(), 1) };
-    }
+/// What arrived since the last look.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Caught {
+    /// SIGINT or SIGTERM: stop (cleanly).
+    pub stop: bool,
+    /// SIGHUP: reload the configuration (only when installed with reload).
+    pub reload: bool,
 }
 
-/// Readable end of the signal pipe; register it with the poll under its own token.
+/// Register [`SignalPipe::receiver`] with the poll under its own token.
 pub struct SignalPipe {
-    receiver: pipe::Receiver,
-    _sender: pipe::Sender,
+    signals: Signals,
 }
 
 impl SignalPipe {
-    /// Installs handlers for SIGINT and SIGTERM. Call once per process.
+    /// Catches SIGINT and SIGTERM. SIGHUP keeps its default (the client is a
+    /// terminal program: a hang-up ends it).
     pub fn install() -> io::Result<SignalPipe> {
-        let (sender, receiver) = pipe::new()?;
-        WRITE_FD.store(sender.as_raw_fd(), Ordering::Relaxed);
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            if unsafe { libc::signal(sig, handler) } == libc::SIG_ERR {
-                return Err(io::Error::last_os_error());
-            }
-        }
         Ok(SignalPipe {
-            receiver,
-            _sender: sender,
+            signals: Signals::new([libc::SIGINT, libc::SIGTERM])?,
         })
     }
 
-    pub fn receiver(&mut self) -> &mut pipe::Receiver {
-        &mut self.receiver
+    /// Catches SIGHUP as well, for a daemon that reloads on it (a dropped ssh
+    /// session or `systemctl reload` must never stop the server).
+    pub fn install_with_reload() -> io::Result<SignalPipe> {
+        Ok(SignalPipe {
+            signals: Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?,
+        })
     }
 
-    /// Empties the pipe; true if any signal arrived.
-    pub fn drain(&mut self) -> bool {
-        let mut buf = [0u8; 64];
-        let mut got = false;
-        loop {
-            match self.receiver.read(&mut buf) {
-                Ok(0) => return got,
-                Ok(_) => got = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return got,
+    pub fn receiver(&mut self) -> &mut Signals {
+        &mut self.signals
+    }
+
+    /// Empties the queue of arrived signals.
+    pub fn take(&mut self) -> Caught {
+        let mut caught = Caught::default();
+        for sig in self.signals.pending() {
+            match sig {
+                libc::SIGHUP => caught.reload = true,
+                _ => caught.stop = true,
             }
         }
+        caught
     }
 
-    pub fn raw_fd(&self) -> RawFd {
-        self.receiver.as_raw_fd()
+    /// Empties the queue; true if a stop signal arrived.
+    pub fn drain(&mut self) -> bool {
+        self.take().stop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Interest, Poll, Token};
+    use std::time::Duration;
+
+    /// One test owns the process's signal dispositions (others do not touch them).
+    #[test]
+    fn signals_wake_the_poll_and_are_told_apart() {
+        let mut poll = Poll::new().unwrap();
+        let mut pipe = SignalPipe::install_with_reload().unwrap();
+        poll.registry()
+            .register(pipe.receiver(), Token(1), Interest::READABLE)
+            .unwrap();
+        let mut events = Events::with_capacity(4);
+        for (sig, want) in [
+            (
+                libc::SIGHUP,
+                Caught {
+                    stop: false,
+                    reload: true,
+                },
+            ),
+            (
+                libc::SIGTERM,
+                Caught {
+                    stop: true,
+                    reload: false,
+                },
+            ),
+        ] {
+            // SAFETY: raising a signal we handle, in our own process.
+            unsafe { libc::raise(sig) };
+            let mut got = Caught::default();
+            for _ in 0..50 {
+                poll.poll(&mut events, Some(Duration::from_millis(100)))
+                    .unwrap();
+                got = pipe.take();
+                if got != Caught::default() {
+                    break;
+                }
+            }
+            assert_eq!(got, want, "signal {sig}");
+        }
     }
 }

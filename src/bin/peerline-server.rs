@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    peerline::server::service::init_logging();
     let result = match command {
         Command::Check => {
             if let Err(msg) = cfg.check_environment() {

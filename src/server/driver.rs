@@ -65,6 +65,8 @@ pub struct Driver {
     udp: UdpSocket,
     udp_queue: UdpQueue,
     udp_read_again: bool,
+    /// The running configuration; SIGHUP replaces what can change at run time.
+    cfg: Config,
     /// The UDP socket's own address: its family decides how peers are addressed.
     udp_local: SocketAddr,
     signals: SignalPipe,
@@ -203,8 +205,8 @@ impl Driver {
             .map_err(|e| format!("cannot bind {}: {e}", SocketAddr::new(cfg.bind, cfg.port)))?;
         enlarge_udp_receive_buffer(&udp);
         let poll = Poll::new().map_err(|e| format!("cannot create poll: {e}"))?;
-        let mut signals =
-            SignalPipe::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let mut signals = SignalPipe::install_with_reload()
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let reg = poll.registry();
         let fail = |e: io::Error| format!("cannot register with poll: {e}");
         reg.register(&mut listener, LISTENER, Interest::READABLE)
@@ -219,6 +221,7 @@ impl Driver {
         let _ = writeln!(out, "{}", crate::listening::format(tcp_addr, udp_addr));
         let _ = out.flush();
         log::info!("listening on tcp={tcp_addr} udp={udp_addr}");
+        super::service::ready(&format!("listening tcp={tcp_addr} udp={udp_addr}"));
         let mut d = Driver {
             poll,
             listener,
@@ -235,6 +238,7 @@ impl Driver {
             engine,
             persist: Persist::new(store),
             delivery_sync_at: None,
+            cfg,
         };
         d.run_outputs(Instant::now());
         Ok(d)
@@ -253,6 +257,7 @@ impl Driver {
             }
             let now = Instant::now();
             let mut stop = false;
+            let mut reload = false;
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(now),
@@ -264,7 +269,11 @@ impl Driver {
                             self.udp_queue.flush(&self.udp);
                         }
                     }
-                    SIGNALS => stop |= self.signals.drain(),
+                    SIGNALS => {
+                        let caught = self.signals.take();
+                        stop |= caught.stop;
+                        reload |= caught.reload;
+                    }
                     Token(i) => self.conn_event(now, i, ev.is_readable(), ev.is_writable()),
                 }
             }
@@ -282,6 +291,9 @@ impl Driver {
                 if !self.engine.has_output() {
                     break;
                 }
+            }
+            if reload && !stop {
+                self.reload();
             }
             if stop {
                 log::info!("signal received: shutting down");
@@ -588,7 +600,58 @@ impl Driver {
         }
     }
 
+    /// SIGHUP: re-reads the configuration and applies what can change while
+    /// running; sessions, sockets and the data dir are untouched. A bad new
+    /// configuration is logged and the running one kept.
+    fn reload(&mut self) {
+        super::service::reloading();
+        match self.cfg.reload() {
+            Err(e) => {
+                log::error!("SIGHUP: configuration not reloaded, keeping the running one: {e}")
+            }
+            Ok(mut new) => {
+                let mut restart = Vec::new();
+                if (new.bind, new.port) != (self.cfg.bind, self.cfg.port) {
+                    restart.push("bind/port");
+                }
+                if new.data_dir != self.cfg.data_dir {
+                    restart.push("data-dir");
+                }
+                if !restart.is_empty() {
+                    log::warn!(
+                        "SIGHUP: {} changed; that takes a restart (still using the running value)",
+                        restart.join(", ")
+                    );
+                }
+                new.bind = self.cfg.bind;
+                new.bind_is_default = self.cfg.bind_is_default;
+                new.port = self.cfg.port;
+                new.data_dir = self.cfg.data_dir.clone();
+                if new.engine.max_clients > self.cfg.engine.max_clients {
+                    if let Err(e) = ensure_fd_limit(new.engine.max_clients) {
+                        log::warn!(
+                            "SIGHUP: {e}; max-clients stays {}",
+                            self.cfg.engine.max_clients
+                        );
+                        new.engine.max_clients = self.cfg.engine.max_clients;
+                    }
+                }
+                let changes = new.changes_from(&self.cfg);
+                if changes.is_empty() {
+                    log::info!("SIGHUP: configuration reloaded, nothing changed");
+                }
+                for c in changes {
+                    log::info!("SIGHUP: {c}");
+                }
+                self.engine.set_config(new.engine.clone());
+                self.cfg = new;
+            }
+        }
+        super::service::ready("reloaded");
+    }
+
     fn shutdown(mut self) -> Result<(), String> {
+        super::service::stopping();
         let now = Instant::now();
         self.run_outputs(now);
         self.commit(now);

@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod kdf;
 pub mod persist;
 pub mod records;
+pub mod service;
 pub mod sockets;
 pub mod store;
 pub mod timers;

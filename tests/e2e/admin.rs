@@ -2,8 +2,14 @@
 //! `--check`), bad configuration, dual-stack and IPv6 addressing.
 
 use std::net::{SocketAddr, TcpStream};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use crate::harness::{run_server, Client, Line, Server};
+use peerline::listening;
+
+use crate::harness::{
+    run_server, wait_exit, Client, Line, Server, SERVER_BIN, SIGHUP, SIGTERM, WAIT,
+};
 
 /// The effective settings `--check` prints, as `key = value` without the
 /// source comment, and the source comment separately.
@@ -222,4 +228,163 @@ fn a_direct_link_forms_over_ipv6_with_the_default_listen_address() {
     alice.expect("direct link with bob is up");
     alice.send("/msg bob over six");
     bob.expect("<alice> over six");
+}
+
+// ---- signals, systemd, logs -------------------------------------------------
+
+/// Waits (bounded) until the server has logged a line containing each of
+/// `needles` (lines read here are gone for later calls).
+fn wait_logs(server: &Server, needles: &[&str]) {
+    let deadline = Instant::now() + WAIT;
+    let mut seen: Vec<String> = Vec::new();
+    while Instant::now() < deadline {
+        seen.extend(server.log_lines());
+        if needles.iter().all(|n| seen.iter().any(|l| l.contains(n))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "log lines missing one of {needles:?}; saw:\n{}",
+        seen.join("\n")
+    );
+}
+
+#[test]
+fn sighup_reloads_the_file_and_keeps_every_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("peerline.toml");
+    let data = tmp.path().join("data");
+    // Everything in the file, so that every setting can change under SIGHUP.
+    let base = format!(
+        "bind = \"127.0.0.1\"\nport = 0\nkdf-iterations = 1000\ndata-dir = {:?}\n",
+        data.display().to_string()
+    );
+    std::fs::write(&file, format!("{base}welcome = \"first\"\n")).unwrap();
+    let f = file.display().to_string();
+    let server = Server::spawn(&["--config".to_owned(), f.clone()], &data, &[]);
+    let (mut alice, token) = server.login_new("alice");
+    let (mut bob, _) = server.login_new("bob");
+    std::fs::write(
+        &file,
+        format!("{base}welcome = \"second\"\nsession-ttl = \"1h\"\n"),
+    )
+    .unwrap();
+    server.signal(SIGHUP);
+    wait_logs(
+        &server,
+        &[
+            "SIGHUP: session-ttl = \"30m\" -> \"1h\"",
+            "SIGHUP: welcome = \"first\" -> \"second\"",
+        ],
+    );
+    // Every session is still there, same token, and works.
+    alice.cmd_ok("PING");
+    bob.cmd_ok("CONNECT alice");
+    alice.expect_prefix("EVENT REQUEST bob");
+    let mut names: Vec<String> = list_ips(&mut alice).into_iter().map(|(u, _)| u).collect();
+    names.sort();
+    assert_eq!(names, ["alice", "bob"]);
+    let mut c = Line::connect(server.tcp);
+    assert!(c.next("WELCOME").starts_with("EVENT WELCOME second"));
+    // A bad file is refused; the server keeps running with what it had.
+    std::fs::write(&file, format!("{base}session-ttl = \"0\"\n")).unwrap();
+    server.signal(SIGHUP);
+    wait_logs(&server, &["configuration not reloaded"]);
+    // A restart-only setting is reported, not applied.
+    let moved = base.replace("port = 0", "port = 1");
+    std::fs::write(&file, format!("{moved}welcome = \"third\"\n")).unwrap();
+    server.signal(SIGHUP);
+    wait_logs(&server, &["bind/port changed; that takes a restart"]);
+    let mut c = Line::connect(server.tcp);
+    assert!(c.next("WELCOME").starts_with("EVENT WELCOME third"));
+    alice.cmd_ok("PING");
+    // Same session: the token still logs in the same place (REAUTH form).
+    let relogin = alice.cmd_ok("LOGIN alice pw-alice");
+    assert!(relogin.ends_with(&token), "{relogin} vs {token}");
+}
+
+/// Reads one datagram (bounded) from the fake service manager.
+fn notify_message(sock: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = sock
+        .recv(&mut buf)
+        .expect("a notification within the read timeout");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn notify_socket_gets_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let p = path.display().to_string();
+    let mut server =
+        Server::start_with_env(&tmp.path().join("data"), &[], &[("NOTIFY_SOCKET", &p)]);
+    let ready = notify_message(&sock);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    // READY=1 came once listening: the port answers now.
+    let mut c = server.connect();
+    c.cmd_ok("PING");
+    server.signal(SIGHUP);
+    let reloading = notify_message(&sock);
+    assert!(
+        reloading.lines().any(|l| l == "RELOADING=1"),
+        "{reloading:?}"
+    );
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    let again = notify_message(&sock);
+    assert!(again.lines().any(|l| l == "READY=1"), "{again:?}");
+    c.cmd_ok("PING");
+    let status = server.signal_and_wait(SIGTERM);
+    assert!(status.success(), "{status}");
+    let stopping = notify_message(&sock);
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+}
+
+#[test]
+fn under_the_journal_logs_carry_levels_and_no_timestamps() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    for journal in [true, false] {
+        let log = tmp.path().join(format!("stderr-{journal}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let meta = file.metadata().unwrap();
+        let stream = format!("{}:{}", meta.dev(), meta.ino());
+        let mut cmd = std::process::Command::new(SERVER_BIN);
+        cmd.args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(file);
+        if journal {
+            cmd.env("JOURNAL_STREAM", &stream);
+        } else {
+            cmd.env_remove("JOURNAL_STREAM");
+        }
+        let mut child = cmd.spawn().unwrap();
+        listening::wait_for(child.stdout.take().unwrap(), WAIT).unwrap();
+        unsafe { libc_kill(child.id() as i32, SIGTERM) };
+        assert!(wait_exit(&mut child, WAIT).is_some_and(|s| s.success()));
+        let text = std::fs::read_to_string(&log).unwrap();
+        let first = text.lines().next().expect("a log line");
+        if journal {
+            assert!(
+                text.lines()
+                    .all(|l| l.starts_with("<6>") || l.starts_with("<4>") || l.starts_with("<3>")),
+                "{text}"
+            );
+            assert!(!first.contains("INFO") && !first.contains('['), "{first}");
+        } else {
+            assert!(first.starts_with('[') && first.contains("INFO"), "{first}");
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
 }

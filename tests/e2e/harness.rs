@@ -43,6 +43,11 @@ impl Server {
 
     /// Starts a server on an existing data dir (for restart tests).
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(dir, extra, &[])
+    }
+
+    /// `start_in` with extra environment variables for the server.
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut args: Vec<String> = vec![
             "--bind".into(),
             "127.0.0.1".into(),
@@ -54,12 +59,19 @@ impl Server {
             "1000".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        Server::spawn(&args, dir, env)
+    }
+
+    /// Runs the server with exactly `args` (and `env`); `dir` is its data dir
+    /// as far as the test knows.
+    pub fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(SERVER_BIN)
-            .args(&args)
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -104,6 +116,11 @@ impl Server {
         (c, token)
     }
 
+    /// Sends a signal to the server (ours, by PID).
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc_kill(self.child.id() as i32, sig) };
+    }
+
     /// Sends a signal (ours, by PID) and waits, bounded, for the exit status.
     pub fn signal_and_wait(&mut self, sig: i32) -> std::process::ExitStatus {
         unsafe { libc_kill(self.child.id() as i32, sig) };
@@ -128,6 +145,7 @@ extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+pub const SIGHUP: i32 = 1;
 pub const SIGTERM: i32 = 15;
 pub const SIGINT: i32 = 2;
 pub const SIGKILL: i32 = 9;
