@@ -18,4 +18,8 @@ pub mod store;
 pub mod timers;
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+pub mod faultfs;
+#[cfg(test)]
 mod tests;
