@@ -34,6 +34,8 @@ pub enum Fault {
 pub enum Op {
     Write,
     Sync,
+    /// A directory fsync (the file name is ignored).
+    SyncDir,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -157,7 +159,9 @@ impl Disk {
         s.ops += 1;
         let mut f = s.faults.remove(&n);
         if let Some((name, op)) = file {
-            if let Some(i) = s.next.iter().position(|(n, o, _)| n == name && *o == op) {
+            let hit =
+                |(n, o, _): &(String, Op, Fault)| *o == op && (n == name || op == Op::SyncDir);
+            if let Some(i) = s.next.iter().position(hit) {
                 f = f.or(Some(s.next.remove(i).2));
             }
         }
@@ -311,7 +315,7 @@ impl Fs for Disk {
     }
 
     fn sync_dir(&mut self) -> io::Result<()> {
-        plain(self.op())?;
+        plain(self.op_on(Some((".", Op::SyncDir))))?;
         let mut s = self.0.borrow_mut();
         s.durable_names = s.names.clone();
         Ok(())

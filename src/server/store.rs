@@ -373,6 +373,10 @@ pub struct Store {
     /// Delivery rows formatted this turn, written by `flush_deliveries`.
     delivery_buf: Vec<u8>,
     delivery_dirty_since: Option<Instant>,
+    /// A rename's directory fsync failed: until one succeeds, the renamed
+    /// file (and what is appended to it) may vanish in a crash, so no
+    /// append may be confirmed (found by the crash property test).
+    dir_unsynced: bool,
     /// Held for the store's life; `None` on a test file system.
     _lock: Option<DirLock>,
 }
@@ -460,6 +464,7 @@ impl Store {
             deliveries: deliveries_log,
             delivery_buf: Vec::new(),
             delivery_dirty_since: None,
+            dir_unsynced: false,
             _lock: None,
         };
         Ok((store, loaded))
@@ -472,7 +477,18 @@ impl Store {
 
     /// One fsync for every account row written since the last one.
     pub fn sync_users(&mut self) -> io::Result<()> {
+        if let Err(e) = self.sync_dir_if_needed() {
+            return Err(self.users.fail(e));
+        }
         self.users.sync()
+    }
+
+    fn sync_dir_if_needed(&mut self) -> io::Result<()> {
+        if self.dir_unsynced {
+            self.fs.sync_dir()?;
+            self.dir_unsynced = false;
+        }
+        Ok(())
     }
 
     /// Appends and fsyncs one account row: when this returns Ok it survives a crash.
@@ -488,6 +504,9 @@ impl Store {
     }
 
     pub fn sync_broadcasts(&mut self) -> io::Result<()> {
+        if let Err(e) = self.sync_dir_if_needed() {
+            return Err(self.broadcasts.fail(e));
+        }
         self.broadcasts.sync()
     }
 
@@ -516,6 +535,7 @@ impl Store {
         }
         match self.delivery_dirty_since {
             Some(since) if force_sync || now >= since + DELIVERY_SYNC_EVERY => {
+                self.sync_dir_if_needed()?;
                 self.deliveries.sync()?;
                 self.delivery_dirty_since = None;
                 Ok(None)
@@ -552,10 +572,11 @@ impl Store {
         let tmp = format!("{name}.tmp");
         self.fs.write_synced(&tmp, contents)?;
         self.fs.rename(&tmp, name)?;
+        self.dir_unsynced = true;
         let (log, result) = match self.fs.open_append(name) {
             Ok(file) => (
                 AppendLog::new(name, file, contents.len() as u64),
-                self.fs.sync_dir(),
+                self.sync_dir_if_needed(),
             ),
             Err(e) => (AppendLog::new(name, Box::new(Unwritable), 0), Err(e)),
         };
