@@ -172,6 +172,9 @@ pub fn refusal(code: &str) -> Vec<u8> {
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
+    /// Start of the unconsumed bytes in `buf`: frames are taken by moving
+    /// this, so a chunk of many small frames costs linear time.
+    start: usize,
     /// Bytes of [`MAGIC`] still expected at the front.
     magic_left: usize,
 }
@@ -180,34 +183,44 @@ impl FrameReader {
     fn new(expect_magic: bool) -> FrameReader {
         FrameReader {
             buf: Vec::new(),
+            start: 0,
             magic_left: if expect_magic { MAGIC.len() } else { 0 },
         }
     }
 
     fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
     }
 
     /// True when part of a frame (or of the magic) is buffered: a connection
     /// ending now ended inside a frame.
     pub fn mid_frame(&self) -> bool {
-        !self.buf.is_empty() || (self.magic_left > 0 && self.magic_left < MAGIC.len())
+        !self.pending().is_empty() || (self.magic_left > 0 && self.magic_left < MAGIC.len())
     }
 
     fn next(&mut self) -> Option<Result<(u8, Vec<u8>), LinkError>> {
         if self.magic_left > 0 {
             let done = MAGIC.len() - self.magic_left;
-            let n = self.magic_left.min(self.buf.len());
-            if self.buf[..n] != MAGIC[done..done + n] {
+            let n = self.magic_left.min(self.pending().len());
+            if self.pending()[..n] != MAGIC[done..done + n] {
                 return Some(Err(LinkError::BadMagic));
             }
-            self.buf.drain(..n);
+            self.start += n;
             self.magic_left -= n;
             if self.magic_left > 0 {
                 return None;
             }
         }
-        let &kind = self.buf.first()?;
+        let rest = self.pending();
+        let &kind = rest.first()?;
         if !matches!(kind, FRAME_HANDSHAKE | FRAME_DATA | FRAME_REFUSE) {
             return Some(Err(if kind.is_ascii_alphabetic() {
                 LinkError::PlaintextPeer
@@ -215,21 +228,22 @@ impl FrameReader {
                 LinkError::UnknownFrame
             }));
         }
-        if self.buf.len() < HEADER {
+        if rest.len() < HEADER {
             return None;
         }
-        let len = usize::from(u16::from_be_bytes([self.buf[1], self.buf[2]]));
+        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]]));
         if len > MAX_FRAME_BODY {
             return Some(Err(LinkError::FrameTooLong));
         }
-        if self.buf.len() < HEADER + len {
+        if rest.len() < HEADER + len {
             return None;
         }
-        let body = self.buf[HEADER..HEADER + len].to_vec();
-        self.buf.drain(..HEADER + len);
-        if self.buf.is_empty() {
+        let body = rest[HEADER..HEADER + len].to_vec();
+        self.start += HEADER + len;
+        if self.start == self.buf.len() {
             // Most links are idle most of the time: keep no buffer for them.
             self.buf = Vec::new();
+            self.start = 0;
         }
         Some(Ok((kind, body)))
     }

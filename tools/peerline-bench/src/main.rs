@@ -5,6 +5,7 @@
 mod bench;
 mod clock;
 mod fleet;
+mod links;
 mod mqtt;
 mod procfs;
 mod report;
@@ -36,6 +37,24 @@ enum ProtoArg {
 enum Cmd {
     /// Run the scenarios and write the report.
     Run(RunArgs),
+    /// Direct links: setup time and messages/s, encrypted vs plaintext, in one run.
+    Links {
+        /// The peerline-server binary.
+        #[arg(long, default_value = "target/release/peerline-server")]
+        server: PathBuf,
+        /// The peerline-client binary (plays bob, the accepting side).
+        #[arg(long, default_value = "target/release/peerline-client")]
+        client: PathBuf,
+        /// Links set up per form (p50/p90 over these).
+        #[arg(long, default_value_t = 30)]
+        links: usize,
+        /// Messages sent for the throughput figure, per form.
+        #[arg(long, default_value_t = 20000)]
+        messages: usize,
+        /// Padding bytes added to each message text.
+        #[arg(long, default_value_t = 64)]
+        pad: usize,
+    },
     /// (internal) A session-driving worker, commanded over stdin/stdout.
     #[command(hide = true)]
     Worker {
@@ -153,6 +172,28 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("worker: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Links {
+            server,
+            client,
+            links,
+            messages,
+            pad,
+        } => {
+            let args = links::Args {
+                server,
+                client,
+                links,
+                messages,
+                pad,
+            };
+            match links::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("peerline-bench links: {e}");
                     ExitCode::FAILURE
                 }
             }
