@@ -18,4 +18,10 @@ timeout 90 target/release/peerline-bench run \
 
 grep -q '| 50 | peerline |' "$out/BENCHMARKS.md"
 grep -q '<polyline' "$out/bench-fanout.svg"
+
+# Direct links, encrypted vs plaintext: a few links and messages each way.
+timeout 60 target/release/peerline-bench links \
+    --server target/release/peerline-server --client target/release/peerline-client \
+    --links 3 --messages 500 > "$out/links.md"
+grep -q '| link setup' "$out/links.md"
 echo "bench smoke: ok"
