@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::display::{self, Origin};
 use super::input::{self, UserCommand, UserInput};
-use super::links::{LinkId, LinkState, Links, Refusal, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING};
+use super::links::{
+    LinkId, LinkState, Links, P2pToken, Refusal, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING,
+};
 use crate::proto::link_noise::{self, LinkError, LinkWire, WireEvent};
 use crate::proto::sealed::{self, Channel, Role, UdpSecret};
 use crate::proto::{
@@ -1243,8 +1245,12 @@ impl Engine {
 
     /// The encrypted peer proved it is live (not a recorded hello): the
     /// token is used now, and the link is up.
-    fn on_confirmed(&mut self, now: Now, id: LinkId, user: String, token: String) {
-        if self.links.check_token(&user, &token, now.mono).is_err() {
+    fn on_confirmed(&mut self, now: Now, id: LinkId, user: String, token: P2pToken) {
+        if self
+            .links
+            .check_token(&user, token.as_str(), now.mono)
+            .is_err()
+        {
             // Used by another link or expired between hello and confirmation.
             let addr = self.links.get(id).map(|l| l.addr);
             self.say(

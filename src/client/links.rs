@@ -27,6 +27,23 @@ pub const MAX_BAD_LINES: u32 = 32;
 /// and a little memory for up to [`HANDSHAKE_TIMEOUT`]).
 pub const MAX_UNFINISHED_INCOMING: usize = 32;
 
+/// A p2p token this client issued (lower-case hex). Its `Debug` never shows
+/// it, so no state dump or log line can leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct P2pToken(String);
+
+impl P2pToken {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for P2pToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("P2pToken(<redacted>)")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkState {
     /// Someone connected to our listener; waiting for `PEER <user> <token>`
@@ -36,7 +53,7 @@ pub enum LinkState {
     /// `user`, and we answered. A recorded hello would authenticate too, so the
     /// token is used up only when `user` proves it is live by sending its
     /// first encrypted line (`PEER <user>`).
-    AwaitConfirm { user: String, token: String },
+    AwaitConfirm { user: String, token: P2pToken },
     /// We dialed `user` and sent our `PEER` line; waiting for `OK PEER`.
     AwaitWelcome { user: String },
     /// Handshake done: `MSG` flows both ways.
@@ -81,7 +98,7 @@ pub enum Refusal {
 
 #[derive(Debug)]
 struct Issued {
-    token: String,
+    token: P2pToken,
     at: Instant,
 }
 
@@ -97,7 +114,7 @@ impl Links {
         self.issued.insert(
             user.to_owned(),
             Issued {
-                token: token.to_ascii_lowercase(),
+                token: P2pToken(token.to_ascii_lowercase()),
                 at: now,
             },
         );
@@ -112,7 +129,7 @@ impl Links {
             return Err(Refusal::Expired);
         }
         let given = token.to_ascii_lowercase();
-        if !bool::from(issued.token.as_bytes().ct_eq(given.as_bytes())) {
+        if !bool::from(issued.token.0.as_bytes().ct_eq(given.as_bytes())) {
             return Err(Refusal::WrongToken);
         }
         self.issued.remove(user);
@@ -120,14 +137,14 @@ impl Links {
     }
 
     /// Every `(user, token)` still good, for trying an encrypted hello against.
-    pub fn candidates(&self, now: Instant) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = self
+    pub fn candidates(&self, now: Instant) -> Vec<(String, P2pToken)> {
+        let mut v: Vec<(String, P2pToken)> = self
             .issued
             .iter()
             .filter(|(_, i)| now.duration_since(i.at) < TOKEN_TTL)
             .map(|(u, i)| (u.clone(), i.token.clone()))
             .collect();
-        v.sort_unstable();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         v
     }
 
@@ -304,6 +321,19 @@ mod tests {
             Ok(())
         );
         assert_eq!(l.check_token("alice", TOKEN, t0), Err(Refusal::NotIssued));
+    }
+
+    #[test]
+    fn tokens_never_show_in_debug_output() {
+        let t0 = Instant::now();
+        let mut l = Links::default();
+        l.issue("alice", TOKEN, t0);
+        let (user, token) = l.candidates(t0).remove(0);
+        assert_eq!(token.as_str(), TOKEN);
+        let state = LinkState::AwaitConfirm { user, token };
+        for shown in [format!("{l:?}"), format!("{state:?}")] {
+            assert!(!shown.contains(TOKEN), "{shown}");
+        }
     }
 
     #[test]

@@ -618,3 +618,18 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn a_long_chat_crosses_rekeys_in_step() {
+    let server = Server::start(&[]);
+    let mut alice = Client::start_user(&server, "alice");
+    let mut bob = Client::start_user(&server, "bob");
+    link(&mut alice, "alice", &mut bob, "bob");
+    // Past REKEY_EVERY frames: both ends must change keys at the same frame.
+    let n = link_noise::REKEY_EVERY + 50;
+    let lines: String = (0..n).map(|i| format!("/msg bob n{i}\n")).collect();
+    alice.send(lines.trim_end());
+    bob.expect(&format!("<alice> n{}", n - 1));
+    bob.send("/msg alice still readable after the rekey");
+    alice.expect("<bob> still readable after the rekey");
+}
