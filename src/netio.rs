@@ -13,13 +13,23 @@ use crate::proto::{Frame, LineReader};
 
 /// How much one connection may read in one turn before others get theirs.
 pub const READ_BUDGET: usize = 64 * 1024;
+/// One `read(2)`: the most a [`LineReader`] is handed at once, so the most
+/// unconsumed input it holds is this plus a partial line.
+pub const READ_CHUNK: usize = 8192;
 
 /// Bytes waiting to be written to a stream, with a hard cap.
+///
+/// The cap bounds the allocation too, not just the content: the buffer never
+/// grows past `cap` bytes of capacity (already-written bytes are dropped
+/// before it would), except by the one line [`OutBuffer::replace_with_line`]
+/// adds after a partly written one.
 #[derive(Debug)]
 pub struct OutBuffer {
     buf: Vec<u8>,
     pos: usize,
     cap: usize,
+    /// The bytes written so far end on a `\n`: the peer holds whole lines only.
+    at_boundary: bool,
 }
 
 /// The peer is not reading: the buffer would pass its cap.
@@ -32,6 +42,7 @@ impl OutBuffer {
             buf: Vec::new(),
             pos: 0,
             cap,
+            at_boundary: true,
         }
     }
 
@@ -58,9 +69,17 @@ impl OutBuffer {
         if self.len() + total > self.cap {
             return Err(Overflow);
         }
-        if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
+        let need = total;
+        if self.pos > 0 && self.buf.len() + need > self.buf.capacity() {
+            // Growing would count written bytes against the allocation.
+            self.buf.drain(..self.pos);
             self.pos = 0;
+        }
+        if self.buf.len() + need > self.buf.capacity() {
+            // Amortised doubling, but never past the cap: a buffer just over
+            // half full must not take twice the cap in memory.
+            let want = (self.buf.capacity() * 2).clamp(self.buf.len() + need, self.cap);
+            self.buf.reserve_exact(want - self.buf.len());
         }
         for p in parts {
             self.buf.extend_from_slice(p);
@@ -68,12 +87,37 @@ impl OutBuffer {
         Ok(())
     }
 
+    /// Throws away what is queued and queues `line` instead — except the rest
+    /// of a line already partly written, which goes out first so the peer
+    /// never sees `line` glued to half a line. `line` is queued past the cap
+    /// (it is the last thing sent: the caller closes after it).
+    pub fn replace_with_line(&mut self, line: &str) {
+        let keep = if self.at_boundary {
+            0
+        } else {
+            // Through the `\n` that ends the partly written line.
+            self.buf[self.pos..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(self.len(), |i| i + 1)
+        };
+        let mut buf = Vec::with_capacity(keep + line.len() + 1);
+        buf.extend_from_slice(&self.buf[self.pos..self.pos + keep]);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        self.buf = buf;
+        self.pos = 0;
+    }
+
     /// Writes until empty or `WouldBlock`. `Ok(true)` when everything is out.
     pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<bool> {
         while !self.is_empty() {
             match w.write(&self.buf[self.pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.pos += n,
+                Ok(n) => {
+                    self.pos += n;
+                    self.at_boundary = self.buf[self.pos - 1] == b'\n';
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -104,6 +148,43 @@ pub enum ReadStatus {
     MoreWaiting,
 }
 
+/// What one [`read_chunk`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk {
+    /// This many bytes are now in the reader.
+    Got(usize),
+    /// `WouldBlock`: wait for the next readiness event.
+    Drained,
+    /// The peer closed its side (or the connection failed).
+    Closed,
+}
+
+/// One `read(2)` of at most [`READ_CHUNK`] bytes into `reader`. Callers that
+/// may stop taking frames part-way (backpressure) read with this, one chunk at
+/// a time, and only once the reader has no complete frame left: the bytes
+/// they are not ready for stay in the kernel, not in our memory.
+pub fn read_chunk(r: &mut impl Read, reader: &mut LineReader) -> Chunk {
+    let mut chunk = [0u8; READ_CHUNK];
+    let got = read_once(r, &mut chunk);
+    if let Chunk::Got(n) = got {
+        reader.push(&chunk[..n]);
+    }
+    got
+}
+
+/// One `read(2)` into `buf`, retried on `EINTR`.
+fn read_once(r: &mut impl Read, buf: &mut [u8]) -> Chunk {
+    loop {
+        match r.read(buf) {
+            Ok(0) => return Chunk::Closed,
+            Ok(n) => return Chunk::Got(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Chunk::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Chunk::Closed,
+        }
+    }
+}
+
 /// Reads up to [`READ_BUDGET`] bytes, handing each complete frame to `on_frame`
 /// as soon as its chunk arrives, so the reader's buffer stays bounded.
 pub fn read_frames(
@@ -119,24 +200,22 @@ pub fn read_frames(
     })
 }
 
-/// Reads up to [`READ_BUDGET`] bytes in chunks of at most 8 KiB, handing each
-/// to `on_chunk` (for decoders other than lines: encrypted links).
+/// Reads up to [`READ_BUDGET`] bytes in chunks of at most [`READ_CHUNK`],
+/// handing each to `on_chunk` (for decoders other than lines: encrypted links).
 pub fn read_chunks(r: &mut impl Read, mut on_chunk: impl FnMut(&[u8])) -> ReadStatus {
-    let mut chunk = [0u8; 8192];
+    let mut chunk = [0u8; READ_CHUNK];
     let mut taken = 0;
     loop {
         if taken >= READ_BUDGET {
             return ReadStatus::MoreWaiting;
         }
-        match r.read(&mut chunk) {
-            Ok(0) => return ReadStatus::Closed,
-            Ok(n) => {
+        match read_once(r, &mut chunk) {
+            Chunk::Got(n) => {
                 taken += n;
                 on_chunk(&chunk[..n]);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadStatus::Drained,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return ReadStatus::Closed,
+            Chunk::Drained => return ReadStatus::Drained,
+            Chunk::Closed => return ReadStatus::Closed,
         }
     }
 }
@@ -289,6 +368,76 @@ mod tests {
         assert_eq!((q.queue.len(), q.queued_bytes(), q.dropped), (3, 250, 1));
         q.flush(&sock);
         assert_eq!((q.queue.len(), q.queued_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn replacing_keeps_the_rest_of_a_partly_written_line_only() {
+        let mut out = OutBuffer::with_cap(1024);
+        out.push_line("first line").unwrap();
+        out.push_line("second").unwrap();
+        let mut w = Choked {
+            got: Vec::new(),
+            room: 4,
+        };
+        out.write_to(&mut w).unwrap();
+        out.replace_with_line("EVENT CLOSING slow-reader");
+        w.room = 1000;
+        assert!(out.write_to(&mut w).unwrap());
+        assert_eq!(w.got, b"first line\nEVENT CLOSING slow-reader\n");
+
+        // Written up to a line's end: nothing of the next line goes out.
+        let mut out = OutBuffer::with_cap(1024);
+        out.push_line("one").unwrap();
+        out.push_line("two").unwrap();
+        let mut w = Choked {
+            got: Vec::new(),
+            room: 4,
+        };
+        out.write_to(&mut w).unwrap();
+        out.replace_with_line("bye");
+        w.room = 1000;
+        out.write_to(&mut w).unwrap();
+        assert_eq!(w.got, b"one\nbye\n");
+    }
+
+    #[test]
+    fn a_partly_written_line_is_tracked_across_compaction() {
+        // Written past half the buffer, mid-line: the written prefix is
+        // dropped, and the boundary must still be known.
+        let mut out = OutBuffer::with_cap(1024);
+        out.push_line("aaaaaaaa").unwrap();
+        out.push_line("bb").unwrap();
+        let mut w = Choked {
+            got: Vec::new(),
+            room: 10,
+        };
+        out.write_to(&mut w).unwrap();
+        out.replace_with_line("bye");
+        w.room = 1000;
+        out.write_to(&mut w).unwrap();
+        assert_eq!(w.got, b"aaaaaaaa\nbb\nbye\n");
+    }
+
+    #[test]
+    fn the_allocation_never_passes_the_cap() {
+        let cap = 1000;
+        let mut out = OutBuffer::with_cap(cap);
+        let mut w = Choked {
+            got: Vec::new(),
+            room: 0,
+        };
+        for round in 0..50 {
+            while out.push_line("0123456789abcdef").is_ok() {}
+            assert!(
+                out.buf.capacity() <= cap,
+                "round {round}: {}",
+                out.buf.capacity()
+            );
+            // The reader takes a little, then stalls: written bytes must not
+            // count against the allocation.
+            w.room = 37;
+            out.write_to(&mut w).unwrap();
+        }
     }
 
     #[test]

@@ -17,9 +17,10 @@ use slab::Slab;
 
 use super::config::Config;
 use super::engine::{Engine, Output};
+use super::flow::{ReadGate, OUT_CAP};
 use super::persist::Persist;
 use super::store::Store;
-use crate::netio::{self, OutBuffer, ReadStatus, UdpQueue};
+use crate::netio::{self, Chunk, OutBuffer, ReadStatus, UdpQueue, READ_BUDGET};
 use crate::proto::datagram::MAX_DATAGRAM;
 use crate::proto::LineReader;
 use crate::signals::SignalPipe;
@@ -27,8 +28,6 @@ use crate::signals::SignalPipe;
 const LISTENER: Token = Token(usize::MAX - 1);
 const UDP: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
-/// A client that stops reading may have this much queued before it is dropped.
-const OUT_CAP: usize = 1 << 20;
 /// After we close, how long we keep reading (and discarding) so that our last
 /// lines are not destroyed by a reset.
 const LINGER: Duration = Duration::from_secs(2);
@@ -44,9 +43,12 @@ struct Conn {
     reader: LineReader,
     out: OutBuffer,
     registered: Interest,
-    /// The engine is still working on earlier input: do not read.
-    paused: bool,
-    /// Data may be waiting with no edge to announce it: read next turn.
+    /// Whether input may be taken now (engine backlog, output backpressure).
+    gate: ReadGate,
+    /// On `Driver::reads_due`: read next turn without waiting for an edge.
+    /// Cleared whenever it is taken off that list, read or not, so the next
+    /// `read_next_turn` always puts it back (a flag left set there once lost
+    /// the wake-up for good).
     read_again: bool,
     /// Set once we decided to close: when to give up lingering.
     closing: Option<Instant>,
@@ -347,7 +349,7 @@ impl Driver {
                         reader: LineReader::new(),
                         out: OutBuffer::with_cap(OUT_CAP),
                         registered: Interest::READABLE,
-                        paused: false,
+                        gate: ReadGate::default(),
                         read_again: false,
                         closing: None,
                         wrote_fin: false,
@@ -396,10 +398,15 @@ impl Driver {
             return;
         }
         mark_dirty(&mut self.dirty, key, c);
-        if writable && c.out.write_to(&mut c.stream).is_err() {
-            c.gone = true;
-            self.engine.on_disconnect(now, key);
-            return;
+        if writable {
+            if c.out.write_to(&mut c.stream).is_err() {
+                c.gone = true;
+                self.engine.on_disconnect(now, key);
+                return;
+            }
+            if c.gate.output_drained(c.out.len()) {
+                self.read_next_turn(key);
+            }
         }
         if readable {
             self.read_conn(now, key);
@@ -411,11 +418,13 @@ impl Driver {
             self.recv_datagrams(now);
         }
         for key in std::mem::take(&mut self.reads_due) {
-            if self
-                .conns
-                .get(key)
-                .is_some_and(|c| c.read_again && !c.paused && !c.gone)
-            {
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            // Off the list now: clear the flag whether or not it is read, so
+            // whatever unblocks it later can schedule it again.
+            let due = std::mem::replace(&mut c.read_again, false);
+            if due && !c.gone {
                 self.read_conn(now, key);
             }
         }
@@ -431,11 +440,16 @@ impl Driver {
         }
     }
 
+    /// Takes a connection's input one frame at a time while its gate is open
+    /// (see `flow.rs`): frames left in the line reader from an earlier pause
+    /// first, then one chunk from the socket at a time, up to `READ_BUDGET`.
+    /// Each frame's outputs are executed before the next frame is taken, so
+    /// the gate sees the output it caused.
     fn read_conn(&mut self, now: Instant, key: usize) {
-        let Driver { conns, engine, .. } = self;
-        let Some(c) = conns.get_mut(key) else { return };
-        c.read_again = false;
-        if c.input_ended {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.input_ended || c.gone {
             return;
         }
         if c.closing.is_some() {
@@ -447,28 +461,43 @@ impl Driver {
             }
             return;
         }
-        if c.paused {
-            return;
-        }
-        let status = netio::read_frames(&mut c.stream, &mut c.reader, |f| {
-            engine.on_frame(now, key, f)
-        });
-        match status {
-            ReadStatus::Closed => {
-                // Possibly only a half-close: the engine answers what was sent,
-                // then closes. Marking the connection gone here dropped those
-                // replies (a piped `nc -N` session got nothing back).
-                c.input_ended = true;
-                engine.on_input_end(now, key);
+        let mut taken = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
+            };
+            if c.closing.is_some() || c.gone || !c.gate.is_open() {
+                // Closed by this input, or stopped: what reopens the gate
+                // schedules the next read.
+                return;
             }
-            ReadStatus::MoreWaiting | ReadStatus::Drained => {}
-        }
-        if !engine.accepts_input(key) {
-            // Output::Resume schedules the read that picks up from here.
-            c.paused = true;
-        }
-        if status == ReadStatus::MoreWaiting {
-            self.read_next_turn(key);
+            if let Some(frame) = c.reader.next_frame() {
+                self.engine.on_frame(now, key, frame);
+                self.run_outputs(now);
+                let accepts = self.engine.accepts_input(key);
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.gate.after_frame(accepts, c.out.len());
+                }
+                continue;
+            }
+            if taken >= READ_BUDGET {
+                // Edge-triggered readiness will not repeat: read next turn.
+                self.read_next_turn(key);
+                return;
+            }
+            match netio::read_chunk(&mut c.stream, &mut c.reader) {
+                Chunk::Got(n) => taken += n,
+                Chunk::Drained => return,
+                Chunk::Closed => {
+                    // Possibly only a half-close: the engine answers what was
+                    // sent, then closes. Marking the connection gone here
+                    // dropped those replies (a piped `nc -N` session got
+                    // nothing back).
+                    c.input_ended = true;
+                    self.engine.on_input_end(now, key);
+                    return;
+                }
+            }
         }
     }
 
@@ -505,16 +534,20 @@ impl Driver {
                 Output::Close { conn } => self.begin_close(now, conn),
                 Output::Evict { conn, line } => {
                     if let Some(c) = self.conns.get_mut(conn) {
-                        c.out = OutBuffer::with_cap(OUT_CAP);
-                        let _ = c.out.push_line(&line);
+                        // On a line boundary: the rest of a partly written
+                        // line goes out before the notice.
+                        c.out.replace_with_line(&line);
                     }
                     self.begin_close(now, conn);
                 }
                 Output::Resume { conn } => {
-                    if let Some(c) = self.conns.get_mut(conn) {
-                        c.paused = false;
+                    if self
+                        .conns
+                        .get_mut(conn)
+                        .is_some_and(|c| c.gate.engine_resumed())
+                    {
+                        self.read_next_turn(conn);
                     }
-                    self.read_next_turn(conn);
                 }
                 Output::Datagram { to, bytes } => {
                     let to = netio::for_socket(to, self.udp_local);
@@ -563,6 +596,10 @@ impl Driver {
                 if c.closing.is_none() {
                     self.engine.on_disconnect(now, key);
                 }
+            }
+            if !c.gone && c.gate.output_drained(c.out.len()) && !c.read_again {
+                c.read_again = true;
+                self.reads_due.push(key);
             }
             if let Some(deadline) = c.closing {
                 if c.out.is_empty() && !c.wrote_fin {

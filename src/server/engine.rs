@@ -39,8 +39,9 @@ pub const KDF_TURN_BUDGET: u32 = 8192;
 const KDF_SLICE: u32 = 2048;
 /// Broadcast recipients handled per loop turn.
 pub const FANOUT_BATCH: usize = 512;
-/// A connection's queued input lines while a hash or a store write is pending;
-/// past this the driver stops reading it (backpressure, not loss).
+/// A connection's queued input lines while a hash or a store write is pending.
+/// The driver feeds no frame while one is pending ([`Engine::accepts_input`]),
+/// so this only bounds callers that feed regardless.
 const BACKLOG_LIMIT: usize = 256;
 
 /// Knobs, validated by the driver's config.
@@ -370,11 +371,15 @@ impl Engine {
     }
 
     /// False while a connection's earlier command is still being worked on
-    /// and its backlog is full: the driver should stop reading it.
+    /// (a hash, a store write): the driver takes no more of its input until
+    /// [`Output::Resume`]. Frames left unread cost the kernel's buffer, not
+    /// ours, and nothing the connection sends later is worked on before the
+    /// driver has seen the output of what came first (output backpressure
+    /// needs that: a backlog drained at once would bypass it).
     pub fn accepts_input(&self, conn: ConnId) -> bool {
         self.conns
             .get(&conn)
-            .is_some_and(|c| c.backlog.len() < BACKLOG_LIMIT)
+            .is_some_and(|c| c.busy.is_none() && c.backlog.len() < BACKLOG_LIMIT)
     }
 
     /// The peer closed the connection (or it failed).

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod dense;
 pub mod driver;
 pub mod engine;
+pub mod flow;
 pub mod handlers;
 pub mod kdf;
 pub mod persist;

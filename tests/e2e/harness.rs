@@ -127,6 +127,17 @@ impl Server {
         wait_exit(&mut self.child, WAIT).expect("server did not exit after signal")
     }
 
+    /// A field of the server's `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/<pid>/status"))
+    }
+
     /// Stderr lines logged so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.stderr_lines.try_iter().collect()
@@ -504,4 +515,38 @@ impl Client {
         }
         got
     }
+}
+
+/// One row of `/proc/net/tcp`: the kernel's view of a TCP socket.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpRow {
+    /// Bytes received and not yet read by the socket's owner.
+    pub rx_queue: u64,
+    /// Timer kind (0 none, 1 retransmit, 2 keepalive, …) and expiry in clock ticks.
+    pub timer: (u32, u64),
+}
+
+/// The socket with these local and remote addresses in `/proc/net/tcp`.
+pub fn proc_net_tcp(local: SocketAddr, remote: SocketAddr) -> Option<TcpRow> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => unreachable!("the tests use IPv4 loopback"),
+    };
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f[1] != hex(local) || f[2] != hex(remote) {
+            return None;
+        }
+        let (_, rx) = f[4].split_once(':')?;
+        let (kind, when) = f[5].split_once(':')?;
+        Some(TcpRow {
+            rx_queue: u64::from_str_radix(rx, 16).ok()?,
+            timer: (kind.parse().ok()?, u64::from_str_radix(when, 16).ok()?),
+        })
+    })
 }

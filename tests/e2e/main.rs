@@ -1,6 +1,7 @@
 //! End-to-end tests: real binaries over loopback. One test binary, a module per area.
 
 mod admin;
+mod backpressure;
 mod broadcast;
 mod client;
 mod fixtures;

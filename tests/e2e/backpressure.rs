@@ -1,0 +1,302 @@
+//! The server's per-connection limits under abuse, end to end: a pipelining
+//! client is always read again after a pause, input waiting behind a slow
+//! command stays in the kernel, a client that does not read stops being read
+//! (output backpressure) instead of costing the server memory, an evicted
+//! slow reader gets its notice on a line boundary, memory comes back after
+//! clients leave, and the listener survives `EMFILE`. Sizes are small; every
+//! wait is bounded.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
+use std::time::{Duration, Instant};
+
+use crate::harness::{proc_net_tcp, Line, Server, WAIT};
+
+// ---- helpers ------------------------------------------------------------------
+
+/// Reads `n` final replies on `c`, each within the harness's bounded wait
+/// (so a connection that stops being served fails the test, it never hangs).
+fn expect_replies(c: &mut Line, n: usize, prefix: &str) {
+    let mut got = 0;
+    while got < n {
+        let l = c.next(&format!("reply {} of {n} ({prefix})", got + 1));
+        assert!(
+            l != "<EOF>",
+            "connection closed after {got} of {n} replies\n{}",
+            c.dump()
+        );
+        if l.starts_with("OK ") || l.starts_with("ERR ") {
+            assert!(l.starts_with(prefix), "reply {got}: {l:?}");
+            got += 1;
+        }
+    }
+}
+
+/// Writes `bytes` from a thread of its own (the server may not read them all
+/// before we read its replies); gives up after `limit` without data moving.
+fn write_in_background(
+    c: &Line,
+    bytes: Vec<u8>,
+    limit: Duration,
+) -> std::thread::JoinHandle<std::io::Result<()>> {
+    let mut w = c.stream.try_clone().unwrap();
+    w.set_write_timeout(Some(limit)).unwrap();
+    std::thread::spawn(move || w.write_all(&bytes))
+}
+
+/// Waits, bounded, until `f` returns the same value for `quiet`; returns it.
+fn settled<T: PartialEq + Copy>(limit: Duration, quiet: Duration, mut f: impl FnMut() -> T) -> T {
+    let deadline = Instant::now() + limit;
+    let mut last = f();
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = f();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            break;
+        }
+    }
+    last
+}
+
+/// Signs up and logs in `n` users, pipelined per connection; returns them.
+fn many_online(server: &Server, prefix: &str, n: usize) -> Vec<Line> {
+    let mut conns: Vec<Line> = (0..n).map(|_| server.connect()).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.send_raw(format!("SIGNUP {prefix}{i} pw pw\nLOGIN {prefix}{i} pw\n").as_bytes());
+    }
+    for c in &mut conns {
+        expect_replies(c, 1, "OK SIGNUP");
+        expect_replies(c, 1, "OK LOGIN");
+    }
+    conns
+}
+
+// ---- defect 11: a pipelining connection is read again after every pause -------------
+
+#[test]
+fn a_pipelining_connection_is_read_again_after_every_pause() {
+    let server = Server::start(&[]);
+    // Online without UDP: deliveries go out on its TCP connection.
+    let (_bob, _) = server.login_new("bob");
+    let (mut alice, _) = server.login_new("alice");
+    // More than one read budget (64 KiB) per write, with a store write per
+    // line: reading stops and starts many times. The server once lost the
+    // wake-up when the budget ran out while it was paused, and this stalled
+    // for good in the second round.
+    let line = format!("BROADCAST {}\n", "x".repeat(100));
+    for _round in 0..2 {
+        let batch = line.repeat(700).into_bytes();
+        let writer = write_in_background(&alice, batch, Duration::from_secs(30));
+        expect_replies(&mut alice, 700, "OK BROADCAST");
+        writer
+            .join()
+            .unwrap()
+            .expect("the server read the whole batch");
+    }
+    assert_eq!(alice.cmd("PING"), "OK PING");
+}
+
+// ---- defect 8: input behind a slow command stays in the kernel ----------------------
+
+#[test]
+fn input_behind_a_command_in_progress_stays_in_the_kernel() {
+    // A hash that takes far longer than the test: the SIGNUP stays in progress.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().display().to_string();
+    let args: Vec<String> = [
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--data-dir",
+        &dir,
+        "--kdf-iterations",
+        "100000000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let server = Server::spawn(&args, tmp.path(), &[]);
+    let mut c = server.connect();
+    let mut batch = b"SIGNUP slowpoke pw pw\n".to_vec();
+    batch.extend(b"PING\n".repeat(64 * 1024 / 5));
+    let writer = write_in_background(&c, batch.clone(), Duration::from_secs(5));
+    let ours = c.stream.local_addr().unwrap();
+    let unread = settled(WAIT, Duration::from_millis(500), || {
+        proc_net_tcp(server.tcp, ours).map_or(0, |r| r.rx_queue)
+    });
+    writer
+        .join()
+        .unwrap()
+        .expect("the kernel took the whole batch");
+    // The server read one chunk (8 KiB) and then stopped: the SIGNUP is being
+    // hashed, so the PINGs behind it wait in the kernel, not in our memory.
+    // It used to read a whole 64 KiB budget and queue 13,000 frames.
+    assert!(
+        unread as usize >= batch.len() - 2 * 8192,
+        "the server took {} of {} bytes while a command was in progress",
+        batch.len() - unread as usize,
+        batch.len()
+    );
+    c.expect_silence(Duration::from_millis(200));
+}
+
+// ---- defect 13: output backpressure --------------------------------------------------
+
+#[test]
+fn a_client_that_sends_list_and_reads_nothing_stops_being_read() {
+    let server = Server::start(&[]);
+    let _crowd = many_online(&server, "u", 100);
+    let (mut other, _) = server.login_new("other");
+    let (mut flooder, _) = server.login_new("flooder");
+    let peak_before = server.status_kib("VmHWM");
+    // 64 KiB of LIST, each answered with ~100 lines, and nothing read. Every
+    // reply for a whole read used to be queued before the output cap was
+    // looked at (13,000 LISTs × 102 lines: gigabytes with 600 users).
+    let batch = b"LIST\n".repeat(64 * 1024 / 5);
+    let writer = write_in_background(&flooder, batch.clone(), Duration::from_secs(3));
+    let ours = flooder.stream.local_addr().unwrap();
+    settled(WAIT, Duration::from_millis(500), || {
+        proc_net_tcp(server.tcp, ours).map_or(0, |r| r.rx_queue)
+    });
+    // Others are served meanwhile.
+    assert_eq!(other.cmd("PING"), "OK PING");
+    let grown_kib = server.status_kib("VmHWM").saturating_sub(peak_before);
+    assert!(
+        grown_kib < 24 * 1024,
+        "the server's peak RSS grew by {grown_kib} KiB for one client's 64 KiB of LIST"
+    );
+    // The flooder was not dropped: it is simply read as fast as it reads.
+    expect_replies(&mut flooder, 300, "OK LIST 102");
+    let _ = writer.join().unwrap();
+}
+
+// ---- defect 9: the slow-reader notice goes out on a line boundary ---------------------
+
+/// A control connection whose receive side is tiny (small buffer, small
+/// segments), so the server's socket fills after a few KB and most of what
+/// it sends waits in its own output buffer.
+fn connect_cramped(addr: SocketAddr) -> TcpStream {
+    let SocketAddr::V4(v4) = addr else {
+        unreachable!("the tests use IPv4 loopback")
+    };
+    // SAFETY: plain socket calls on a descriptor we own; option values are
+    // live c_ints whose sizes are passed alongside; the address is a valid
+    // sockaddr_in. The descriptor is handed to TcpStream, which closes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let set = |level, name, value: libc::c_int| {
+            let rc = libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
+        };
+        set(libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+        set(libc::IPPROTO_TCP, libc::TCP_MAXSEG, 536);
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(v4.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn a_slow_reader_gets_its_notice_on_a_line_boundary_while_others_are_served() {
+    let server = Server::start(&[]);
+    let mut slow = connect_cramped(server.tcp);
+    slow.write_all(b"SIGNUP slow pw pw\nLOGIN slow pw\n")
+        .unwrap();
+    // Welcome, signup, login: read a byte at a time so nothing more is taken.
+    let mut byte = [0u8; 1];
+    let mut newlines = 0;
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    while newlines < 3 {
+        slow.read_exact(&mut byte).expect("slow's first lines");
+        newlines += usize::from(byte[0] == b'\n');
+    }
+    let (mut sender, _) = server.login_new("sender");
+    // Past the 3 s in which deliveries wait for a UDP endpoint: from now on
+    // each broadcast goes out on TCP as it is made, so the server's socket
+    // fills part-way through some line before the output cap is reached.
+    std::thread::sleep(Duration::from_millis(3300));
+    // ~1.3 MB of broadcasts for `slow` (no UDP: they come on TCP), which
+    // reads nothing: past the 1 MiB output cap it is evicted.
+    let text = "x".repeat(900);
+    let n = 1400;
+    let batch = format!("BROADCAST {text}\n").repeat(n).into_bytes();
+    let writer = write_in_background(&sender, batch, Duration::from_secs(30));
+    expect_replies(&mut sender, n, "OK BROADCAST");
+    writer
+        .join()
+        .unwrap()
+        .expect("the server read every broadcast");
+    // Others are served while `slow` is stuck.
+    assert_eq!(sender.cmd("PING"), "OK PING");
+    let deadline = Instant::now() + WAIT;
+    while !server.log_lines().iter().any(|l| l.contains("slow reader")) {
+        assert!(Instant::now() < deadline, "`slow` was never evicted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Now read all of it: whole lines only, the notice last.
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "`slow` was not closed");
+        match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+    let text_lines = String::from_utf8(got).expect("UTF-8 from the server");
+    let lines: Vec<&str> = text_lines.lines().collect();
+    let (last, rest) = lines.split_last().expect("some lines");
+    assert!(
+        last.starts_with("EVENT CLOSING slow-reader "),
+        "last line: {last:?}"
+    );
+    let mut broadcasts = 0;
+    for l in rest {
+        if l.starts_with("EVENT BROADCAST ") {
+            let fields: Vec<&str> = l.split(' ').collect();
+            assert!(
+                fields.len() == 6 && fields[5] == text,
+                "a broadcast line was cut or glued: {:?}",
+                &l[..l.len().min(120)]
+            );
+            broadcasts += 1;
+        } else {
+            panic!("unexpected line: {:?}", &l[..l.len().min(120)]);
+        }
+    }
+    assert!(
+        broadcasts > 0 && broadcasts < n,
+        "{broadcasts} broadcasts reached `slow`"
+    );
+}
