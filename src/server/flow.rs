@@ -14,10 +14,12 @@
 //! - Every reason to close the gate has one event that opens it again, and
 //!   that event reports "open now" so the driver schedules a read itself:
 //!   edge-triggered readiness does not repeat for bytes already waiting.
-//!     - the engine's backlog is full → `Output::Resume` ([`ReadGate::engine_resumed`]);
+//!     - the engine is working on its last command (a hash, a store write) →
+//!       `Output::Resume` ([`ReadGate::engine_resumed`]);
 //!     - output above the high-water mark → written down to [`OUT_LOW_WATER`]
 //!       ([`ReadGate::output_drained`]).
-//!   (The third reason to stop, the per-turn read budget, reschedules at once.)
+//!
+//!   The third reason to stop, the per-turn read budget, reschedules at once.
 
 /// A client that stops reading may have this much queued before it is
 /// dropped (`EVENT CLOSING slow-reader`). Only output it did not ask for
@@ -36,7 +38,7 @@ pub const OUT_LOW_WATER: usize = 16 * 1024;
 /// Why a connection's input is not being taken. Open when both are false.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReadGate {
-    /// The engine's backlog for it is full (a hash or store write is pending).
+    /// The engine takes no input from it now (a hash or store write is pending).
     engine_full: bool,
     /// Its queued output passed [`OUT_HIGH_WATER`] and has not yet gone
     /// below [`OUT_LOW_WATER`].
@@ -105,7 +107,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_backlog_alone_closes_and_resume_reopens() {
+    fn a_command_in_progress_alone_closes_and_resume_reopens() {
         let mut g = ReadGate::default();
         assert!(!g.after_frame(false, 0));
         assert!(!g.is_open());
