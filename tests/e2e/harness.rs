@@ -65,13 +65,22 @@ impl Server {
     /// Runs the server with exactly `args` (and `env`); `dir` is its data dir
     /// as far as the test knows.
     pub fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(SERVER_BIN)
-            .args(args)
-            .env(
+        let mut cmd = Command::new(SERVER_BIN);
+        cmd.args(args).envs(env.iter().copied());
+        Server::spawn_cmd(cmd, dir)
+    }
+
+    /// Runs `cmd` (a server command line, perhaps wrapped, as by `ip netns
+    /// exec`, in something that execs it: the PID must be the server's).
+    pub fn spawn_cmd(mut cmd: Command, dir: &Path) -> Server {
+        // The caller's own RUST_LOG, if it set one, wins.
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .envs(env.iter().copied())
+            );
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -412,8 +421,14 @@ impl Client {
     }
 
     pub fn start(server: &Server, extra: &[&str]) -> Client {
-        let mut child = Client::command(server)
-            .args(extra)
+        let mut cmd = Client::command(server);
+        cmd.args(extra);
+        Client::start_cmd(cmd)
+    }
+
+    /// Runs `cmd`, a full client command line (perhaps wrapped in `ip netns exec`).
+    pub fn start_cmd(mut cmd: Command) -> Client {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -451,6 +466,19 @@ impl Client {
                     "client printed no line containing {needle:?} within {WAIT:?}; output:\n  {}",
                     self.seen.join("\n  ")
                 ),
+            }
+        }
+    }
+
+    /// Like `expect`, but gives up quietly after `limit` (for counting failures).
+    pub fn expect_within(&mut self, needle: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(l.clone());
+            if l.contains(needle) {
+                return Some(l);
             }
         }
     }

@@ -6,6 +6,8 @@ mod broadcast;
 mod client;
 mod fixtures;
 mod harness;
+mod nat;
+mod netns;
 mod p2p;
 mod server;
 mod store;
