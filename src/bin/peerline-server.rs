@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use peerline::server::admin_cli;
 use peerline::server::config::{self, Command, Config, ConfigError};
 use peerline::server::driver::Driver;
 
@@ -18,7 +19,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    peerline::server::service::init_logging();
+    // Subcommands say what they did on stdout; their logs are warnings only.
+    let default_log = if command == Command::Run {
+        "info"
+    } else {
+        "warn"
+    };
+    peerline::server::service::init_logging(default_log);
     let result = match command {
         Command::Check => {
             if let Err(msg) = cfg.check_environment() {
@@ -34,6 +41,8 @@ fn main() -> ExitCode {
         }
         Command::Man => config::write_man_page(&mut std::io::stdout())
             .map_err(|e| format!("cannot write the man page: {e}")),
+        Command::User(cmd) => admin_cli::user(&cfg, cmd, &mut std::io::stdout()),
+        Command::Stats => admin_cli::stats(&cfg, &mut std::io::stdout()),
         Command::Run => Driver::start(cfg).and_then(Driver::run),
     };
     match result {

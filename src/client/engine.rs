@@ -751,6 +751,20 @@ impl Engine {
             OkReply::Signup { user } => {
                 format!("account {user} created; now /login {user} <password>")
             }
+            OkReply::Passwd => {
+                // A later REAUTH answers with the new password.
+                if let (
+                    Some(Sent {
+                        command: Command::Passwd { new, .. },
+                        ..
+                    }),
+                    Some((_, password)),
+                ) = (&sent, self.creds.as_mut())
+                {
+                    *password = new.clone();
+                }
+                "password changed".to_owned()
+            }
             OkReply::Login { user, token } => {
                 let renewed = self.me.as_deref() == Some(user.as_str());
                 if let Some(Sent {

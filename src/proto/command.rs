@@ -38,6 +38,12 @@ pub enum Command {
     },
     Ping,
     Quit,
+    /// Change the logged-in account's password.
+    Passwd {
+        old: String,
+        new: String,
+        new_again: String,
+    },
 }
 
 /// Why a line is not a command; maps to one `ERR` reply.
@@ -61,6 +67,7 @@ impl Command {
             Command::Broadcast { .. } => "BROADCAST",
             Command::Ping => "PING",
             Command::Quit => "QUIT",
+            Command::Passwd { .. } => "PASSWD",
         }
     }
 
@@ -160,6 +167,14 @@ impl Command {
                     text: rest.to_owned(),
                 }
             }
+            "PASSWD" => {
+                want(3)?;
+                Command::Passwd {
+                    old: password(fields[0])?,
+                    new: password(fields[1])?,
+                    new_again: password(fields[2])?,
+                }
+            }
             "PING" => Command::Ping,
             "QUIT" => {
                 want(0)?;
@@ -180,6 +195,7 @@ const VERBS: &[&str] = &[
     "BROADCAST",
     "PING",
     "QUIT",
+    "PASSWD",
 ];
 
 impl fmt::Display for Command {
@@ -193,6 +209,11 @@ impl fmt::Display for Command {
                 write!(f, "SIGNUP {user} {password} {password_again}")
             }
             Command::Login { user, password } => write!(f, "LOGIN {user} {password}"),
+            Command::Passwd {
+                old,
+                new,
+                new_again,
+            } => write!(f, "PASSWD {old} {new} {new_again}"),
             Command::Connect { target } => write!(f, "CONNECT {target}"),
             Command::Accept { user, port } => write!(f, "ACCEPT {user} {port}"),
             Command::Deny { user } => write!(f, "DENY {user}"),
@@ -236,6 +257,11 @@ mod tests {
             },
             Command::Ping,
             Command::Quit,
+            Command::Passwd {
+                old: "a".into(),
+                new: "b".into(),
+                new_again: "b".into(),
+            },
         ];
         for c in all {
             assert_eq!(Command::parse(&c.to_string()), Ok(c.clone()), "{c}");

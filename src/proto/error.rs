@@ -79,6 +79,8 @@ error_codes! {
         "The peer refused the link token.";
     NotLinked => "not-linked", "send PEER <user> <token> first",
         "Send PEER <user> <token> first.";
+    AccountDisabled => "account-disabled", "this account is disabled; ask the administrator",
+        "This account has been disabled by the server's administrator.";
     EncryptionRequired => "encryption-required",
         "this client accepts encrypted links only (peerline-client), not plaintext",
         "The peer accepts encrypted links only; plaintext (nc) links need --allow-plaintext-links there.";

@@ -16,6 +16,8 @@ pub enum CloseReason {
     Idle,
     SlowReader,
     Shutdown,
+    /// The administrator deleted or disabled the account.
+    Removed,
 }
 
 impl CloseReason {
@@ -27,6 +29,7 @@ impl CloseReason {
             CloseReason::Idle => "idle",
             CloseReason::SlowReader => "slow-reader",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Removed => "removed",
         }
     }
 
@@ -38,6 +41,7 @@ impl CloseReason {
             CloseReason::Idle,
             CloseReason::SlowReader,
             CloseReason::Shutdown,
+            CloseReason::Removed,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -95,6 +99,7 @@ pub enum OkReply {
     },
     Ping,
     Quit,
+    Passwd,
 }
 
 impl OkReply {
@@ -109,6 +114,7 @@ impl OkReply {
             OkReply::Broadcast { .. } => "BROADCAST",
             OkReply::Ping => "PING",
             OkReply::Quit => "QUIT",
+            OkReply::Passwd => "PASSWD",
         }
     }
 }
@@ -255,6 +261,7 @@ fn parse_ok(rest: &str) -> Option<OkReply> {
         },
         ("PING", []) => OkReply::Ping,
         ("QUIT", []) => OkReply::Quit,
+        ("PASSWD", []) => OkReply::Passwd,
         _ => return None,
     })
 }
@@ -340,7 +347,7 @@ impl fmt::Display for OkReply {
                     " {id} reached={reached} pending={pending} expires={expires}"
                 )
             }
-            OkReply::Ping | OkReply::Quit => Ok(()),
+            OkReply::Ping | OkReply::Quit | OkReply::Passwd => Ok(()),
         }
     }
 }
@@ -410,6 +417,7 @@ mod tests {
             }),
             ServerLine::Ok(OkReply::Ping),
             ServerLine::Ok(OkReply::Quit),
+            ServerLine::Ok(OkReply::Passwd),
             ServerLine::err(ErrorCode::BadCredentials),
             ServerLine::Client {
                 user: "a".into(),

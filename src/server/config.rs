@@ -124,6 +124,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Sub {
+    /// Manage accounts (through the running server if one runs on the data dir)
+    User {
+        #[command(subcommand)]
+        action: UserSub,
+    },
+    /// Print the running server's counters, one `<name> <value>` per line (exit 1 if none runs)
+    Stats,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_parser = clap::value_parser!(clap_complete::Shell))]
@@ -131,6 +138,32 @@ enum Sub {
     },
     /// Print the man page (roff) on stdout
     Man,
+}
+
+#[derive(Subcommand, Debug)]
+enum UserSub {
+    /// Create an account
+    Add {
+        user: String,
+        /// Read the password as one line from stdin instead of the terminal
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password
+    Passwd {
+        user: String,
+        /// Read the password as one line from stdin instead of the terminal
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete the account (an online session of it is closed)
+    Del { user: String },
+    /// Refuse further logins (an online session of it is closed)
+    Disable { user: String },
+    /// Allow logins again
+    Enable { user: String },
+    /// One line per account: name, created (RFC 3339), enabled/disabled
+    List,
 }
 
 /// Everything the server needs to start, validated.
@@ -162,11 +195,23 @@ enum Source {
 pub enum Command {
     Run,
     Check,
+    User(UserCommand),
+    Stats,
     /// A completion script for the shell of this name.
     Completions {
         shell: String,
     },
     Man,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserCommand {
+    Add { user: String, password_stdin: bool },
+    Passwd { user: String, password_stdin: bool },
+    Del { user: String },
+    Disable { user: String },
+    Enable { user: String },
+    List,
 }
 
 /// A parse that did not give a configuration.
@@ -339,6 +384,27 @@ impl Config {
                 shell: shell.to_string(),
             },
             (false, Some(Sub::Man)) => Command::Man,
+            (false, Some(Sub::Stats)) => Command::Stats,
+            (false, Some(Sub::User { action })) => Command::User(match action {
+                UserSub::Add {
+                    user,
+                    password_stdin,
+                } => UserCommand::Add {
+                    user,
+                    password_stdin,
+                },
+                UserSub::Passwd {
+                    user,
+                    password_stdin,
+                } => UserCommand::Passwd {
+                    user,
+                    password_stdin,
+                },
+                UserSub::Del { user } => UserCommand::Del { user },
+                UserSub::Disable { user } => UserCommand::Disable { user },
+                UserSub::Enable { user } => UserCommand::Enable { user },
+                UserSub::List => UserCommand::List,
+            }),
         };
         Ok((config, command))
     }
@@ -580,6 +646,29 @@ mod tests {
         assert_eq!(parse(&["s", "--check"]).unwrap().1, Command::Check);
         bad(&["s", "--check", "man"]);
         bad(&["s", "completions", "cmd.exe"]);
+        let (c, cmd) = parse(&[
+            "s",
+            "user",
+            "add",
+            "bob",
+            "--password-stdin",
+            "--data-dir",
+            "/z",
+        ])
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/z"));
+        assert_eq!(
+            cmd,
+            Command::User(UserCommand::Add {
+                user: "bob".into(),
+                password_stdin: true
+            })
+        );
+        assert_eq!(parse(&["s", "stats"]).unwrap().1, Command::Stats);
+        assert_eq!(
+            parse(&["s", "user", "list"]).unwrap().1,
+            Command::User(UserCommand::List)
+        );
     }
 
     #[test]

@@ -50,6 +50,10 @@ impl Inflight {
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     pub fn has_room(&self) -> bool {
         self.entries.len() < UDP_WINDOW
     }

@@ -15,6 +15,8 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use super::admin::AdminRequest;
+use super::admin_socket::{self, AdminSocket};
 use super::config::Config;
 use super::engine::{Engine, Output};
 use super::flow::{ReadGate, OUT_CAP};
@@ -86,6 +88,11 @@ pub struct Driver {
     udp_registered: Interest,
     engine: Engine,
     /// The store, behind group commit: one fsync per file per turn.
+    /// Before `persist` (which holds the data-dir lock): dropped first, so
+    /// the socket file is removed while the lock is still ours.
+    admin: AdminSocket,
+    /// When the server started, for `uptime_seconds`.
+    started: Instant,
     persist: Persist,
     delivery_sync_at: Option<Instant>,
 }
@@ -217,6 +224,12 @@ impl Driver {
             .map_err(fail)?;
         reg.register(signals.receiver(), SIGNALS, Interest::READABLE)
             .map_err(fail)?;
+        let admin = AdminSocket::bind(&cfg.data_dir, reg).map_err(|e| {
+            format!(
+                "cannot create the admin socket in {}: {e}",
+                cfg.data_dir.display()
+            )
+        })?;
         let tcp_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let udp_addr = udp.local_addr().map_err(|e| e.to_string())?;
         let mut out = io::stdout();
@@ -238,6 +251,8 @@ impl Driver {
             lingering: Vec::new(),
             udp_registered: Interest::READABLE,
             engine,
+            admin,
+            started: Instant::now(),
             persist: Persist::new(store),
             delivery_sync_at: None,
             cfg,
@@ -263,6 +278,12 @@ impl Driver {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(now),
+                    admin_socket::LISTENER => self.admin.accept(self.poll.registry()),
+                    t if admin_socket::owns(t) => {
+                        if let Some((conn, line)) = self.admin.on_event(t) {
+                            self.admin_request(now, conn, line);
+                        }
+                    }
                     UDP => {
                         if ev.is_readable() {
                             self.recv_datagrams(now);
@@ -532,6 +553,7 @@ impl Driver {
                     }
                 }
                 Output::Close { conn } => self.begin_close(now, conn),
+                Output::AdminReply { conn, lines } => self.admin.reply(conn, &lines),
                 Output::Evict { conn, line } => {
                     if let Some(c) = self.conns.get_mut(conn) {
                         // On a line boundary: the rest of a partly written
@@ -580,6 +602,7 @@ impl Driver {
             Err(e) => log::error!("cannot write deliveries: {e}"),
         }
         let registry = self.poll.registry();
+        self.admin.end_turn(registry);
         let mut dead = Vec::new();
         let mut visit = std::mem::take(&mut self.dirty);
         visit.extend(self.lingering.iter().copied().filter(|&k| {
@@ -635,6 +658,41 @@ impl Driver {
             let _ = registry.reregister(&mut self.udp, UDP, udp_want);
             self.udp_registered = udp_want;
         }
+    }
+
+    /// One request from the admin socket. STATS is answered here (half the
+    /// counters are the driver's); account changes go to the engine.
+    fn admin_request(&mut self, now: Instant, conn: usize, line: Result<String, String>) {
+        let req = line.and_then(|l| AdminRequest::parse(&l));
+        match req {
+            Err(e) => self.admin.reply(conn, &[format!("ERR {e}")]),
+            Ok(AdminRequest::Stats) => {
+                let mut lines: Vec<String> = self
+                    .counters(now)
+                    .into_iter()
+                    .map(|(name, value)| format!("{name} {value}"))
+                    .collect();
+                lines.push("OK".into());
+                self.admin.reply(conn, &lines);
+            }
+            Ok(req) => self.engine.on_admin(now, conn, req),
+        }
+    }
+
+    /// Every counter of `peerline-server stats` and `/metrics`, by name.
+    pub fn counters(&self, now: Instant) -> Vec<(&'static str, u64)> {
+        let mut all = vec![(
+            "uptime_seconds",
+            now.saturating_duration_since(self.started).as_secs(),
+        )];
+        for (name, mut value) in self.engine.counters() {
+            if name == "datagrams_dropped" {
+                // Dropped by the engine (malformed, forged) or by a full send queue.
+                value += self.udp_queue.dropped;
+            }
+            all.push((name, value));
+        }
+        all
     }
 
     /// SIGHUP: re-reads the configuration and applies what can change while

@@ -96,6 +96,8 @@ pub enum Output {
         conn: ConnId,
         record: BroadcastRecord,
     },
+    /// The answer to an admin-channel request: data lines, then `OK`/`ERR …`.
+    AdminReply { conn: ConnId, lines: Vec<String> },
     /// Append (batched per turn; losing the tail to a crash means a duplicate, never a loss).
     StoreDelivery(DeliveryRow),
     /// Make every store write so far durable and report it, then rewrite
@@ -115,6 +117,11 @@ pub struct Stats {
     pub sealed_replayed: u64,
     pub datagrams_sent: u64,
     pub tcp_fallbacks: u64,
+    /// LOGINs answered `OK` / `ERR bad-credentials` (or `account-disabled`).
+    pub logins_ok: u64,
+    pub logins_failed: u64,
+    /// Requests refused with `ERR rate-limited` (the rate limiter counts them).
+    pub rate_limited: u64,
 }
 
 #[derive(Debug)]
@@ -158,6 +165,28 @@ pub(super) enum Purpose {
         salt: [u8; kdf::SALT_LEN],
         iterations: u32,
     },
+    /// PASSWD, first hash: the old password against the account's. `next`
+    /// is the new password's hash, run only if the old one matched (a
+    /// `Pbkdf2` never shows its input, so the new password is kept nowhere else).
+    PasswdCheck {
+        account: UserIdx,
+        next: Box<Pbkdf2>,
+        salt: [u8; kdf::SALT_LEN],
+        iterations: u32,
+    },
+    /// PASSWD, second hash: the new password's, to be stored.
+    PasswdHash {
+        account: UserIdx,
+        salt: [u8; kdf::SALT_LEN],
+        iterations: u32,
+    },
+}
+
+/// What a connection's `Output::StoreUser` is for, when not a signup.
+#[derive(Debug)]
+pub(super) enum StoreWait {
+    Passwd,
+    Admin(super::admin::AdminOp),
 }
 
 #[derive(Debug)]
@@ -212,6 +241,9 @@ pub struct Engine {
     /// Pending introductions, (from, to) → serial.
     pub(super) requests: HashMap<(UserIdx, UserIdx), u64>,
     pub(super) pending_signups: HashSet<String>,
+    /// Account rows in flight that are not signups, by the connection (or
+    /// admin channel) waiting for them.
+    pub(super) store_waits: HashMap<ConnId, StoreWait>,
     pub(super) kdf_queue: VecDeque<(ConnId, u64)>,
     /// Broadcasts being handed to online recipients: (id, next user index).
     pub(super) fanout: VecDeque<(u64, u32)>,
@@ -266,6 +298,7 @@ impl Engine {
             list_order: BTreeMap::new(),
             requests: HashMap::new(),
             pending_signups: HashSet::new(),
+            store_waits: HashMap::new(),
             kdf_queue: VecDeque::new(),
             fanout: VecDeque::new(),
             timers: Default::default(),
@@ -304,6 +337,30 @@ impl Engine {
 
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The engine's half of `peerline-server stats` and `/metrics`, by the
+    /// names the contract gives (the driver adds uptime and its own drops).
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let (mut registered, mut pending) = (0u64, 0u64);
+        for s in self.sessions.keys().filter_map(|u| self.sessions.get(&u)) {
+            registered += u64::from(s.udp.is_some());
+            pending += s.inflight.len() as u64;
+        }
+        vec![
+            ("connections", self.conns.len() as u64),
+            ("sessions", self.sessions.len() as u64),
+            ("accounts", self.accounts.len() as u64),
+            ("udp_registered", registered),
+            ("broadcasts_live", self.book.live_count() as u64),
+            ("deliveries_pending", pending),
+            ("logins_ok", self.stats.logins_ok),
+            ("logins_failed", self.stats.logins_failed),
+            ("rate_limited", self.stats.rate_limited),
+            ("datagrams_sent", self.stats.datagrams_sent),
+            ("datagrams_dropped", self.stats.dropped_datagrams),
+            ("tcp_fallbacks", self.stats.tcp_fallbacks),
+        ]
     }
 
     pub fn live_broadcasts(&self) -> usize {
@@ -431,6 +488,20 @@ impl Engine {
 
     /// Result of an [`Output::StoreUser`].
     pub fn user_stored(&mut self, now: Instant, conn: ConnId, row: UserRow, ok: bool) {
+        match self.store_waits.remove(&conn) {
+            Some(StoreWait::Admin(op)) => return self.admin_stored(now, conn, op, row, ok),
+            Some(StoreWait::Passwd) => {
+                let reply = if ok {
+                    log::info!("password changed for {}", row.username());
+                    self.accounts.apply(row);
+                    ServerLine::Ok(crate::proto::OkReply::Passwd)
+                } else {
+                    ServerLine::err(ErrorCode::Internal)
+                };
+                return self.finish_busy(now, conn, reply);
+            }
+            None => {}
+        }
         self.pending_signups
             .remove(&row.username().to_ascii_lowercase());
         let name = row.username().to_owned();

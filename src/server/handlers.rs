@@ -60,6 +60,14 @@ impl Engine {
             (Command::Accept { user, port }, Some(me)) => self.accept(conn, me, &user, port),
             (Command::Deny { user }, Some(me)) => self.deny(conn, me, &user),
             (Command::Broadcast { text }, Some(me)) => self.broadcast(now, conn, me, text),
+            (
+                Command::Passwd {
+                    old,
+                    new,
+                    new_again,
+                },
+                Some(me),
+            ) => self.passwd(conn, me, old, new, new_again),
         }
     }
 
@@ -79,6 +87,31 @@ impl Engine {
                 kdf,
                 purpose: Purpose::Signup {
                     name,
+                    salt,
+                    iterations,
+                },
+            },
+        );
+    }
+
+    /// PASSWD: the old password is checked with the same sliced KDF as a
+    /// LOGIN (same cost, same `bad-credentials`), then the new one is hashed.
+    fn passwd(&mut self, conn: ConnId, me: UserIdx, old: String, new: String, again: String) {
+        if new != again {
+            return self.line(conn, ServerLine::err(ErrorCode::PasswordMismatch));
+        }
+        let stored = &self.accounts.get(me).password_hash;
+        let check = Pbkdf2::new(old.as_bytes(), &stored.salt, stored.iterations);
+        let salt = kdf::random_salt();
+        let iterations = self.cfg.kdf_iterations;
+        let next = Box::new(Pbkdf2::new(new.as_bytes(), &salt, iterations));
+        self.start_hash(
+            conn,
+            KdfJob {
+                kdf: check,
+                purpose: Purpose::PasswdCheck {
+                    account: me,
+                    next,
                     salt,
                     iterations,
                 },
@@ -140,12 +173,82 @@ impl Engine {
                 }
                 self.push(Output::StoreUser { conn, row });
             }
+            Purpose::PasswdCheck {
+                account,
+                next,
+                salt,
+                iterations,
+            } => {
+                // The account may have been deleted while we hashed.
+                let good = self
+                    .accounts
+                    .try_get(account)
+                    .is_some_and(|u| u.password_hash.matches(&derived));
+                if !good {
+                    log::warn!("failed PASSWD for conn {conn}: wrong old password");
+                    return self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
+                }
+                self.start_hash(
+                    conn,
+                    KdfJob {
+                        kdf: *next,
+                        purpose: Purpose::PasswdHash {
+                            account,
+                            salt,
+                            iterations,
+                        },
+                    },
+                );
+            }
+            Purpose::PasswdHash {
+                account,
+                salt,
+                iterations,
+            } => {
+                let hash = kdf::PasswordHash {
+                    iterations,
+                    salt,
+                    hash: derived,
+                };
+                let Some(name) = self.accounts.try_get(account).map(|u| u.username.clone()) else {
+                    return self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
+                };
+                let Ok(row) = self.accounts.password_row(&name, hash) else {
+                    return self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
+                };
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.busy = Some(Busy::Storing);
+                }
+                self.store_waits
+                    .insert(conn, super::engine::StoreWait::Passwd);
+                self.push(Output::StoreUser { conn, row });
+            }
             Purpose::Login { account, typed } => {
-                let good =
-                    account.filter(|&a| self.accounts.get(a).password_hash.matches(&derived));
+                // `try_get`: the account may have been deleted while we hashed.
+                let good = account.filter(|&a| {
+                    self.accounts
+                        .try_get(a)
+                        .is_some_and(|u| u.password_hash.matches(&derived))
+                });
+                if let Some(a) = good.filter(|&a| !self.accounts.get(a).enabled) {
+                    log::warn!(
+                        "refused login for disabled account {:?} (conn {conn})",
+                        self.accounts.name(a)
+                    );
+                    self.stats.logins_failed += 1;
+                    return self.finish_busy(
+                        now,
+                        conn,
+                        ServerLine::err(ErrorCode::AccountDisabled),
+                    );
+                }
                 let current = self.conns.get(&conn).and_then(|c| c.user);
+                if good.is_some() {
+                    self.stats.logins_ok += 1;
+                }
                 let reply = match good {
                     None => {
+                        self.stats.logins_failed += 1;
                         log::info!("failed login for {typed:?} (conn {conn})");
                         self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
                         // A failed answer to REAUTH after the grace period ends the session.

@@ -1,6 +1,9 @@
 //! The rendezvous server: a pure engine and the mio driver around it.
 
 pub mod accounts;
+pub mod admin;
+pub mod admin_cli;
+pub mod admin_socket;
 pub mod broadcast;
 pub mod config;
 pub mod cookie;

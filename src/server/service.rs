@@ -67,9 +67,10 @@ pub fn syslog_priority(level: log::Level) -> u8 {
     }
 }
 
-/// env_logger on stderr, `RUST_LOG` controlling it (default `info`).
-pub fn init_logging() {
-    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+/// env_logger on stderr, `RUST_LOG` controlling it (else `default_level`).
+pub fn init_logging(default_level: &str) {
+    let mut b =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
     if stderr_is_journal() {
         b.format(|buf, record| {
             writeln!(

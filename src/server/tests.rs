@@ -123,6 +123,9 @@ impl Sim {
                     }
                     Output::StoreDelivery(row) => self.stored_deliveries.push(row),
                     Output::Compact => {}
+                    Output::AdminReply { conn, lines } => {
+                        self.lines.entry(conn).or_default().extend(lines)
+                    }
                 }
             }
             if !self.engine.has_work() {
@@ -1021,4 +1024,34 @@ mod sealed_udp {
             assert!(back <= d.len(), "{} bytes in, {back} back", d.len());
         }
     }
+}
+
+/// An account deleted by the administrator while a LOGIN for it is hashing:
+/// the login must fail cleanly (it used to look the account up as live).
+#[test]
+fn an_account_deleted_while_its_login_hashes_is_refused_not_a_panic() {
+    let mut t = Sim::new(EngineConfig {
+        kdf_iterations: 100_000,
+        ..EngineConfig::default()
+    });
+    let c = t.connect();
+    t.send(c, "SIGNUP alice pw pw");
+    assert_eq!(t.expect_line(c), "OK SIGNUP alice");
+    t.engine
+        .on_frame(t.now, c, Frame::Line("LOGIN alice pw".to_owned()));
+    const ADMIN: ConnId = usize::MAX / 2;
+    t.engine.on_admin(
+        t.now,
+        ADMIN,
+        super::admin::AdminRequest::Del {
+            user: "alice".into(),
+        },
+    );
+    t.settle();
+    assert_eq!(t.next_line(ADMIN).as_deref(), Some("OK"));
+    assert!(t.expect_line(c).starts_with("ERR bad-credentials"));
+    assert!(matches!(
+        t.stored_users.last(),
+        Some(UserRow::Deleted { .. })
+    ));
 }

@@ -388,3 +388,227 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+// ---- administration: user subcommands, stats, PASSWD ----------------------------
+
+/// `peerline-server <args> --data-dir DIR --kdf-iterations 1000`; returns (exit code, stdout, stderr).
+fn admin(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let d = dir.display().to_string();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--data-dir", &d, "--kdf-iterations", "1000"]);
+    let (status, out, err) = run_server(&all, &[], stdin);
+    (status.code().unwrap_or(-1), out, err)
+}
+
+fn admin_ok(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
+    let (code, out, err) = admin(dir, args, stdin);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out
+}
+
+fn list_users(dir: &std::path::Path) -> Vec<(String, String)> {
+    admin_ok(dir, &["user", "list"], None)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            assert_eq!(f.len(), 3, "{l}");
+            assert!(f[1].ends_with('Z') && f[1].contains('T'), "RFC 3339: {l}");
+            (f[0].to_owned(), f[2].to_owned())
+        })
+        .collect()
+}
+
+fn pair(u: &str, state: &str) -> (String, String) {
+    (u.to_owned(), state.to_owned())
+}
+
+#[test]
+fn user_subcommands_work_offline_on_the_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    admin_ok(
+        &dir,
+        &["user", "add", "alice", "--password-stdin"],
+        Some("pw-alice\n"),
+    );
+    admin_ok(
+        &dir,
+        &["user", "add", "bob", "--password-stdin"],
+        Some("pw-bob\n"),
+    );
+    let (code, _, err) = admin(
+        &dir,
+        &["user", "add", "alice", "--password-stdin"],
+        Some("x\n"),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("exists"), "{err}");
+    let (code, _, err) = admin(
+        &dir,
+        &["user", "add", "1bad", "--password-stdin"],
+        Some("x\n"),
+    );
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = admin(
+        &dir,
+        &["user", "add", "carol", "--password-stdin"],
+        Some("has space\n"),
+    );
+    assert_eq!(code, 1, "{err}");
+    admin_ok(&dir, &["user", "disable", "bob"], None);
+    assert_eq!(
+        list_users(&dir),
+        [pair("alice", "enabled"), pair("bob", "disabled")]
+    );
+    admin_ok(
+        &dir,
+        &["user", "passwd", "alice", "--password-stdin"],
+        Some("new-alice\n"),
+    );
+    let (code, _, err) = admin(&dir, &["user", "del", "nobody"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no such account"), "{err}");
+    let (code, _, err) = admin(&dir, &["stats"], None);
+    assert_eq!(code, 1, "stats without a server: {err}");
+    assert!(err.contains("no server is running"), "{err}");
+    // What was done offline is what a server then finds.
+    let server = Server::start_in(&dir, &[]);
+    let mut c = server.connect();
+    c.cmd_err("LOGIN alice pw-alice", "bad-credentials");
+    c.cmd_ok("LOGIN alice new-alice");
+    let mut b = server.connect();
+    b.cmd_err("LOGIN bob pw-bob", "account-disabled");
+    // A wrong password for a disabled account says only "bad credentials".
+    b.cmd_err("LOGIN bob wrong", "bad-credentials");
+}
+
+#[test]
+fn user_subcommands_go_through_the_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start_in(&dir, &[]);
+    let sock = dir.join("admin.sock");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "admin.sock mode {mode:o}");
+    }
+    // Added while it runs: logs in at once (the server's table has it).
+    admin_ok(
+        &dir,
+        &["user", "add", "carol", "--password-stdin"],
+        Some("pw-carol\n"),
+    );
+    let mut carol = server.connect();
+    carol.cmd_ok("LOGIN carol pw-carol");
+    let (mut alice, _) = server.login_new("alice");
+    let (mut bob, _) = server.login_new("bob");
+    // Deleted while online: closed with `removed`, and gone.
+    admin_ok(&dir, &["user", "del", "bob"], None);
+    let closing = bob.expect_prefix("EVENT CLOSING");
+    assert!(closing.starts_with("EVENT CLOSING removed"), "{closing}");
+    assert_eq!(bob.expect_closed(), Vec::<String>::new());
+    let mut again = server.connect();
+    again.cmd_err("LOGIN bob pw-bob", "bad-credentials");
+    // The name is free again, for a new account.
+    again.cmd_ok("SIGNUP bob other-pw other-pw");
+    // Disabled while online: closed, then refused; enabled: back.
+    admin_ok(&dir, &["user", "disable", "alice"], None);
+    assert!(alice
+        .expect_prefix("EVENT CLOSING")
+        .starts_with("EVENT CLOSING removed"));
+    let mut a2 = server.connect();
+    a2.cmd_err("LOGIN alice pw-alice", "account-disabled");
+    let users = list_users(&dir);
+    assert!(users.contains(&pair("alice", "disabled")), "{users:?}");
+    admin_ok(&dir, &["user", "enable", "alice"], None);
+    a2.cmd_ok("LOGIN alice pw-alice");
+    // A password set by the administrator applies at the next login.
+    admin_ok(
+        &dir,
+        &["user", "passwd", "carol", "--password-stdin"],
+        Some("reset-pw\n"),
+    );
+    let mut c2 = server.connect();
+    c2.cmd_err("LOGIN carol pw-carol", "bad-credentials");
+    c2.cmd_ok("LOGIN carol reset-pw");
+    let (code, _, err) = admin(&dir, &["user", "del", "nobody"], None);
+    assert_eq!(code, 1, "{err}");
+    // With the server gone, the files say what the server said.
+    drop(server);
+    let users = list_users(&dir);
+    assert_eq!(
+        users,
+        [
+            pair("carol", "enabled"),
+            pair("alice", "enabled"),
+            pair("bob", "enabled")
+        ]
+    );
+}
+
+#[test]
+fn stats_reports_the_contract_counters() {
+    let server = Server::start(&[]);
+    let (mut alice, _) = server.login_new("alice");
+    let mut x = server.connect();
+    x.cmd_err("LOGIN alice nope", "bad-credentials");
+    alice.cmd_ok("BROADCAST hello");
+    let out = admin_ok(&server.data_dir, &["stats"], None);
+    let get = |name: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("stats lacks {name}:\n{out}"))
+            .parse()
+            .unwrap()
+    };
+    for name in [
+        "uptime_seconds",
+        "connections",
+        "sessions",
+        "udp_registered",
+        "broadcasts_live",
+        "deliveries_pending",
+        "logins_ok",
+        "logins_failed",
+        "rate_limited",
+        "datagrams_sent",
+        "datagrams_dropped",
+        "tcp_fallbacks",
+    ] {
+        get(name);
+    }
+    assert_eq!(get("sessions"), 1);
+    assert_eq!(get("connections"), 2);
+    assert_eq!(get("logins_ok"), 1);
+    assert_eq!(get("logins_failed"), 1);
+    assert_eq!(get("broadcasts_live"), 1);
+}
+
+#[test]
+fn passwd_on_the_wire() {
+    let server = Server::start(&[]);
+    let (mut alice, _) = server.login_new("alice");
+    let mut anon = server.connect();
+    anon.cmd_err("PASSWD a b b", "not-logged-in");
+    alice.cmd_err("PASSWD pw-alice new1 new2", "password-mismatch");
+    alice.cmd_err(
+        &format!("PASSWD pw-alice {} x", "y".repeat(129)),
+        "bad-password",
+    );
+    alice.cmd_err("PASSWD wrong new1 new1", "bad-credentials");
+    alice.cmd_err("PASSWD pw-alice new1", "bad-syntax");
+    alice.cmd_ok("PASSWD pw-alice new1 new1");
+    let mut c = server.connect();
+    c.cmd_err("LOGIN alice pw-alice", "bad-credentials");
+    c.cmd_ok("LOGIN alice new1");
+    // It survives a restart: the row was stored.
+    let dir = server.data_dir.clone();
+    drop(alice);
+    drop(c);
+    let mut server = server;
+    assert!(server.signal_and_wait(SIGTERM).success());
+    let server2 = Server::start_in(&dir, &[]);
+    let mut c = server2.connect();
+    c.cmd_ok("LOGIN alice new1");
+}
