@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -103,6 +103,9 @@ struct ServerArgs {
     /// Text at the start of EVENT WELCOME (one line, MOTD-style)
     #[arg(long, global = true, env = "PEERLINE_WELCOME", default_value = DEFAULT_WELCOME, value_parser = parse_welcome)]
     welcome: String,
+    /// Serve the counters in the Prometheus text format on http://ADDR/metrics (off unless given; keep it on loopback or a private network)
+    #[arg(long, global = true, env = "PEERLINE_METRICS", value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Parser, Debug)]
@@ -175,6 +178,8 @@ pub struct Config {
     pub port: u16,
     pub data_dir: PathBuf,
     pub config_file: Option<PathBuf>,
+    /// `--metrics`: where to serve `GET /metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
     pub engine: EngineConfig,
     /// Where each setting came from, by long flag name, for `--check`.
     sources: BTreeMap<String, Source>,
@@ -358,6 +363,7 @@ impl Config {
             port: s.port,
             data_dir: s.data_dir,
             config_file,
+            metrics: s.metrics,
             engine: EngineConfig {
                 session_ttl: s.session_ttl,
                 reauth_grace: s.reauth_grace,
@@ -448,6 +454,12 @@ impl Config {
         let mut out = String::new();
         if let Some(f) = &self.config_file {
             let _ = writeln!(out, "# config file: {}", f.display());
+        }
+        let mut values = values;
+        match self.metrics {
+            Some(a) => values.push(("metrics", format!("\"{a}\""))),
+            // A line either way, so `changes_from` compares line by line.
+            None => values.push(("# metrics", "off".into())),
         }
         for (key, value) in values {
             let from = match self.sources.get(key) {

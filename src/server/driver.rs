@@ -20,6 +20,7 @@ use super::admin_socket::{self, AdminSocket};
 use super::config::Config;
 use super::engine::{Engine, Output};
 use super::flow::{ReadGate, OUT_CAP};
+use super::metrics::{self, MetricsServer};
 use super::persist::Persist;
 use super::store::Store;
 use crate::netio::{self, Chunk, OutBuffer, ReadStatus, UdpQueue, READ_BUDGET};
@@ -91,6 +92,8 @@ pub struct Driver {
     /// Before `persist` (which holds the data-dir lock): dropped first, so
     /// the socket file is removed while the lock is still ours.
     admin: AdminSocket,
+    /// `--metrics`: the Prometheus endpoint, if configured.
+    metrics: Option<MetricsServer>,
     /// When the server started, for `uptime_seconds`.
     started: Instant,
     persist: Persist,
@@ -230,6 +233,13 @@ impl Driver {
                 cfg.data_dir.display()
             )
         })?;
+        let metrics = match cfg.metrics {
+            Some(addr) => Some(
+                MetricsServer::bind(addr, reg)
+                    .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
         let tcp_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let udp_addr = udp.local_addr().map_err(|e| e.to_string())?;
         let mut out = io::stdout();
@@ -252,6 +262,7 @@ impl Driver {
             udp_registered: Interest::READABLE,
             engine,
             admin,
+            metrics,
             started: Instant::now(),
             persist: Persist::new(store),
             delivery_sync_at: None,
@@ -279,6 +290,18 @@ impl Driver {
                 match ev.token() {
                     LISTENER => self.accept_all(now),
                     admin_socket::LISTENER => self.admin.accept(self.poll.registry()),
+                    metrics::LISTENER => {
+                        if let Some(m) = self.metrics.as_mut() {
+                            m.accept(self.poll.registry());
+                        }
+                    }
+                    t if metrics::owns(t) => {
+                        // Taken out for the call: the body borrows the driver.
+                        if let Some(mut m) = self.metrics.take() {
+                            m.on_event(t, || metrics::render(&self.counters(now)));
+                            self.metrics = Some(m);
+                        }
+                    }
                     t if admin_socket::owns(t) => {
                         if let Some((conn, line)) = self.admin.on_event(t) {
                             self.admin_request(now, conn, line);
@@ -603,6 +626,9 @@ impl Driver {
         }
         let registry = self.poll.registry();
         self.admin.end_turn(registry);
+        if let Some(m) = self.metrics.as_mut() {
+            m.end_turn(registry);
+        }
         let mut dead = Vec::new();
         let mut visit = std::mem::take(&mut self.dirty);
         visit.extend(self.lingering.iter().copied().filter(|&k| {
@@ -712,6 +738,9 @@ impl Driver {
                 if new.data_dir != self.cfg.data_dir {
                     restart.push("data-dir");
                 }
+                if new.metrics != self.cfg.metrics {
+                    restart.push("metrics");
+                }
                 if !restart.is_empty() {
                     log::warn!(
                         "SIGHUP: {} changed; that takes a restart (still using the running value)",
@@ -722,6 +751,7 @@ impl Driver {
                 new.bind_is_default = self.cfg.bind_is_default;
                 new.port = self.cfg.port;
                 new.data_dir = self.cfg.data_dir.clone();
+                new.metrics = self.cfg.metrics;
                 if new.engine.max_clients > self.cfg.engine.max_clients {
                     if let Err(e) = ensure_fd_limit(new.engine.max_clients) {
                         log::warn!(

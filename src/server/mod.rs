@@ -14,6 +14,7 @@ pub mod engine;
 pub mod flow;
 pub mod handlers;
 pub mod kdf;
+pub mod metrics;
 pub mod persist;
 pub mod records;
 pub mod service;

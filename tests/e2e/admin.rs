@@ -612,3 +612,137 @@ fn passwd_on_the_wire() {
     let mut c = server2.connect();
     c.cmd_ok("LOGIN alice new1");
 }
+
+// ---- metrics ------------------------------------------------------------------
+
+/// One HTTP/1.1 request to `addr`; returns the whole response.
+fn http(addr: SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn metrics_serve_the_stats_counters_in_prometheus_format() {
+    let server = Server::start(&["--metrics", "127.0.0.1:0"]);
+    let mut addr = None;
+    let deadline = Instant::now() + WAIT;
+    while addr.is_none() && Instant::now() < deadline {
+        addr = server.log_lines().iter().find_map(|l| {
+            let rest = l.split("metrics on http://").nth(1)?;
+            rest.strip_suffix("/metrics")?.parse::<SocketAddr>().ok()
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addr = addr.expect("the server logs where metrics are served");
+    let (mut alice, _) = server.login_new("alice");
+    alice.cmd_ok("BROADCAST hi");
+    let resp = http(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP head and body");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let value = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("peerline_sessions"), 1);
+    assert_eq!(value("peerline_logins_ok_total"), 1);
+    assert_eq!(value("peerline_broadcasts_live"), 1);
+    // The same numbers as `stats`, name for name.
+    let stats = {
+        let (code, out, err) = admin(&server.data_dir, &["stats"], None);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    for line in stats.lines() {
+        let (name, _) = line.split_once(' ').unwrap();
+        let gauge = format!("peerline_{name} ");
+        let counter = format!("peerline_{name}_total ");
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with(&gauge) || l.starts_with(&counter)),
+            "{name} missing from /metrics"
+        );
+    }
+    assert!(http(addr, "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(http(addr, "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    // The reference checker, where installed (Debian package prometheus).
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Err(_) => eprintln!(
+            "SKIP promtool check metrics: promtool is not installed (apt-get install prometheus)"
+        ),
+        Ok(mut p) => {
+            use std::io::Write;
+            p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+            let out = p.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool check metrics: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+// ---- systemd unit ---------------------------------------------------------------
+
+#[test]
+fn the_systemd_unit_verifies_and_keeps_its_hardening() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tools/systemd/peerline-server.service"
+    ))
+    .unwrap();
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "StateDirectory=peerline",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit lost {line:?}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("peerline-server.service");
+    // verify checks that ExecStart exists: point it at the binary under test.
+    std::fs::write(&path, unit.replace("/usr/bin/peerline-server", SERVER_BIN)).unwrap();
+    let out = match std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("SKIP systemd-analyze verify: not available ({e}); apt-get install systemd");
+            return;
+        }
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    // It exits 0 on directives it ignores; any complaint about our file is a failure.
+    let ours: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("peerline-server.service"))
+        .collect();
+    assert!(
+        out.status.success() && ours.is_empty(),
+        "systemd-analyze verify: {}\n{err}",
+        out.status
+    );
+}
