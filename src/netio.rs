@@ -309,6 +309,48 @@ impl UdpQueue {
     }
 }
 
+/// `setsockopt` for the integer-valued options; mio exposes none of these.
+pub fn set_int_option(
+    sock: &impl std::os::fd::AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the fd is open for the borrow's lifetime; the option value is a
+    // live c_int whose size is passed alongside it.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// TCP keepalive: a peer whose host vanished (power loss, cable pulled: no
+/// FIN, no RST) is noticed after `idle_secs` of silence plus 3 probes 10 s
+/// apart. The server uses it on control connections (so such a client leaves
+/// LIST), the client on its server connection (so a server that vanished is
+/// noticed even when nothing is being sent). A live peer never notices: the
+/// kernel answers the probes.
+pub fn enable_keepalive(stream: &impl std::os::fd::AsRawFd, idle_secs: libc::c_int) {
+    let set = |level, name, value| set_int_option(stream, level, name, value);
+    let result = set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)
+        .and_then(|()| set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle_secs))
+        .and_then(|()| set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10))
+        .and_then(|()| set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3));
+    if let Err(e) = result {
+        log::debug!("cannot set TCP keepalive: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

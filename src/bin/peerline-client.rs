@@ -43,6 +43,24 @@ struct Args {
     /// two peerline clients are always encrypted either way.
     #[arg(long)]
     allow_plaintext_links: bool,
+    /// Print one JSON object per line on stdout (type, time, from/to, text, …),
+    /// for scripts.
+    #[arg(long)]
+    json: bool,
+    /// No terminal bell on an incoming request or message.
+    #[arg(long)]
+    no_bell: bool,
+    /// At the end of input keep running (receiving) until killed, --count or
+    /// --timeout.
+    #[arg(long)]
+    stay: bool,
+    /// Exit 0 after N incoming peer messages or broadcasts (implies --stay).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Exit 5 when DUR (90s, 2m, …) passes before --count is reached
+    /// (implies --stay).
+    #[arg(long, value_name = "DUR", value_parser = peerline::duration::parse_duration)]
+    timeout: Option<std::time::Duration>,
     /// Log to stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -95,6 +113,11 @@ fn main() {
         auto_login,
         reauth_prompt: args.reauth_prompt,
         allow_plaintext_links: args.allow_plaintext_links,
+        json: args.json,
+        no_bell: args.no_bell,
+        stay: args.stay,
+        count: args.count,
+        timeout: args.timeout,
     };
     let code = match driver::run(opts) {
         Ok(code) => code,

@@ -16,8 +16,12 @@ use slab::Slab;
 
 use super::engine::{Config, Engine, Input, Now, Output};
 use super::links::LinkId;
+use super::render::{Renderer, Style};
 use super::stdin::{Kind as StdinKind, Stdin};
-use crate::netio::{interest, read_chunks, read_frames, OutBuffer, Overflow, ReadStatus, UdpQueue};
+use super::terminal::{self, Terminal, Typed};
+use crate::netio::{
+    enable_keepalive, interest, read_chunks, read_frames, OutBuffer, Overflow, ReadStatus, UdpQueue,
+};
 use crate::proto::datagram::MAX_DATAGRAM;
 use crate::proto::{Frame, LineReader};
 use crate::signals::SignalPipe;
@@ -43,6 +47,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// newest is dropped (the server retransmits, and the next ACK covers it).
 const UDP_QUEUE_DATAGRAMS: usize = 256;
 const UDP_QUEUE_BYTES: usize = 32 * 1024;
+/// TCP keepalive on the server connection: probes after 30 s of silence, so
+/// a vanished server is noticed within a minute even when nothing is sent.
+const KEEPALIVE_IDLE_SECS: libc::c_int = 30;
 
 /// Everything the driver needs, already validated (no clap types here).
 #[derive(Debug, Clone)]
@@ -57,6 +64,13 @@ pub struct Options {
     pub reauth_prompt: bool,
     /// Accept plaintext links from `nc` users (`--allow-plaintext-links`).
     pub allow_plaintext_links: bool,
+    /// One JSON object per line on stdout (`--json`).
+    pub json: bool,
+    pub no_bell: bool,
+    /// Keep running at the end of input (`--stay`).
+    pub stay: bool,
+    pub count: Option<u64>,
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +200,20 @@ fn listen_addr(asked: Option<IpAddr>, local: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+/// A seed for the reconnect jitter: each client must differ, or a herd of
+/// them would retry in lockstep.
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_err() {
+        // Not secret, only spread: the pid and the clock differ per client.
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        return u64::from(std::process::id()) << 32 | u64::from(t);
+    }
+    u64::from_le_bytes(b)
+}
+
 /// Connects to the first address of `host:port` that answers.
 fn connect_server(host: &str, port: u16) -> io::Result<std::net::TcpStream> {
     let host = unbracket(host);
@@ -214,6 +242,10 @@ struct Driver {
     stdin: Stdin,
     stdin_more: bool,
     signals: SignalPipe,
+    renderer: Renderer,
+    /// Terminal mode (stdin and stdout both terminals, no `--json`): raw
+    /// keys, the protected input line, history.
+    term: Option<Terminal>,
     exit: Option<i32>,
 }
 
@@ -231,6 +263,7 @@ pub fn run(opts: Options) -> io::Result<i32> {
     };
     std_stream.set_nonblocking(true)?;
     let _ = std_stream.set_nodelay(true);
+    enable_keepalive(&std_stream, KEEPALIVE_IDLE_SECS);
     let server_addr = std_stream.peer_addr()?;
     let local_ip = std_stream.local_addr()?.ip();
 
@@ -275,6 +308,30 @@ pub fn run(opts: Options) -> io::Result<i32> {
         auto_login: opts.auto_login,
         utc_offset: local_utc_offset(),
         allow_plaintext_links: opts.allow_plaintext_links,
+        seed: random_seed(),
+        stay: opts.stay || opts.count.is_some() || opts.timeout.is_some(),
+        count: opts.count,
+        timeout: opts.timeout,
+    };
+    let stdout_tty = unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let renderer = Renderer::new(Style::detect(
+        stdout_tty,
+        no_color,
+        opts.no_bell,
+        opts.json,
+        cfg.utc_offset,
+    ));
+    let term = if !opts.json && stdin.is_terminal() && terminal::both_are_terminals() {
+        match Terminal::enter() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                log::warn!("terminal mode unavailable ({e}); reading lines");
+                None
+            }
+        }
+    } else {
+        None
     };
     let mut engine = Engine::new(cfg);
     engine.start(now());
@@ -292,6 +349,8 @@ pub fn run(opts: Options) -> io::Result<i32> {
         stdin,
         stdin_more: false,
         signals,
+        renderer,
+        term,
         exit: None,
     };
     d.run_loop()
@@ -304,6 +363,9 @@ impl Driver {
             self.carry_out()?;
             if let Some(code) = self.exit {
                 self.flush_on_exit();
+                if let Some(mut term) = self.term.take() {
+                    let _ = write_stdout(term.leave().as_bytes());
+                }
                 return Ok(code);
             }
             self.update_interests();
@@ -386,9 +448,56 @@ impl Driver {
     fn carry_out(&mut self) -> io::Result<()> {
         while let Some(out) = self.engine.poll_output() {
             match out {
-                Output::Print(line) => write_stdout(format!("{line}\n").as_bytes())?,
-                Output::Prompt(text) => write_stdout(text.as_bytes())?,
-                Output::Echo(on) => self.stdin.set_echo(on),
+                Output::Show(shown) => {
+                    let lines = self.renderer.render(&shown);
+                    match self.term.as_mut() {
+                        Some(term) => {
+                            for line in lines {
+                                term.print_above(&line);
+                            }
+                            write_stdout(term.take_output().as_bytes())?
+                        }
+                        None => {
+                            let mut text = String::new();
+                            for line in lines {
+                                text.push_str(&line);
+                                text.push('\n');
+                            }
+                            write_stdout(text.as_bytes())?
+                        }
+                    }
+                }
+                // The input line already ended the prompt's line.
+                Output::Print(line) if line.is_empty() && self.term.is_some() => {}
+                Output::Print(line) => match self.term.as_mut() {
+                    Some(term) => {
+                        term.print_above(&line);
+                        write_stdout(term.take_output().as_bytes())?
+                    }
+                    None => write_stdout(format!("{line}\n").as_bytes())?,
+                },
+                Output::ConnectServer => self.reconnect_server(),
+                Output::DropServer => {
+                    if let Some(key) = self.server_key() {
+                        let c = &mut self.conns[key];
+                        c.engine_knows = false;
+                        c.dead = true;
+                    }
+                }
+                Output::Prompt(text) => match self.term.as_mut() {
+                    Some(term) => {
+                        term.set_prompt(&text);
+                        write_stdout(term.take_output().as_bytes())?
+                    }
+                    None => write_stdout(text.as_bytes())?,
+                },
+                Output::Echo(on) => match self.term.as_mut() {
+                    Some(term) => {
+                        term.set_hidden(!on);
+                        write_stdout(term.take_output().as_bytes())?
+                    }
+                    None => self.stdin.set_echo(on),
+                },
                 Output::ToServer(line) => {
                     if let Some(key) = self.server_key() {
                         self.queue_line(key, &line);
@@ -481,6 +590,22 @@ impl Driver {
             Err(e) => {
                 log::debug!("write failed: {e}");
                 c.dead = true;
+            }
+        }
+    }
+
+    /// A new server connection for a reconnect: non-blocking, so links keep
+    /// running meanwhile; writable readiness tells the engine how it went.
+    fn reconnect_server(&mut self) {
+        match TcpStream::connect(self.server_addr) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                enable_keepalive(&stream, KEEPALIVE_IDLE_SECS);
+                self.conns.insert(Conn::new(stream, Kind::Server, 0, true));
+            }
+            Err(e) => {
+                log::info!("reconnect to {}: {e}", self.server_addr);
+                self.engine.handle(now(), Input::ServerClosed);
             }
         }
     }
@@ -595,6 +720,9 @@ impl Driver {
     // ---- input sources --------------------------------------------------------
 
     fn read_stdin(&mut self) {
+        if self.term.is_some() {
+            return self.read_keys();
+        }
         let mut frames = Vec::new();
         let status = self.stdin.read(|f| frames.push(f));
         for f in frames {
@@ -606,6 +734,55 @@ impl Driver {
                 let fd = self.stdin.fd();
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             }
+            self.engine.handle(now(), Input::StdinEnd);
+        }
+    }
+
+    /// Terminal mode: keys edit the input line; a finished line goes to the
+    /// engine exactly as a line from a pipe would.
+    fn read_keys(&mut self) {
+        let mut bytes = Vec::new();
+        let status = self.stdin.read_raw(|b| bytes.extend_from_slice(b));
+        let users = self.engine.known_users();
+        let commands: Vec<String> = super::input::COMMANDS
+            .iter()
+            .map(|s| format!("/{}", s.name))
+            .collect();
+        let complete = |_: &str, command: bool| {
+            if command {
+                commands.clone()
+            } else {
+                users.clone()
+            }
+        };
+        let Some(term) = self.term.as_mut() else {
+            return;
+        };
+        let typed = term.feed(&bytes, &complete);
+        let screen = term.take_output();
+        let _ = write_stdout(screen.as_bytes());
+        for t in typed {
+            let input = match t {
+                Typed::Line(line) if line.len() >= crate::proto::MAX_LINE => {
+                    Input::Stdin(Frame::TooLong)
+                }
+                Typed::Line(line) => {
+                    if let Some(term) = self.term.as_mut() {
+                        // A question is answered by this line; the engine
+                        // asks again if it needs more.
+                        term.reset_prompt();
+                    }
+                    Input::Stdin(Frame::Line(line))
+                }
+                Typed::Interrupt => Input::Interrupt,
+                Typed::End => Input::StdinEnd,
+            };
+            self.engine.handle(now(), input);
+        }
+        self.stdin_more = status == ReadStatus::MoreWaiting;
+        if status == ReadStatus::Closed {
+            let fd = self.stdin.fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             self.engine.handle(now(), Input::StdinEnd);
         }
     }
@@ -669,7 +846,12 @@ impl Driver {
         if c.connecting && writable {
             // The mio way to learn how a non-blocking connect ended.
             match (c.stream.take_error(), c.stream.peer_addr()) {
-                (Ok(None), Ok(_)) => c.connecting = false,
+                (Ok(None), Ok(_)) => {
+                    c.connecting = false;
+                    if c.kind == Kind::Server {
+                        self.engine.handle(now(), Input::ServerConnected);
+                    }
+                }
                 (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
                 (Ok(Some(e)) | Err(e), _) | (_, Err(e)) => {
                     log::debug!("dial failed: {e}");

@@ -14,11 +14,13 @@ use super::input::{self, UserCommand, UserInput};
 use super::links::{
     LinkId, LinkState, Links, P2pToken, Refusal, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING,
 };
+use super::reconnect::{Backoff, Beat, ConnState, Heartbeat};
+use super::render::{Kind as ShownKind, Shown};
 use crate::proto::link_noise::{self, LinkError, LinkWire, WireEvent};
 use crate::proto::sealed::{self, Channel, Role, UdpSecret};
 use crate::proto::{
-    CancelReason, ClientDatagram, Command, Cookie, ErrorCode, Event, Frame, LinkLine, OkReply,
-    ServerDatagram, ServerLine, UdpRequest,
+    CancelReason, ClientDatagram, CloseReason, Command, Cookie, ErrorCode, Event, Frame, LinkLine,
+    OkReply, ServerDatagram, ServerLine, UdpRequest,
 };
 
 /// How long to wait for outstanding replies once input has ended.
@@ -59,7 +61,23 @@ pub struct Config {
     /// Accept plaintext `PEER <user> <token>` links (`nc` users); otherwise
     /// they get `ERR encryption-required`. Our own dials are always encrypted.
     pub allow_plaintext_links: bool,
+    /// Seeds the reconnect jitter (random in the driver, fixed in tests).
+    pub seed: u64,
+    /// At the end of input keep running (`--stay`, also implied by
+    /// `--count`/`--timeout`).
+    pub stay: bool,
+    /// Exit 0 after this many incoming peer messages and broadcasts.
+    pub count: Option<u64>,
+    /// Exit 5 when this much time has passed since start.
+    pub timeout: Option<Duration>,
 }
+
+/// Exit status: a login or signup was refused and stdin is not a terminal.
+pub const EXIT_REFUSED: i32 = 3;
+/// Exit status: `--timeout` passed before `--count` was reached.
+pub const EXIT_TIMEOUT: i32 = 5;
+/// How long a reconnect's TCP connect may take before it counts as failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -67,7 +85,10 @@ pub enum Input {
     Stdin(Frame),
     StdinEnd,
     Server(Frame),
+    /// The server connection (or a reconnect attempt) ended.
     ServerClosed,
+    /// A reconnect asked for by [`Output::ConnectServer`] is open.
+    ServerConnected,
     Datagram {
         from: SocketAddr,
         bytes: Vec<u8>,
@@ -106,13 +127,21 @@ pub enum Input {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// A full line for stdout.
+    /// A line for the user (formatted at the edge: plain, terminal or JSON).
+    Show(Shown),
+    /// Raw text for stdout, ending a line (after a hidden password).
     Print(String),
     /// A prompt for stdout, without a newline.
     Prompt(String),
     /// Terminal echo on or off (passwords).
     Echo(bool),
     ToServer(String),
+    /// Open a new server connection, then report [`Input::ServerConnected`]
+    /// or [`Input::ServerClosed`].
+    ConnectServer,
+    /// Drop the server connection without reporting it: the engine already
+    /// treats it as lost (a missed heartbeat, `/reconnect`).
+    DropServer,
     /// A line for a plaintext link (the driver adds `\n`).
     ToLink(LinkId, String),
     /// Bytes for a link as they are: encrypted hellos and frames.
@@ -180,6 +209,8 @@ struct Udp {
     /// The server's last `CHALLENGE`: repeated in each `REGISTER` until
     /// `OK REGISTER` (a stale one just earns a fresh `CHALLENGE`).
     cookie: Option<Cookie>,
+    /// A keep-alive `PING` is out and neither `PONG` nor an error came back.
+    ping_unanswered: bool,
     tries: u32,
     due: Option<Instant>,
 }
@@ -210,7 +241,28 @@ impl Dedup {
 pub struct Engine {
     cfg: Config,
     out: VecDeque<Output>,
-    server_up: bool,
+    /// The server connection: up, being re-made, waiting, or given up.
+    conn: ConnState,
+    backoff: Backoff,
+    heartbeat: Heartbeat,
+    /// Reconnected, and the automatic re-login has not been answered yet.
+    rejoining: bool,
+    /// The server said we were replaced or removed: reconnecting would fight.
+    no_reconnect: bool,
+    /// `/reconnect` on a live connection: the next attempt is immediate.
+    reconnect_now: bool,
+    /// The latest LOGIN/SIGNUP reply was a refusal (exit status 3).
+    auth_refused: bool,
+    /// Incoming peer messages and broadcasts shown, for `--count`.
+    received: u64,
+    /// `--timeout` ends the run at this moment.
+    timeout_at: Option<Instant>,
+    /// Wall clock of the latest input, for stamps.
+    unix: u64,
+    /// Users whose presence we follow.
+    watch: super::watch::WatchList,
+    /// Users in the latest `LIST` answer (for Tab completion).
+    last_list: Vec<String>,
     sent: VecDeque<Sent>,
     /// Our username once logged in; kept after the server is gone because
     /// links still introduce us by it.
@@ -242,9 +294,19 @@ pub struct Engine {
 impl Engine {
     pub fn new(cfg: Config) -> Engine {
         Engine {
-            cfg,
             out: VecDeque::new(),
-            server_up: true,
+            conn: ConnState::Up,
+            backoff: Backoff::new(cfg.seed),
+            heartbeat: Heartbeat::new(Instant::now()),
+            rejoining: false,
+            no_reconnect: false,
+            reconnect_now: false,
+            auth_refused: false,
+            received: 0,
+            timeout_at: None,
+            unix: 0,
+            watch: Default::default(),
+            last_list: Vec::new(),
             sent: VecDeque::new(),
             me: None,
             creds: None,
@@ -260,11 +322,19 @@ impl Engine {
             eof_deadline: None,
             quit_deadline: None,
             done: false,
+            cfg,
         }
     }
 
+    fn server_up(&self) -> bool {
+        self.conn == ConnState::Up
+    }
+
     /// The greeting, and the unattended login if configured.
-    pub fn start(&mut self, _now: Now) {
+    pub fn start(&mut self, now: Now) {
+        self.unix = now.unix;
+        self.heartbeat = Heartbeat::new(now.mono);
+        self.timeout_at = self.cfg.timeout.map(|d| now.mono + d);
         let server = self.cfg.server;
         let port = self.cfg.listen_port;
         self.say(
@@ -280,14 +350,22 @@ impl Engine {
             } else {
                 ""
             };
-            self.say(
-                Origin::Client,
-                &format!(
-                    "type /signup <user> <password> <password> or /login <user> <password>{alone}; \
-                     /help lists every command"
-                ),
-            );
+            self.hint(&format!(
+                "type /signup <user> <password> <password> or /login <user> <password>{alone}; \
+                 /help lists every command"
+            ));
         }
+    }
+
+    /// Names worth completing: users seen in the last `/list`, linked or
+    /// asking peers, and watched users.
+    pub fn known_users(&self) -> Vec<String> {
+        let mut names: BTreeSet<String> = self.last_list.iter().cloned().collect();
+        names.extend(self.links.up_users());
+        names.extend(self.incoming.keys().cloned());
+        names.extend(self.outgoing.iter().cloned());
+        names.extend(self.watch.names().map(str::to_owned));
+        names.into_iter().collect()
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -303,11 +381,22 @@ impl Engine {
         if self.done {
             return None;
         }
+        let conn = match self.conn {
+            ConnState::Up if self.heartbeat.ping_outstanding() || self.can_ping() => {
+                Some(self.heartbeat.next_deadline())
+            }
+            ConnState::Up => None,
+            ConnState::Connecting { since } => Some(since + CONNECT_TIMEOUT),
+            ConnState::Waiting { until } => Some(until),
+            ConnState::Off => None,
+        };
         [
             self.udp.due,
             self.eof_deadline,
             self.quit_deadline,
             self.links.next_deadline(),
+            conn,
+            self.timeout_at,
         ]
         .into_iter()
         .flatten()
@@ -318,6 +407,7 @@ impl Engine {
         if self.done {
             return;
         }
+        self.unix = now.unix;
         match input {
             Input::Stdin(Frame::Line(line)) => self.on_typed(now, &line),
             Input::Stdin(_) => self.say(
@@ -326,13 +416,19 @@ impl Engine {
             ),
             Input::StdinEnd => {
                 self.prompt = None;
-                self.eof_deadline.get_or_insert(now.mono + EOF_WAIT);
+                if !self.cfg.stay {
+                    self.eof_deadline.get_or_insert(now.mono + EOF_WAIT);
+                }
             }
-            Input::Server(Frame::Line(line)) => self.on_server_line(now, &line),
-            Input::Server(_) => {
-                self.say(Origin::Client, "ignored a malformed line from the server")
+            Input::Server(frame) => {
+                self.heartbeat.heard(now.mono);
+                match frame {
+                    Frame::Line(line) => self.on_server_line(now, &line),
+                    _ => self.say(Origin::Client, "ignored a malformed line from the server"),
+                }
             }
-            Input::ServerClosed => self.on_server_closed(now),
+            Input::ServerClosed => self.on_server_closed(now, None),
+            Input::ServerConnected => self.on_server_connected(now),
             Input::Datagram { from, bytes } => self.on_datagram(now, from, &bytes),
             Input::LinkAccepted { link, addr } => self.on_link_accepted(now, link, addr),
             Input::Dialed {
@@ -363,6 +459,12 @@ impl Engine {
         if self.done {
             return;
         }
+        self.unix = now.unix;
+        if self.timeout_at.is_some_and(|t| t <= now.mono) {
+            self.say(Origin::Client, "--timeout reached");
+            return self.finish(EXIT_TIMEOUT);
+        }
+        self.conn_tick(now);
         if self.udp.due.is_some_and(|d| d <= now.mono) {
             self.udp_tick(now);
         }
@@ -394,8 +496,27 @@ impl Engine {
     // ---- output helpers -------------------------------------------------
 
     fn say(&mut self, origin: Origin, text: &str) {
-        self.out
-            .push_back(Output::Print(display::tagged(origin, text)));
+        let shown = Shown::note(origin, self.unix, text);
+        self.out.push_back(Output::Show(shown));
+    }
+
+    /// Advice for a person at a terminal; scripts reading a pipe get none.
+    fn hint(&mut self, text: &str) {
+        if self.cfg.interactive {
+            self.say(Origin::Client, text);
+        }
+    }
+
+    fn show(&mut self, shown: Shown) {
+        self.out.push_back(Output::Show(shown));
+    }
+
+    /// A peer message or broadcast arrived: counts towards `--count`.
+    fn received_one(&mut self) {
+        self.received += 1;
+        if self.cfg.count.is_some_and(|n| self.received >= n) {
+            self.finish(0);
+        }
     }
 
     fn stamp(&self, unix: u64) -> String {
@@ -403,10 +524,16 @@ impl Engine {
     }
 
     fn send(&mut self, command: Command, automatic: bool) {
-        if !self.server_up {
+        if !self.server_up() {
+            let again = match self.conn {
+                ConnState::Off => "",
+                _ => "; reconnecting (/reconnect tries now)",
+            };
             self.say(
                 Origin::Client,
-                "not connected to the server; that needs it (direct links still work)",
+                &format!(
+                    "not connected to the server; that needs it (direct links still work){again}"
+                ),
             );
             return;
         }
@@ -460,8 +587,14 @@ impl Engine {
         }
     }
 
-    /// Leaves: says goodbye on every link, then exits.
+    /// Leaves: says goodbye on every link, then exits. A normal end (0) of a
+    /// script whose latest login or signup was refused exits 3 instead.
     fn finish(&mut self, code: i32) {
+        let code = if code == 0 && self.auth_refused && !self.cfg.interactive {
+            EXIT_REFUSED
+        } else {
+            code
+        };
         for id in self.links.ids() {
             if self.links.get(id).is_some_and(|l| l.is_up()) {
                 self.send_link(id, &LinkLine::Bye);
@@ -479,13 +612,13 @@ impl Engine {
         if self.done {
             return;
         }
-        if self.quit_deadline.is_some() && !self.server_up {
+        if self.quit_deadline.is_some() && !self.server_up() {
             return self.finish(0);
         }
         if self.eof_deadline.is_some() && self.sent.is_empty() && self.links.dialing() == 0 {
             return self.finish(0);
         }
-        if !self.server_up && self.links.is_empty() {
+        if self.conn == ConnState::Off && self.links.is_empty() {
             self.say(
                 Origin::Client,
                 "no server connection and no direct links left; exiting",
@@ -495,10 +628,10 @@ impl Engine {
     }
 
     fn quit(&mut self, now: Now) {
-        if self.server_up && self.quit_deadline.is_none() {
+        if self.server_up() && self.quit_deadline.is_none() {
             self.send(Command::Quit, false);
             self.quit_deadline = Some(now.mono + QUIT_WAIT);
-        } else if !self.server_up {
+        } else if !self.server_up() {
             self.finish(0);
         }
     }
@@ -567,12 +700,14 @@ impl Engine {
             UserCommand::Broadcast(text) => self.send(Command::Broadcast { text }, false),
             UserCommand::Ping => self.send(Command::Ping, false),
             UserCommand::Quit => self.quit(now),
+            UserCommand::Watch(user) => self.watch_command(user, true),
+            UserCommand::Unwatch(user) => self.watch_command(user, false),
+            UserCommand::Reconnect => self.reconnect_command(now),
             UserCommand::Peers => self.show_peers(now),
             UserCommand::Msg { user, text } => match self.links.find_up(&user) {
                 Some(id) => {
                     self.send_link(id, &LinkLine::Msg { text: text.clone() });
-                    let line = display::own_message(&self.stamp(now.unix), &user, &text);
-                    self.out.push_back(Output::Print(line));
+                    self.show(Shown::of(ShownKind::Own, now.unix, &user, &text));
                 }
                 None => self.say(
                     Origin::Client,
@@ -733,10 +868,12 @@ impl Engine {
                 let sent = self.sent.pop_front();
                 let verb = sent.as_ref().map_or("command", |s| s.command.verb());
                 let detail = display::sanitize(&text);
-                self.say(
-                    Origin::Server,
-                    &format!("{verb} failed: {} ({code}: {detail})", code.plain_words()),
-                );
+                let line = format!("{verb} failed: {} ({code}: {detail})", code.plain_words());
+                self.show(Shown {
+                    kind: ShownKind::Refused,
+                    ..Shown::note(Origin::Server, self.unix, &line)
+                });
+                self.on_refused(sent.as_ref());
                 if let Some(user) = accept_user(&sent) {
                     self.unpark(now, &user);
                 }
@@ -749,6 +886,7 @@ impl Engine {
     fn on_ok(&mut self, now: Now, ok: OkReply, sent: Option<Sent>) {
         let text = match ok {
             OkReply::Signup { user } => {
+                self.auth_refused = false;
                 format!("account {user} created; now /login {user} <password>")
             }
             OkReply::Passwd => {
@@ -775,7 +913,9 @@ impl Engine {
                     self.creds = Some((user.clone(), password.clone()));
                 }
                 self.me = Some(user.clone());
-                if self.udp.token.as_deref() != Some(token.as_str()) {
+                self.auth_refused = false;
+                let fresh = self.udp.token.as_deref() != Some(token.as_str());
+                if fresh {
                     let sealed = self
                         .udp_secret
                         .as_ref()
@@ -786,6 +926,24 @@ impl Engine {
                         ..Udp::default()
                     };
                     self.udp_tick(now);
+                    // A new session: the server knows nothing of our watches.
+                    for cmd in self.watch.resend() {
+                        self.send(cmd, true);
+                    }
+                }
+                if std::mem::take(&mut self.rejoining) {
+                    self.backoff.reset();
+                    let links = self.links.up_users();
+                    let kept = if links.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; direct links kept ({})", links.join(", "))
+                    };
+                    let server = self.cfg.server;
+                    return self.say(
+                        Origin::Client,
+                        &format!("back on the server at {server}: logged in again as {user}{kept}"),
+                    );
                 }
                 match sent {
                     Some(Sent {
@@ -798,6 +956,7 @@ impl Engine {
                 }
             }
             OkReply::List { count } => {
+                self.last_list = self.list_rows.iter().map(|(u, _)| u.clone()).collect();
                 let rows: Vec<Vec<String>> = std::mem::take(&mut self.list_rows)
                     .into_iter()
                     .map(|(u, ip)| vec![display::sanitize(&u), ip.to_string()])
@@ -834,7 +993,14 @@ impl Engine {
                     self.stamp(expires)
                 )
             }
+            OkReply::Ping if sent.as_ref().is_some_and(|s| s.automatic) => return,
             OkReply::Ping => "pong: the server is there".to_owned(),
+            OkReply::Watch { count } => {
+                if sent.as_ref().is_some_and(|s| s.automatic) {
+                    return;
+                }
+                format!("watching {count} user(s)")
+            }
             OkReply::Quit => {
                 self.say(Origin::Server, "goodbye");
                 return self.finish(0);
@@ -845,17 +1011,26 @@ impl Engine {
 
     fn on_event(&mut self, e: Event) {
         match e {
-            Event::Welcome { text } => self.say(Origin::Server, &display::sanitize(&text)),
+            Event::Welcome { text } => {
+                if self.rejoining {
+                    // Already logging in again by itself: the greeting is noise.
+                    return;
+                }
+                // The server takes connections again: start backoff afresh.
+                self.backoff.reset();
+                self.say(Origin::Server, &display::sanitize(&text))
+            }
             Event::Request { from, ip } => {
                 self.incoming.insert(from.clone(), ip);
                 let from = display::sanitize(&from);
-                self.say(
-                    Origin::Event,
-                    &format!(
-                        "{from} (from {ip}) wants a direct link with you. \
-                         Type /accept {from} or /deny {from}"
-                    ),
+                let text = format!(
+                    "{from} (from {ip}) wants a direct link with you. \
+                     Type /accept {from} or /deny {from}"
                 );
+                self.show(Shown {
+                    bell: true,
+                    ..Shown::note(Origin::Event, self.unix, &text)
+                });
             }
             Event::Peer { user, addr, token } => {
                 self.outgoing.remove(&user);
@@ -892,7 +1067,23 @@ impl Engine {
                 text,
             } => self.on_broadcast(id, &from, unix, &text),
             Event::Reauth { seconds } => self.on_reauth(seconds),
+            Event::Online { user, ip } => {
+                if self.watch.update(&user, true) {
+                    let text = format!("{} is online ({ip})", display::sanitize(&user));
+                    self.show(Shown::of(ShownKind::Presence, self.unix, &user, &text));
+                }
+            }
+            Event::Offline { user } => {
+                if self.watch.update(&user, false) {
+                    let text = format!("{} is offline", display::sanitize(&user));
+                    self.show(Shown::of(ShownKind::Presence, self.unix, &user, &text));
+                }
+            }
             Event::Closing { reason, text } => {
+                if matches!(reason, CloseReason::Replaced) {
+                    // Another login of ours took over: coming back would fight it.
+                    self.no_reconnect = true;
+                }
                 let text = display::sanitize(&text);
                 self.say(
                     Origin::Event,
@@ -902,6 +1093,82 @@ impl Engine {
                     ),
                 );
             }
+        }
+    }
+
+    /// A LOGIN or SIGNUP was refused: remembered for the exit status; an
+    /// automatic re-login after a reconnect stops there; `--user` without a
+    /// terminal gives up at once (exit 3).
+    fn on_refused(&mut self, sent: Option<&Sent>) {
+        let Some(sent) = sent else { return };
+        if !matches!(sent.command, Command::Login { .. } | Command::Signup { .. }) {
+            return;
+        }
+        self.auth_refused = true;
+        if std::mem::take(&mut self.rejoining) {
+            self.backoff.reset();
+            return self.say(
+                Origin::Client,
+                "reconnected, but logging in again was refused; /login to continue",
+            );
+        }
+        if sent.automatic
+            && self.me.is_none()
+            && self.cfg.auto_login.is_some()
+            && !self.cfg.interactive
+        {
+            self.finish(EXIT_REFUSED);
+        }
+    }
+
+    /// `/watch` and `/unwatch`: kept locally (re-sent after every login) and
+    /// told to the server now if it is there.
+    fn watch_command(&mut self, user: String, add: bool) {
+        let changed = if add {
+            if self.watch.len() >= super::watch::WATCH_CAP && !self.watch.contains(&user) {
+                return self.say(
+                    Origin::Client,
+                    &format!(
+                        "already watching {} users, the most allowed; /unwatch some first",
+                        super::watch::WATCH_CAP
+                    ),
+                );
+            }
+            self.watch.add(&user)
+        } else {
+            self.watch.remove(&user)
+        };
+        if !changed {
+            let what = if add {
+                "already watching"
+            } else {
+                "not watching"
+            };
+            return self.say(Origin::Client, &format!("{what} {user}"));
+        }
+        if self.me.is_none() || !self.server_up() {
+            let verb = if add {
+                "will watch"
+            } else {
+                "stopped watching"
+            };
+            return self.say(
+                Origin::Client,
+                &format!("{verb} {user} (the server hears of it at your next login)"),
+            );
+        }
+        let changes = vec![crate::proto::WatchChange { add, user }];
+        self.send(Command::Watch { changes }, false);
+    }
+
+    /// A link came up with `user`: follow their presence too.
+    fn auto_watch(&mut self, user: &str) {
+        if self.watch.add(user) && self.me.is_some() && self.server_up() {
+            let changes = vec![crate::proto::WatchChange {
+                add: true,
+                user: user.to_owned(),
+            }];
+            self.send(Command::Watch { changes }, true);
         }
     }
 
@@ -932,12 +1199,21 @@ impl Engine {
         }
     }
 
-    fn on_server_closed(&mut self, now: Now) {
-        if !self.server_up {
-            return;
+    /// The server connection ended (`why` given when the engine itself
+    /// decided so). Links stay; unless leaving or told not to, a reconnect is
+    /// scheduled with backoff.
+    fn on_server_closed(&mut self, now: Now, why: Option<&str>) {
+        match self.conn {
+            ConnState::Up => {}
+            ConnState::Connecting { .. } => {
+                // A failed attempt: quietly wait longer.
+                log::info!("reconnect attempt {} failed", self.backoff.attempts());
+                return self.schedule_reconnect(now, None);
+            }
+            ConnState::Waiting { .. } | ConnState::Off => return,
         }
-        self.server_up = false;
         self.sent.clear();
+        self.rejoining = false;
         // No OK ACCEPT will come: parked hellos are refused now.
         for (id, parked) in std::mem::take(&mut self.parked_hellos) {
             self.retry_parked(now, id, parked);
@@ -945,20 +1221,132 @@ impl Engine {
         self.udp = Udp::default();
         // A new connection brings its own secret (or none).
         self.udp_secret = None;
-        if self.quit_deadline.is_some() {
-            return;
+        let leaving = self.quit_deadline.is_some() || self.eof_deadline.is_some();
+        if leaving || self.no_reconnect {
+            self.conn = ConnState::Off;
+            if leaving {
+                return;
+            }
         }
         let links = self.links.up_users();
-        if links.is_empty() {
-            self.say(Origin::Client, "lost the connection to the server");
-        } else {
+        let mut text = match why {
+            Some(why) => format!("lost the connection to the server ({why})"),
+            None => "lost the connection to the server".to_owned(),
+        };
+        if !links.is_empty() {
+            text.push_str(&format!(
+                "; direct links keep working ({})",
+                links.join(", ")
+            ));
+        }
+        if self.conn == ConnState::Off {
+            return self.say(Origin::Client, &text);
+        }
+        self.schedule_reconnect(now, Some(text));
+    }
+
+    /// Waits one backoff step before the next attempt; `line` is the loss
+    /// line, completed with when the attempt comes.
+    fn schedule_reconnect(&mut self, now: Now, line: Option<String>) {
+        if std::mem::take(&mut self.reconnect_now) {
+            if let Some(line) = line {
+                self.say(Origin::Client, &format!("{line}; reconnecting now"));
+            }
+            return self.connect_now(now);
+        }
+        let wait = self.backoff.next_delay();
+        self.conn = ConnState::Waiting {
+            until: now.mono + wait,
+        };
+        if let Some(line) = line {
             self.say(
                 Origin::Client,
                 &format!(
-                    "lost the connection to the server; direct links keep working ({}); /quit to leave",
-                    links.join(", ")
+                    "{line}; reconnecting in {:.1} s (/reconnect tries now)",
+                    wait.as_secs_f64()
                 ),
             );
+        }
+    }
+
+    /// The reconnect state machine's timers: attempt due, connect taking too
+    /// long, heartbeat.
+    fn conn_tick(&mut self, now: Now) {
+        match self.conn {
+            ConnState::Waiting { until } if until <= now.mono => self.connect_now(now),
+            ConnState::Connecting { since } if since + CONNECT_TIMEOUT <= now.mono => {
+                self.out.push_back(Output::DropServer);
+                self.on_server_closed(now, None);
+            }
+            ConnState::Up => match self.heartbeat.check(now.mono, self.can_ping()) {
+                Beat::Nothing => {}
+                Beat::Ping => self.send(Command::Ping, true),
+                Beat::Dead => self.drop_server(now, "it stopped answering"),
+            },
+            _ => {}
+        }
+    }
+
+    /// A PING is only worth sending when no password hash can be queued
+    /// before it (the server answers in order, and a login storm may keep
+    /// hashes waiting for minutes).
+    fn can_ping(&self) -> bool {
+        self.sent
+            .iter()
+            .all(|s| !matches!(s.command, Command::Login { .. } | Command::Signup { .. }))
+    }
+
+    /// Gives up on a connection the driver still holds.
+    fn drop_server(&mut self, now: Now, why: &str) {
+        self.out.push_back(Output::DropServer);
+        self.on_server_closed(now, Some(why));
+    }
+
+    fn connect_now(&mut self, now: Now) {
+        self.conn = ConnState::Connecting { since: now.mono };
+        self.out.push_back(Output::ConnectServer);
+    }
+
+    fn on_server_connected(&mut self, now: Now) {
+        if !matches!(self.conn, ConnState::Connecting { .. }) {
+            return;
+        }
+        self.conn = ConnState::Up;
+        self.heartbeat = Heartbeat::new(now.mono);
+        match self.creds.clone() {
+            Some((user, password)) if !self.cfg.reauth_prompt => {
+                self.rejoining = true;
+                self.send(Command::Login { user, password }, true);
+            }
+            Some((user, _)) if self.cfg.interactive => {
+                self.say(Origin::Client, "reconnected to the server");
+                self.rejoining = true;
+                self.prompt = None;
+                self.show_prompt(Prompt::LoginPassword { user, reauth: true });
+            }
+            _ => {
+                let server = self.cfg.server;
+                self.say(
+                    Origin::Client,
+                    &format!("reconnected to the server at {server}; /login to continue"),
+                );
+            }
+        }
+    }
+
+    /// `/reconnect`: try now, or drop a live connection and make a new one.
+    fn reconnect_command(&mut self, now: Now) {
+        match self.conn {
+            ConnState::Connecting { .. } => self.say(Origin::Client, "already reconnecting"),
+            ConnState::Up => {
+                self.reconnect_now = true;
+                self.drop_server(now, "/reconnect");
+            }
+            ConnState::Waiting { .. } | ConnState::Off => {
+                self.no_reconnect = false;
+                self.say(Origin::Client, "reconnecting now");
+                self.connect_now(now);
+            }
         }
     }
 
@@ -970,6 +1358,7 @@ impl Engine {
             return;
         }
         if self.udp.registered {
+            self.udp.ping_unanswered = true;
             self.send_udp(UdpRequest::Ping);
             self.udp.due = Some(now.mono + PING_EVERY);
             return;
@@ -1022,7 +1411,17 @@ impl Engine {
                     self.udp.due = Some(now.mono + PING_EVERY);
                 }
             }
-            Some(ServerDatagram::Pong) => log::debug!("PONG"),
+            Some(ServerDatagram::Pong) => {
+                log::debug!("PONG");
+                self.udp.ping_unanswered = false;
+            }
+            Some(ServerDatagram::UnknownToken) => {
+                // Only believed in answer to our own PING: the server has no
+                // session for us any more although TCP looks up.
+                if std::mem::take(&mut self.udp.ping_unanswered) && self.server_up() {
+                    self.drop_server(now, "the server no longer knows this session");
+                }
+            }
             Some(ServerDatagram::Bcast {
                 id,
                 from,
@@ -1039,8 +1438,12 @@ impl Engine {
 
     fn on_broadcast(&mut self, id: u64, from: &str, unix: u64, text: &str) {
         if self.broadcasts.first_time(id) {
-            let line = display::broadcast(&self.stamp(unix), from, text);
-            self.out.push_back(Output::Print(line));
+            self.show(Shown {
+                made: Some(unix),
+                id: Some(id),
+                ..Shown::of(ShownKind::Broadcast, self.unix, from, text)
+            });
+            self.received_one();
         }
     }
 
@@ -1228,8 +1631,11 @@ impl Engine {
                 self.close_link(id);
             }
             (LinkState::Up { user }, LinkLine::Msg { text }) => {
-                let line = display::peer_message(&self.stamp(now.unix), &user, &text);
-                self.out.push_back(Output::Print(line));
+                self.show(Shown {
+                    bell: true,
+                    ..Shown::of(ShownKind::Message, now.unix, &user, &text)
+                });
+                self.received_one();
             }
             (LinkState::Up { user }, LinkLine::Bye) => {
                 self.say(Origin::Peer, &format!("{user} closed the direct link"));
@@ -1368,6 +1774,7 @@ impl Engine {
     fn link_up(&mut self, id: LinkId, user: &str) {
         self.incoming.remove(user);
         self.outgoing.remove(user);
+        self.auto_watch(user);
         if let Some(older) = self.links.set_up(id, user) {
             self.send_link(older, &LinkLine::Bye);
             self.close_link(older);

@@ -26,6 +26,10 @@ fn config() -> Config {
         utc_offset: 0,
         // The plaintext link tests speak as nc would; encrypted ones below.
         allow_plaintext_links: true,
+        seed: 7,
+        stay: false,
+        count: None,
+        timeout: None,
     }
 }
 
@@ -165,6 +169,12 @@ impl T {
             out.contains(&Output::ToLink(id, format!("OK PEER {me}"))),
             "{out:?}"
         );
+        // A link makes us watch the peer; the server answers in order.
+        assert!(
+            to_server(&out).contains(&format!("WATCH +{peer}")),
+            "{out:?}"
+        );
+        t.server("OK WATCH 1");
         t
     }
 }
@@ -174,11 +184,16 @@ fn texts(out: &[Output], pick: fn(&Output) -> Option<&String>) -> Vec<String> {
     out.iter().filter_map(pick).cloned().collect()
 }
 
+/// What the user would read, without stamps: each shown line as it renders
+/// before its `[HH:MM:SS]`, and raw prints.
 fn printed(out: &[Output]) -> Vec<String> {
-    texts(out, |o| match o {
-        Output::Print(s) => Some(s),
-        _ => None,
-    })
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Show(s) => Some(s.to_string()),
+            Output::Print(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn to_server(out: &[Output]) -> Vec<String> {
@@ -219,13 +234,23 @@ fn any_contains(lines: &[String], needle: &str) -> bool {
 
 #[test]
 fn greeting_says_where_and_what_to_type() {
-    let (_, out) = T::started(config());
+    let (_, out) = T::started(Config {
+        interactive: true,
+        ..config()
+    });
     let lines = printed(&out);
     let all = lines.join("\n");
     for needle in ["127.0.0.1:4400", "/signup", "/login", "/help", "port 7777"] {
         assert!(all.contains(needle), "{needle} missing from {all}");
     }
     assert!(lines.iter().all(|l| l.starts_with("[client] ")));
+    // Without a terminal: where it connected, but no hints.
+    let (_, out) = T::started(config());
+    let all = printed(&out).join("\n");
+    assert!(
+        all.contains("127.0.0.1:4400") && !all.contains("/help"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -493,10 +518,7 @@ fn broadcasts_are_acked_every_time_and_shown_once() {
     let mut t = T::logged_in("bob");
     let out = t.udp("BCAST 5 alice 1700000000 hello all");
     assert_eq!(datagrams(&out), vec![format!("ACK {TOKEN} 5")]);
-    assert_eq!(
-        printed(&out),
-        vec!["[22:13:20] [broadcast] <alice> hello all"]
-    );
+    assert_eq!(printed(&out), vec!["[broadcast] <alice> hello all"]);
     let out = t.udp("BCAST 5 alice 1700000000 hello all");
     assert_eq!(datagrams(&out), vec![format!("ACK {TOKEN} 5")]);
     assert!(printed(&out).is_empty());
@@ -574,6 +596,7 @@ fn a_hello_racing_ahead_of_ok_accept_waits_for_it() {
         out.contains(&Output::ToLink(1, "OK PEER bob".into())),
         "{out:?}"
     );
+    t.server("OK WATCH 1");
 
     // If the ACCEPT fails instead, the parked hello is refused.
     t.typed("/accept carol");
@@ -802,7 +825,7 @@ fn peer_event_dials_encrypted_then_chat_flows() {
         vec![wire_line("MSG hi bob")]
     );
     let out = t.link_bytes(9, &bob.seal("MSG hi \x1b[2Jalice").unwrap());
-    assert_eq!(printed(&out), vec!["[22:13:20] <bob> hi \u{FFFD}[2Jalice"]);
+    assert_eq!(printed(&out), vec!["<bob> hi \u{FFFD}[2Jalice"]);
     let peers = printed(&t.typed("/peers")).join("\n");
     assert!(peers.contains("linked (encrypted)"), "{peers}");
     let out = t.typed("/bye bob");
@@ -865,7 +888,7 @@ fn an_encrypted_hello_links_and_chat_is_sealed() {
     t.ok_accept("alice");
     let (mut alice, _) = t.linked_in_encrypted(1);
     let out = t.link_bytes(1, &alice.seal("MSG hello bob").unwrap());
-    assert_eq!(printed(&out), vec!["[22:13:20] <alice> hello bob"]);
+    assert_eq!(printed(&out), vec!["<alice> hello bob"]);
     let out = t.typed("/msg alice hi");
     assert_eq!(
         wire_events(&mut alice, &bytes_to(&out, 1)),
@@ -1066,13 +1089,254 @@ fn losing_the_server_keeps_links_running() {
     assert!(datagrams(&t.advance(PING_EVERY * 2)).is_empty());
     let out = t.input(Input::LinkClosed { link: 1 });
     assert!(any_contains(&printed(&out), "link with alice was lost"));
-    assert_eq!(exits(&out), Some(1));
+    // Still trying to get the server back: nothing to exit for.
+    assert_eq!(exits(&out), None);
 }
 
 #[test]
-fn losing_the_server_with_nothing_else_exits() {
+fn a_replaced_session_without_links_does_not_reconnect_and_exits_1() {
     let mut t = T::logged_in("bob");
-    assert_eq!(exits(&t.input(Input::ServerClosed)), Some(1));
+    t.server("EVENT CLOSING replaced you logged in from another connection");
+    let out = t.input(Input::ServerClosed);
+    assert_eq!(exits(&out), Some(1), "{out:?}");
+    assert!(!out.contains(&Output::ConnectServer));
+}
+
+// ---- reconnect and liveness ---------------------------------------------------
+
+fn connects(out: &[Output]) -> usize {
+    out.iter().filter(|o| **o == Output::ConnectServer).count()
+}
+
+const TOKEN2: &str = "ffeeddccbbaa99887766554433221100";
+
+#[test]
+fn reconnect_backs_off_with_jitter_then_logs_in_again_and_keeps_links() {
+    let mut t = T::linked_in("bob", "alice", 1);
+    let mut expected = crate::client::reconnect::Backoff::new(7);
+    let d0 = expected.next_delay();
+    let out = t.input(Input::ServerClosed);
+    let lines = printed(&out);
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line when the server is lost: {lines:?}"
+    );
+    assert!(
+        lines[0].contains("direct links keep working (alice)")
+            && lines[0].contains(&format!("reconnecting in {:.1} s", d0.as_secs_f64())),
+        "{lines:?}"
+    );
+    assert_eq!(connects(&t.advance(d0 - Duration::from_millis(1))), 0);
+    assert_eq!(connects(&t.advance(Duration::from_millis(1))), 1);
+    // The attempt fails: quietly wait one step longer.
+    let d1 = expected.next_delay();
+    assert!(d1 > d0 / 2 && d1 <= 2 * crate::client::reconnect::MIN_DELAY);
+    let out = t.input(Input::ServerClosed);
+    assert!(printed(&out).is_empty(), "{out:?}");
+    assert_eq!(connects(&t.advance(d1 - Duration::from_millis(1))), 0);
+    assert_eq!(connects(&t.advance(Duration::from_millis(1))), 1);
+    // Connected: log in again by itself; the greeting is not shown.
+    let out = t.input(Input::ServerConnected);
+    assert_eq!(to_server(&out), vec!["LOGIN bob pw"]);
+    assert!(printed(&t.server("EVENT WELCOME hello")).is_empty());
+    let out = t.server(&format!("OK LOGIN bob {TOKEN2}"));
+    let lines = printed(&out);
+    assert_eq!(lines.len(), 1, "one line when it is back: {lines:?}");
+    assert!(
+        lines[0].contains("logged in again as bob") && lines[0].contains("links kept (alice)"),
+        "{lines:?}"
+    );
+    assert_eq!(to_server(&out), vec!["WATCH +alice"], "watches re-sent");
+    assert_eq!(datagrams(&out), vec![format!("REGISTER {TOKEN2}")]);
+    assert!(any_contains(
+        &printed(&t.link(1, "MSG still here")),
+        "<alice> still here"
+    ));
+    // The backoff starts afresh after a success.
+    t.server("OK WATCH 1");
+    let out = t.input(Input::ServerClosed);
+    assert!(printed(&out)[0].contains("reconnecting in"), "{out:?}");
+    assert_eq!(connects(&t.advance(crate::client::reconnect::MIN_DELAY)), 1);
+}
+
+#[test]
+fn reconnect_delays_grow_to_a_minute_and_no_further() {
+    let mut t = T::logged_in("bob");
+    t.input(Input::ServerClosed);
+    let mut b = crate::client::reconnect::Backoff::new(7);
+    for attempt in 0..12 {
+        let d = b.next_delay();
+        assert_eq!(connects(&t.advance(d)), 1, "attempt {attempt}");
+        t.input(Input::ServerClosed);
+    }
+    // Past the cap, every wait is at most 60 s.
+    assert_eq!(connects(&t.advance(crate::client::reconnect::MAX_DELAY)), 1);
+}
+
+#[test]
+fn reconnect_command_tries_at_once() {
+    let mut t = T::logged_in("bob");
+    let out = t.typed("/reconnect");
+    assert!(
+        out.contains(&Output::DropServer) && connects(&out) == 1,
+        "{out:?}"
+    );
+    assert!(any_contains(&printed(&out), "reconnecting now"));
+    // While connecting, a second one is refused politely.
+    assert!(any_contains(
+        &printed(&t.typed("/reconnect")),
+        "already reconnecting"
+    ));
+    // A connect that hangs is given up after CONNECT_TIMEOUT.
+    let out = t.advance(CONNECT_TIMEOUT);
+    assert!(out.contains(&Output::DropServer), "{out:?}");
+    // While waiting, /reconnect skips the wait.
+    assert_eq!(connects(&t.typed("/reconnect")), 1);
+}
+
+#[test]
+fn a_silent_server_is_pinged_then_declared_dead_within_a_minute() {
+    use crate::client::reconnect::{PING_DEADLINE, PING_IDLE};
+    let mut t = T::logged_in("bob");
+    let out = t.advance(PING_IDLE);
+    assert_eq!(to_server(&out), vec!["PING"]);
+    // An answer keeps it alive, and is not shown.
+    assert!(printed(&t.server("OK PING")).is_empty());
+    assert!(to_server(&t.advance(PING_IDLE - Duration::from_secs(1))).is_empty());
+    assert_eq!(to_server(&t.advance(Duration::from_secs(1))), vec!["PING"]);
+    let out = t.advance(PING_DEADLINE);
+    assert!(out.contains(&Output::DropServer), "{out:?}");
+    assert!(any_contains(&printed(&out), "stopped answering"));
+    assert!(PING_IDLE + PING_DEADLINE <= Duration::from_secs(60));
+    // A pending login (a hash may be queued for long) is not a dead server.
+    let mut t = T::new();
+    t.typed("/login bob pw");
+    let out = t.advance(PING_IDLE + PING_DEADLINE);
+    assert!(
+        to_server(&out).is_empty() && !out.contains(&Output::DropServer),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn an_unknown_token_error_in_answer_to_our_ping_reconnects() {
+    let mut t = T::logged_in("bob");
+    // Unsolicited: ignored (anyone can send a datagram claiming the server's address).
+    assert!(!t.udp("ERR unknown-token").contains(&Output::DropServer));
+    assert_eq!(
+        datagrams(&t.advance(PING_EVERY)),
+        vec![format!("PING {TOKEN}")]
+    );
+    let out = t.udp("ERR unknown-token");
+    assert!(out.contains(&Output::DropServer), "{out:?}");
+    assert!(any_contains(&printed(&out), "no longer knows this session"));
+}
+
+// ---- exit statuses, --stay, --count, --timeout ---------------------------------
+
+#[test]
+fn a_refused_login_without_a_terminal_exits_3_at_the_end() {
+    let mut t = T::new();
+    t.typed("/login alice bad");
+    t.server("ERR bad-credentials wrong username or password");
+    assert_eq!(exits(&t.input(Input::StdinEnd)), Some(EXIT_REFUSED));
+    // A later success clears it.
+    let mut t = T::new();
+    t.typed("/signup alice pw pw");
+    t.server("ERR user-exists that username is taken");
+    t.login("alice");
+    assert_eq!(exits(&t.input(Input::StdinEnd)), Some(0));
+    // On a terminal, a person saw it: 0.
+    let mut t = T::with(Config {
+        interactive: true,
+        ..config()
+    });
+    t.typed("/login alice bad");
+    t.server("ERR bad-credentials wrong username or password");
+    assert_eq!(exits(&t.input(Input::StdinEnd)), Some(0));
+}
+
+#[test]
+fn a_refused_user_flag_login_exits_3_at_once() {
+    let mut t = T::with(Config {
+        auto_login: Some(("alice".into(), "bad".into())),
+        ..config()
+    });
+    let out = t.server("ERR bad-credentials wrong username or password");
+    assert_eq!(exits(&out), Some(EXIT_REFUSED));
+}
+
+#[test]
+fn stay_keeps_running_until_count_messages() {
+    let mut t = T::with(Config {
+        stay: true,
+        count: Some(2),
+        ..config()
+    });
+    t.login("bob");
+    t.ok_accept("alice");
+    t.link_accepted(1);
+    t.peer_hello(1, "alice");
+    t.server("OK WATCH 1");
+    assert_eq!(exits(&t.input(Input::StdinEnd)), None);
+    assert_eq!(exits(&t.advance(EOF_WAIT * 3)), None);
+    assert_eq!(exits(&t.link(1, "MSG one")), None);
+    let out = t.udp("BCAST 9 carol 1700000000 two");
+    assert_eq!(exits(&out), Some(0));
+}
+
+#[test]
+fn timeout_exits_5() {
+    let mut t = T::with(Config {
+        stay: true,
+        timeout: Some(Duration::from_secs(5)),
+        ..config()
+    });
+    t.login("bob");
+    t.input(Input::StdinEnd);
+    assert_eq!(exits(&t.advance(Duration::from_millis(4999))), None);
+    assert_eq!(
+        exits(&t.advance(Duration::from_millis(1))),
+        Some(EXIT_TIMEOUT)
+    );
+}
+
+// ---- presence --------------------------------------------------------------------
+
+#[test]
+fn watch_prints_changes_only_and_survives_a_reconnect() {
+    let mut t = T::logged_in("bob");
+    assert_eq!(to_server(&t.typed("/watch carol")), vec!["WATCH +carol"]);
+    assert!(any_contains(
+        &printed(&t.server("OK WATCH 1")),
+        "watching 1 user(s)"
+    ));
+    let out = t.server("EVENT ONLINE carol 192.0.2.7");
+    assert_eq!(printed(&out), vec!["[event] carol is online (192.0.2.7)"]);
+    assert!(printed(&t.server("EVENT ONLINE carol 192.0.2.7")).is_empty());
+    assert_eq!(
+        printed(&t.server("EVENT OFFLINE carol")),
+        vec!["[event] carol is offline"]
+    );
+    assert!(
+        printed(&t.server("EVENT ONLINE dave 192.0.2.8")).is_empty(),
+        "not watched"
+    );
+    // Re-sent after a reconnect's login.
+    t.input(Input::ServerClosed);
+    t.typed("/reconnect");
+    t.input(Input::ServerConnected);
+    let out = t.server(&format!("OK LOGIN bob {TOKEN2}"));
+    assert_eq!(to_server(&out), vec!["WATCH +carol"]);
+    t.server("OK WATCH 1");
+    assert_eq!(to_server(&t.typed("/unwatch carol")), vec!["WATCH -carol"]);
+    t.server("OK WATCH 0");
+    assert!(printed(&t.server("EVENT ONLINE carol 192.0.2.7")).is_empty());
+    assert!(any_contains(
+        &printed(&t.typed("/unwatch carol")),
+        "not watching carol"
+    ));
 }
 
 // ---- sealed datagrams (a TLS session) --------------------------------------------
@@ -1129,10 +1393,7 @@ mod sealed_udp {
         assert!(sealed_udp(&mut t, &mut server, "OK REGISTER").is_empty());
         let out = sealed_udp(&mut t, &mut server, "BCAST 7 bob 1700000000 secret plans");
         assert_eq!(opened(&mut server, &out), vec!["ACK 7"]);
-        assert_eq!(
-            printed(&out),
-            vec!["[22:13:20] [broadcast] <bob> secret plans"]
-        );
+        assert_eq!(printed(&out), vec!["[broadcast] <bob> secret plans"]);
         let all: Vec<Output> = [out, t.advance(PING_EVERY)].concat();
         for d in raw_datagrams(&all) {
             let hex = TOKEN.as_bytes();

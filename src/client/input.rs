@@ -13,6 +13,8 @@ pub const MAX_MSG_TEXT: usize = MAX_LINE - "MSG ".len() - 1;
 #[derive(Debug, PartialEq, Eq)]
 pub struct Spec {
     pub name: &'static str,
+    /// Other names accepted for it (listed by `/help`).
+    pub aliases: &'static [&'static str],
     pub usage: &'static str,
     pub about: &'static str,
 }
@@ -21,66 +23,97 @@ pub struct Spec {
 pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "help",
+        aliases: &["h", "?"],
         usage: "/help",
         about: "show this list",
     },
     Spec {
         name: "signup",
+        aliases: &[],
         usage: "/signup <user> <password> <password-again>",
         about: "create an account (on a terminal, /signup alone asks; passwords are not echoed)",
     },
     Spec {
         name: "login",
+        aliases: &[],
         usage: "/login <user> <password>",
         about: "log in (on a terminal, /login alone asks)",
     },
     Spec {
         name: "list",
+        aliases: &[],
         usage: "/list",
         about: "show who is online, with their IP addresses",
     },
     Spec {
         name: "connect",
+        aliases: &[],
         usage: "/connect <user-or-ip>",
         about: "ask someone for a direct link (they answer /accept or /deny)",
     },
     Spec {
         name: "accept",
+        aliases: &[],
         usage: "/accept <user>",
         about: "accept a request; that user then connects straight to you",
     },
     Spec {
         name: "deny",
+        aliases: &[],
         usage: "/deny <user>",
         about: "turn a request down",
     },
     Spec {
         name: "msg",
+        aliases: &["m"],
         usage: "/msg <user> <text>",
         about: "send text on your direct link with <user>",
     },
     Spec {
         name: "peers",
+        aliases: &[],
         usage: "/peers",
         about: "list direct links and pending requests",
     },
     Spec {
         name: "bye",
+        aliases: &[],
         usage: "/bye <user>",
         about: "close the direct link with <user>",
     },
     Spec {
         name: "broadcast",
+        aliases: &[],
         usage: "/broadcast <text>",
         about: "send text to every user (offline ones get it when they log in)",
     },
     Spec {
+        name: "watch",
+        aliases: &[],
+        usage: "/watch <user>",
+        about: "say when <user> comes online or goes offline (users you link with are watched too)",
+    },
+    Spec {
+        name: "unwatch",
+        aliases: &[],
+        usage: "/unwatch <user>",
+        about: "stop following <user>'s presence",
+    },
+    Spec {
+        name: "reconnect",
+        aliases: &[],
+        usage: "/reconnect",
+        about: "reconnect to the server now (it also does so by itself, with backoff)",
+    },
+    Spec {
         name: "ping",
+        aliases: &[],
         usage: "/ping",
         about: "check that the server answers",
     },
     Spec {
         name: "quit",
+        aliases: &["exit", "q"],
         usage: "/quit",
         about: "close links and the server connection, and leave",
     },
@@ -106,6 +139,9 @@ pub enum UserCommand {
     Broadcast(String),
     Ping,
     Quit,
+    Watch(String),
+    Unwatch(String),
+    Reconnect,
 }
 
 /// A line the user typed.
@@ -155,13 +191,10 @@ pub fn parse(line: &str) -> Result<UserInput, InputError> {
     }
     let (name, rest) = body.split_once(' ').unwrap_or((body, ""));
     let name = name.to_ascii_lowercase();
-    let name = match name.as_str() {
-        "exit" | "q" => "quit".to_owned(),
-        "h" | "?" => "help".to_owned(),
-        "m" => "msg".to_owned(),
-        _ => name,
-    };
-    let Some(spec) = COMMANDS.iter().find(|s| s.name == name) else {
+    let Some(spec) = COMMANDS
+        .iter()
+        .find(|s| s.name == name || s.aliases.contains(&name.as_str()))
+    else {
         return Err(InputError::Unknown(name));
     };
     let usage = |why| InputError::Usage { spec, why };
@@ -240,6 +273,9 @@ pub fn parse(line: &str) -> Result<UserInput, InputError> {
             UserCommand::Broadcast(rest.to_owned())
         }
         "ping" => no_args(UserCommand::Ping)?,
+        "watch" => UserCommand::Watch(one_user()?),
+        "unwatch" => UserCommand::Unwatch(one_user()?),
+        "reconnect" => no_args(UserCommand::Reconnect)?,
         "quit" => no_args(UserCommand::Quit)?,
         _ => unreachable!("every name in COMMANDS is handled"),
     };
@@ -250,11 +286,15 @@ pub fn parse(line: &str) -> Result<UserInput, InputError> {
 pub fn help_lines(auto_reauth: bool) -> Vec<String> {
     let width = COMMANDS.iter().map(|s| s.usage.len()).max().unwrap_or(0);
     let mut out = vec!["commands:".to_owned()];
-    out.extend(
-        COMMANDS
-            .iter()
-            .map(|s| format!("  {:width$}  {}", s.usage, s.about)),
-    );
+    out.extend(COMMANDS.iter().map(|s| {
+        let aliases: Vec<String> = s.aliases.iter().map(|a| format!("/{a}")).collect();
+        let also = if aliases.is_empty() {
+            String::new()
+        } else {
+            format!(" (also {})", aliases.join(", "))
+        };
+        format!("  {:width$}  {}{also}", s.usage, s.about)
+    }));
     out.push(
         "  text without a leading / goes to your peer when exactly one direct link is open \
          (//text sends a line starting with /)"
@@ -325,6 +365,9 @@ mod tests {
         assert_eq!(cmd("/ping"), UserCommand::Ping);
         assert_eq!(cmd("/quit"), UserCommand::Quit);
         assert_eq!(cmd("/exit"), UserCommand::Quit);
+        assert_eq!(cmd("/watch bob"), UserCommand::Watch("bob".into()));
+        assert_eq!(cmd("/unwatch bob"), UserCommand::Unwatch("bob".into()));
+        assert_eq!(cmd("/reconnect"), UserCommand::Reconnect);
     }
 
     #[test]
@@ -369,6 +412,16 @@ mod tests {
         let help = help_lines(true).join("\n");
         for s in COMMANDS {
             assert!(help.contains(s.usage), "{} missing from /help", s.usage);
+            for a in s.aliases {
+                assert!(
+                    help.contains(&format!("/{a}")),
+                    "alias /{a} missing from /help"
+                );
+                assert!(matches!(
+                    parse(&format!("/{a}")),
+                    Ok(UserInput::Command(_)) | Err(InputError::Usage { .. })
+                ));
+            }
         }
         assert!(help.contains("REAUTH"));
     }

@@ -124,6 +124,30 @@ impl Stdin {
         status
     }
 
+    /// Reads raw bytes (terminal mode: keys, not lines), one budget's worth.
+    pub fn read_raw(&mut self, mut on_bytes: impl FnMut(&[u8])) -> ReadStatus {
+        if self.ended {
+            return ReadStatus::Closed;
+        }
+        let mut buf = [0u8; 4096];
+        for _ in 0..16 {
+            match Fd0.read(&mut buf) {
+                Ok(0) => {
+                    self.ended = true;
+                    return ReadStatus::Closed;
+                }
+                Ok(n) => on_bytes(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadStatus::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.ended = true;
+                    return ReadStatus::Closed;
+                }
+            }
+        }
+        ReadStatus::MoreWaiting
+    }
+
     /// Turns terminal echo off (for a password) or back on. No-op elsewhere.
     pub fn set_echo(&mut self, on: bool) {
         let Some(saved) = self.saved_termios else {

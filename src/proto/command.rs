@@ -44,6 +44,24 @@ pub enum Command {
         new: String,
         new_again: String,
     },
+    /// Follow (`+user`) or stop following (`-user`) users' presence.
+    Watch {
+        changes: Vec<WatchChange>,
+    },
+}
+
+/// One field of `WATCH`: `+user` or `-user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchChange {
+    pub add: bool,
+    pub user: String,
+}
+
+impl fmt::Display for WatchChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.add { '+' } else { '-' };
+        write!(f, "{sign}{}", self.user)
+    }
 }
 
 /// Why a line is not a command; maps to one `ERR` reply.
@@ -68,6 +86,7 @@ impl Command {
             Command::Ping => "PING",
             Command::Quit => "QUIT",
             Command::Passwd { .. } => "PASSWD",
+            Command::Watch { .. } => "WATCH",
         }
     }
 
@@ -180,6 +199,26 @@ impl Command {
                 want(0)?;
                 Command::Quit
             }
+            "WATCH" => {
+                if fields.is_empty() {
+                    return Err(err(ErrorCode::BadSyntax));
+                }
+                let changes = fields
+                    .iter()
+                    .map(|f| {
+                        let (add, name) = match f.split_at(1) {
+                            ("+", n) => (true, n),
+                            ("-", n) => (false, n),
+                            _ => return Err(err(ErrorCode::BadSyntax)),
+                        };
+                        Ok(WatchChange {
+                            add,
+                            user: user(name)?,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Command::Watch { changes }
+            }
             _ => unreachable!("every verb in VERBS is handled"),
         })
     }
@@ -196,6 +235,7 @@ const VERBS: &[&str] = &[
     "PING",
     "QUIT",
     "PASSWD",
+    "WATCH",
 ];
 
 impl fmt::Display for Command {
@@ -219,6 +259,13 @@ impl fmt::Display for Command {
             Command::Deny { user } => write!(f, "DENY {user}"),
             Command::Broadcast { text } => write!(f, "BROADCAST {text}"),
             Command::List | Command::Ping | Command::Quit => f.write_str(self.verb()),
+            Command::Watch { changes } => {
+                f.write_str("WATCH")?;
+                for c in changes {
+                    write!(f, " {c}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -262,6 +309,18 @@ mod tests {
                 new: "b".into(),
                 new_again: "b".into(),
             },
+            Command::Watch {
+                changes: vec![
+                    WatchChange {
+                        add: true,
+                        user: "bob".into(),
+                    },
+                    WatchChange {
+                        add: false,
+                        user: "carol".into(),
+                    },
+                ],
+            },
         ];
         for c in all {
             assert_eq!(Command::parse(&c.to_string()), Ok(c.clone()), "{c}");
@@ -284,6 +343,11 @@ mod tests {
         assert_eq!(code_of("ACCEPT bob 0"), ErrorCode::BadSyntax);
         assert_eq!(code_of("ACCEPT bob 70000"), ErrorCode::BadSyntax);
         assert_eq!(code_of("BROADCAST "), ErrorCode::BadSyntax);
+        assert_eq!(code_of("WATCH"), ErrorCode::BadSyntax);
+        assert_eq!(code_of("WATCH bob"), ErrorCode::BadSyntax);
+        assert_eq!(code_of("WATCH +bob *carol"), ErrorCode::BadSyntax);
+        assert_eq!(code_of("WATCH +9lives"), ErrorCode::BadUsername);
+        assert_eq!(code_of("WATCH +"), ErrorCode::BadUsername);
         let long = format!("BROADCAST {}", "x".repeat(MAX_BROADCAST_TEXT + 1));
         assert_eq!(code_of(&long), ErrorCode::TextTooLong);
         let max = format!("BROADCAST {}", "x".repeat(MAX_BROADCAST_TEXT));

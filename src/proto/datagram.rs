@@ -81,6 +81,9 @@ pub enum ServerDatagram {
         text: String,
     },
     Pong,
+    /// `ERR unknown-token`: the server has no session for that token (only
+    /// ever sent in answer to a `PING`, and never larger than it).
+    UnknownToken,
 }
 
 fn text_of(bytes: &[u8]) -> Option<&str> {
@@ -190,6 +193,9 @@ impl ServerDatagram {
                 cookie: Cookie::parse(c)?,
             });
         }
+        if s == "ERR unknown-token" {
+            return Some(ServerDatagram::UnknownToken);
+        }
         let f: Vec<&str> = s.splitn(5, ' ').collect();
         match f.as_slice() {
             ["BCAST", id, from, unix, text] if is_valid_username(from) => {
@@ -234,6 +240,7 @@ impl fmt::Display for ServerDatagram {
                 text,
             } => write!(f, "BCAST {id} {from} {unix} {text}"),
             ServerDatagram::Pong => f.write_str("PONG"),
+            ServerDatagram::UnknownToken => f.write_str("ERR unknown-token"),
         }
     }
 }
@@ -278,6 +285,7 @@ mod tests {
             ServerDatagram::Challenge { cookie },
             ServerDatagram::Registered,
             ServerDatagram::Pong,
+            ServerDatagram::UnknownToken,
             ServerDatagram::Bcast {
                 id: 9,
                 from: "al".into(),

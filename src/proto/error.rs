@@ -71,6 +71,8 @@ error_codes! {
         "There is no pending request from that user.";
     TextTooLong => "text-too-long", "broadcast text is limited to 900 bytes",
         "That broadcast is too long (900 bytes at most).";
+    WatchLimit => "watch-limit", "at most 100 watched users per session; nothing changed",
+        "You are watching as many users as allowed (100); /unwatch some first.";
     Busy => "busy", "too many logins in progress; try again shortly",
         "The server is busy; try again in a moment.";
     Internal => "internal", "the server could not save that; try again",

@@ -12,7 +12,7 @@ pub mod names;
 pub mod sealed;
 pub mod server_line;
 
-pub use command::Command;
+pub use command::{Command, WatchChange};
 pub use datagram::{ClientDatagram, Cookie, ServerDatagram, UdpRequest};
 pub use error::ErrorCode;
 pub use framing::{Frame, LineReader, MAX_LINE};

@@ -100,6 +100,10 @@ pub enum OkReply {
     Ping,
     Quit,
     Passwd,
+    /// How many users this session now watches.
+    Watch {
+        count: usize,
+    },
 }
 
 impl OkReply {
@@ -115,6 +119,7 @@ impl OkReply {
             OkReply::Ping => "PING",
             OkReply::Quit => "QUIT",
             OkReply::Passwd => "PASSWD",
+            OkReply::Watch { .. } => "WATCH",
         }
     }
 }
@@ -153,6 +158,15 @@ pub enum Event {
     Closing {
         reason: CloseReason,
         text: String,
+    },
+    /// A watched user logged in.
+    Online {
+        user: String,
+        ip: IpAddr,
+    },
+    /// A watched user's session ended.
+    Offline {
+        user: String,
     },
 }
 
@@ -262,6 +276,9 @@ fn parse_ok(rest: &str) -> Option<OkReply> {
         ("PING", []) => OkReply::Ping,
         ("QUIT", []) => OkReply::Quit,
         ("PASSWD", []) => OkReply::Passwd,
+        ("WATCH", [count]) => OkReply::Watch {
+            count: count.parse().ok()?,
+        },
         _ => return None,
     })
 }
@@ -311,6 +328,16 @@ fn parse_event(rest: &str) -> Option<Event> {
                 text: f[3].to_owned(),
             }
         }
+        "ONLINE" => {
+            let f = fields(args, 2)?;
+            Event::Online {
+                user: f[0].to_owned(),
+                ip: f[1].parse().ok()?,
+            }
+        }
+        "OFFLINE" if !args.is_empty() && !args.contains(' ') => Event::Offline {
+            user: args.to_owned(),
+        },
         "REAUTH" => Event::Reauth {
             seconds: args.parse().ok()?,
         },
@@ -335,7 +362,7 @@ impl fmt::Display for OkReply {
             OkReply::Login { user, token } | OkReply::Accept { user, token } => {
                 write!(f, " {user} {token}")
             }
-            OkReply::List { count } => write!(f, " {count}"),
+            OkReply::List { count } | OkReply::Watch { count } => write!(f, " {count}"),
             OkReply::Broadcast {
                 id,
                 reached,
@@ -371,6 +398,8 @@ impl fmt::Display for Event {
                 write!(f, "EVENT BROADCAST {id} {from} {unix} {text}")
             }
             Event::Reauth { seconds } => write!(f, "EVENT REAUTH {seconds}"),
+            Event::Online { user, ip } => write!(f, "EVENT ONLINE {user} {ip}"),
+            Event::Offline { user } => write!(f, "EVENT OFFLINE {user}"),
             Event::Closing { reason, text } => {
                 write!(f, "EVENT CLOSING {} {text}", reason.as_str())
             }
@@ -447,6 +476,12 @@ mod tests {
                 text: "multi word  text".into(),
             }),
             ServerLine::Event(Event::Reauth { seconds: 120 }),
+            ServerLine::Ok(OkReply::Watch { count: 2 }),
+            ServerLine::Event(Event::Online {
+                user: "a".into(),
+                ip,
+            }),
+            ServerLine::Event(Event::Offline { user: "a".into() }),
             ServerLine::Event(Event::Closing {
                 reason: CloseReason::SlowReader,
                 text: "output buffer full".into(),

@@ -96,6 +96,15 @@ impl Engine {
         };
         let token = Token128::parse(d.token());
         let Some(&user) = token.and_then(|t| self.by_token.get(&t)) else {
+            // A client whose session ended without it noticing (its TCP reset
+            // lost) learns so from its next PING and reconnects. The answer is
+            // never larger than the request, so a forged source gains nothing.
+            // (Plaintext sessions only: a sealed session's client would not
+            // believe an unauthenticated answer; its TCP heartbeat covers it.)
+            let reply = ServerDatagram::UnknownToken.to_string();
+            if matches!(d, ClientDatagram::Ping { .. }) && reply.len() <= bytes.len() {
+                self.send_bytes(from, reply.into_bytes().into());
+            }
             return self.drop_datagram(from, "unknown token");
         };
         if self.sessions.get(&user).is_some_and(|s| s.sealed.is_some()) {

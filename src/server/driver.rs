@@ -23,7 +23,9 @@ use super::flow::{ReadGate, OUT_CAP};
 use super::metrics::{self, MetricsServer};
 use super::persist::Persist;
 use super::store::Store;
-use crate::netio::{self, Chunk, OutBuffer, ReadStatus, UdpQueue, READ_BUDGET};
+use crate::netio::{
+    self, enable_keepalive, set_int_option, Chunk, OutBuffer, ReadStatus, UdpQueue, READ_BUDGET,
+};
 use crate::proto::datagram::MAX_DATAGRAM;
 use crate::proto::LineReader;
 use crate::signals::SignalPipe;
@@ -147,47 +149,6 @@ fn ensure_fd_limit(max_clients: usize) -> Result<(), String> {
 fn enlarge_udp_receive_buffer(udp: &UdpSocket) {
     if let Err(e) = set_int_option(udp, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20) {
         log::warn!("cannot enlarge the UDP receive buffer: {e}");
-    }
-}
-
-/// `setsockopt` for the integer-valued options; mio exposes none of these.
-fn set_int_option(
-    sock: &impl std::os::fd::AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: the fd is open for the borrow's lifetime; the option value is a
-    // live c_int whose size is passed alongside it.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// TCP keepalive on a control connection: a client whose host vanished (power
-/// loss, cable pulled: no FIN, no RST) would otherwise stay "online" in LIST
-/// until its next REAUTH, up to half an hour. With probes after 60 s of
-/// silence, every 10 s, 3 of them, such a peer is dropped within about 90 s.
-/// A live client never notices: the kernel answers the probes.
-fn enable_keepalive(stream: &TcpStream) {
-    let set = |level, name, value| set_int_option(stream, level, name, value);
-    let result = set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)
-        .and_then(|()| set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_SECS))
-        .and_then(|()| set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10))
-        .and_then(|()| set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3));
-    if let Err(e) = result {
-        log::debug!("cannot set TCP keepalive: {e}");
     }
 }
 
@@ -377,7 +338,7 @@ impl Driver {
             match self.listener.accept() {
                 Ok((mut stream, addr)) => {
                     let addr = netio::canonical(addr);
-                    enable_keepalive(&stream);
+                    enable_keepalive(&stream, KEEPALIVE_IDLE_SECS);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     if let Err(e) =

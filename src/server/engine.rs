@@ -247,6 +247,8 @@ pub struct Engine {
     pub(super) kdf_queue: VecDeque<(ConnId, u64)>,
     /// Broadcasts being handed to online recipients: (id, next user index).
     pub(super) fanout: VecDeque<(u64, u32)>,
+    /// Who watches whose presence (`WATCH`), see `presence.rs`.
+    pub(super) presence: super::presence::Presence,
     pub(super) timers: crate::server::timers::Timers<Timer>,
     outputs: VecDeque<Output>,
     /// The last `BCAST` datagram encoded, by broadcast id: a fan-out sends the
@@ -301,6 +303,7 @@ impl Engine {
             store_waits: HashMap::new(),
             kdf_queue: VecDeque::new(),
             fanout: VecDeque::new(),
+            presence: Default::default(),
             timers: Default::default(),
             outputs: VecDeque::new(),
             bcast_wire: None,
@@ -725,6 +728,7 @@ impl Engine {
             Timer::RegisterWait(user, serial),
         );
         log::info!("login {} (conn {conn})", self.accounts.name(user));
+        self.announce_online(now, user);
         token.to_string()
     }
 
@@ -761,6 +765,7 @@ impl Engine {
         }
         self.list_order.remove(&s.list_key);
         log::info!("offline {}", self.accounts.name(user));
+        self.announce_offline(user);
         let _ = now;
         let involved: Vec<(UserIdx, UserIdx)> = self
             .requests

@@ -23,7 +23,7 @@ impl Engine {
                 let text = match e.verb {
                     Some(v) => format!("{v}: {}", e.code.default_text()),
                     None => format!(
-                        "{}; try SIGNUP, LOGIN, LIST, CONNECT, ACCEPT, DENY, BROADCAST, PING, QUIT",
+                        "{}; try SIGNUP, LOGIN, LIST, CONNECT, ACCEPT, DENY, BROADCAST, WATCH, PING, QUIT",
                         e.code.default_text()
                     ),
                 };
@@ -68,6 +68,7 @@ impl Engine {
                 },
                 Some(me),
             ) => self.passwd(conn, me, old, new, new_again),
+            (Command::Watch { changes }, Some(me)) => self.watch(conn, me, &changes),
         }
     }
 

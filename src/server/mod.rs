@@ -16,6 +16,7 @@ pub mod handlers;
 pub mod kdf;
 pub mod metrics;
 pub mod persist;
+pub mod presence;
 pub mod records;
 pub mod service;
 pub mod sockets;

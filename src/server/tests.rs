@@ -1055,3 +1055,77 @@ fn an_account_deleted_while_its_login_hashes_is_refused_not_a_panic() {
         Some(UserRow::Deleted { .. })
     ));
 }
+
+// ---- presence (WATCH) -------------------------------------------------------------
+
+#[test]
+fn watch_announces_logins_and_logouts_to_watchers_only() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    let (c, _) = sim.login_new("carol");
+    // Watching someone without an account yet is allowed, as in MONITOR.
+    sim.send(a, "WATCH +Bob");
+    assert_eq!(sim.expect_line(a), "OK WATCH 1");
+    let (b, _) = sim.login_new("bob");
+    assert_eq!(sim.expect_line(a), "EVENT ONLINE bob 127.0.0.1");
+    sim.silent(c);
+    // Watching someone online says so at once, before the reply.
+    sim.send(c, "watch +bob +alice");
+    assert_eq!(sim.expect_line(c), "EVENT ONLINE bob 127.0.0.1");
+    assert_eq!(sim.expect_line(c), "EVENT ONLINE alice 127.0.0.1");
+    assert_eq!(sim.expect_line(c), "OK WATCH 2");
+    sim.send(b, "QUIT");
+    assert_eq!(sim.expect_line(a), "EVENT OFFLINE bob");
+    assert_eq!(sim.expect_line(c), "EVENT OFFLINE bob");
+    sim.send(a, "WATCH -bob");
+    assert_eq!(sim.expect_line(a), "OK WATCH 0");
+    let b2 = sim.connect();
+    sim.send(b2, "LOGIN bob pw");
+    assert!(sim.expect_line(b2).starts_with("OK LOGIN bob"));
+    sim.silent(a);
+    assert_eq!(sim.expect_line(c), "EVENT ONLINE bob 127.0.0.1");
+    // Re-login in answer to REAUTH is a renewal, not a new login: no event.
+    sim.send(a, "LOGIN alice pw");
+    assert!(sim.expect_line(a).starts_with("OK LOGIN alice"));
+    sim.silent(c);
+}
+
+#[test]
+fn watch_is_capped_per_session_and_ends_with_it() {
+    let mut sim = Sim::new(cfg());
+    let c = sim.connect();
+    sim.send(c, "WATCH +bob");
+    assert!(sim.expect_line(c).starts_with("ERR not-logged-in"));
+    let (a, _) = sim.login_new("alice");
+    for chunk in 0..4 {
+        let names: Vec<String> = (0..25).map(|i| format!("+u{chunk}x{i}")).collect();
+        sim.send(a, &format!("WATCH {}", names.join(" ")));
+        assert_eq!(sim.expect_line(a), format!("OK WATCH {}", 25 * (chunk + 1)));
+    }
+    sim.send(a, "WATCH +one-too-many");
+    assert!(sim.expect_line(a).starts_with("ERR watch-limit"));
+    sim.send(a, "WATCH -u0x0 +bad*name");
+    assert!(sim.expect_line(a).starts_with("ERR bad-username"));
+    assert_eq!(sim.engine.presence.entries(), (100, 100));
+    sim.engine.on_disconnect(sim.now, a);
+    sim.settle();
+    assert_eq!(sim.engine.presence.entries(), (0, 0));
+}
+
+#[test]
+fn a_ping_with_an_unknown_token_gets_a_small_error_and_nothing_else_does() {
+    let (mut sim, _a, _b, tb) = alice_and_bob_on_udp();
+    let forged = "0".repeat(32);
+    for text in [format!("REGISTER {forged}"), format!("ACK {forged} 1")] {
+        sim.datagram(udp(7000), &text);
+    }
+    assert!(sim.take_datagrams().is_empty());
+    let ping = format!("PING {forged}");
+    sim.datagram(udp(7000), &ping);
+    let out = sim.take_datagrams();
+    assert_eq!(out, vec![(udp(7000), "ERR unknown-token".to_owned())]);
+    assert!(out[0].1.len() <= ping.len(), "no amplification");
+    // A live token still gets its PONG.
+    sim.datagram(udp(5000), &format!("PING {tb}"));
+    assert_eq!(sim.take_datagrams(), vec![(udp(5000), "PONG".to_owned())]);
+}

@@ -46,13 +46,23 @@ impl Server {
         Server::start_with_env(dir, extra, &[])
     }
 
+    /// Starts a server on an existing data dir and a given port (a restart
+    /// that clients must find where they left it).
+    pub fn start_on(dir: &Path, port: u16, extra: &[&str]) -> Server {
+        Server::start_full(dir, port, extra, &[])
+    }
+
     /// `start_in` with extra environment variables for the server.
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_full(dir, 0, extra, env)
+    }
+
+    fn start_full(dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut args: Vec<String> = vec![
             "--bind".into(),
             "127.0.0.1".into(),
             "--port".into(),
-            "0".into(),
+            port.to_string(),
             "--data-dir".into(),
             dir.display().to_string(),
             "--kdf-iterations".into(),
@@ -452,22 +462,17 @@ impl Client {
 
     /// Waits, bounded, for an output line containing `needle`.
     pub fn expect(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.contains(needle) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!(
-                    "client printed no line containing {needle:?} within {WAIT:?}; output:\n  {}",
-                    self.seen.join("\n  ")
-                ),
-            }
-        }
+        self.expect_long(needle, WAIT)
+    }
+
+    /// [`Client::expect`] with its own bound (reconnects take backoff time).
+    pub fn expect_long(&mut self, needle: &str, limit: Duration) -> String {
+        self.expect_within(needle, limit).unwrap_or_else(|| {
+            panic!(
+                "client printed no line containing {needle:?} within {limit:?}; output:\n  {}",
+                self.seen.join("\n  ")
+            )
+        })
     }
 
     /// Like `expect`, but gives up quietly after `limit` (for counting failures).

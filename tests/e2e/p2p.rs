@@ -12,7 +12,7 @@ use peerline::proto::link_noise::{self, LinkWire, WireEvent, MAGIC};
 use super::harness::{wait_exit_or_kill, Client, Line, Server, SIGINT, SIGKILL, WAIT};
 
 /// `alice` asks `bob`, `bob` accepts; returns once both see the link up.
-fn link(alice: &mut Client, alice_name: &str, bob: &mut Client, bob_name: &str) {
+pub fn link(alice: &mut Client, alice_name: &str, bob: &mut Client, bob_name: &str) {
     alice.send(&format!("/connect {bob_name}"));
     let req = bob.expect(&format!("/accept {alice_name}"));
     assert!(req.contains(&format!("/deny {alice_name}")), "{req}");
