@@ -700,6 +700,14 @@ impl Engine {
             UserCommand::Broadcast(text) => self.send(Command::Broadcast { text }, false),
             UserCommand::Ping => self.send(Command::Ping, false),
             UserCommand::Quit => self.quit(now),
+            UserCommand::Passwd { old, new, again } => self.send(
+                Command::Passwd {
+                    old,
+                    new,
+                    new_again: again,
+                },
+                false,
+            ),
             UserCommand::Watch(user) => self.watch_command(user, true),
             UserCommand::Unwatch(user) => self.watch_command(user, false),
             UserCommand::Reconnect => self.reconnect_command(now),

@@ -1439,3 +1439,20 @@ mod sealed_udp {
         assert!(t.input(d).is_empty());
     }
 }
+
+#[test]
+fn passwd_is_sent_and_later_relogins_use_the_new_password() {
+    let mut t = T::logged_in("bob");
+    assert_eq!(
+        to_server(&t.typed("/passwd pw new1 new1")),
+        vec!["PASSWD pw new1 new1"]
+    );
+    assert!(any_contains(
+        &printed(&t.server("OK PASSWD")),
+        "password changed"
+    ));
+    // A reconnect logs in with the new password.
+    t.typed("/reconnect");
+    let out = t.input(Input::ServerConnected);
+    assert_eq!(to_server(&out), vec!["LOGIN bob new1"]);
+}

@@ -88,6 +88,12 @@ pub const COMMANDS: &[Spec] = &[
         about: "send text to every user (offline ones get it when they log in)",
     },
     Spec {
+        name: "passwd",
+        aliases: &[],
+        usage: "/passwd <old> <new> <new-again>",
+        about: "change your password (never kept in history); re-logins use the new one",
+    },
+    Spec {
         name: "watch",
         aliases: &[],
         usage: "/watch <user>",
@@ -139,6 +145,11 @@ pub enum UserCommand {
     Broadcast(String),
     Ping,
     Quit,
+    Passwd {
+        old: String,
+        new: String,
+        again: String,
+    },
     Watch(String),
     Unwatch(String),
     Reconnect,
@@ -273,6 +284,14 @@ pub fn parse(line: &str) -> Result<UserInput, InputError> {
             UserCommand::Broadcast(rest.to_owned())
         }
         "ping" => no_args(UserCommand::Ping)?,
+        "passwd" => match words.as_slice() {
+            [o, n, a] => UserCommand::Passwd {
+                old: password(o)?,
+                new: password(n)?,
+                again: password(a)?,
+            },
+            _ => return Err(usage("give the old password and the new one twice")),
+        },
         "watch" => UserCommand::Watch(one_user()?),
         "unwatch" => UserCommand::Unwatch(one_user()?),
         "reconnect" => no_args(UserCommand::Reconnect)?,
@@ -368,6 +387,15 @@ mod tests {
         assert_eq!(cmd("/watch bob"), UserCommand::Watch("bob".into()));
         assert_eq!(cmd("/unwatch bob"), UserCommand::Unwatch("bob".into()));
         assert_eq!(cmd("/reconnect"), UserCommand::Reconnect);
+        assert_eq!(
+            cmd("/passwd a b b"),
+            UserCommand::Passwd {
+                old: "a".into(),
+                new: "b".into(),
+                again: "b".into()
+            }
+        );
+        assert!(parse("/passwd a b").is_err());
     }
 
     #[test]

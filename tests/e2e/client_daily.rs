@@ -184,3 +184,15 @@ fn json_lines_parse_and_count_ends_the_run() {
     assert_eq!(b["text"], "hello \"json\" world");
     assert!(objects.iter().any(|o| o["type"] == "reply"), "{out}");
 }
+
+#[test]
+fn passwd_changes_the_password_end_to_end() {
+    let server = Server::start(&[]);
+    let mut alice = Client::start_user(&server, "alice");
+    alice.send("/passwd pw-alice pw-new pw-new");
+    alice.expect("password changed");
+    alice.send("/login alice pw-alice");
+    alice.expect("LOGIN failed");
+    alice.send("/login alice pw-new");
+    alice.expect("session renewed for alice");
+}
