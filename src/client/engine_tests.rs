@@ -1456,3 +1456,30 @@ fn passwd_is_sent_and_later_relogins_use_the_new_password() {
     let out = t.input(Input::ServerConnected);
     assert_eq!(to_server(&out), vec!["LOGIN bob new1"]);
 }
+
+#[test]
+fn with_reauth_prompt_a_reconnect_asks_for_the_password_on_a_terminal() {
+    let mut t = T::with(Config {
+        interactive: true,
+        reauth_prompt: true,
+        ..config()
+    });
+    t.login("bob");
+    t.udp("OK REGISTER");
+    t.typed("/reconnect");
+    let out = t.input(Input::ServerConnected);
+    assert!(
+        to_server(&out).is_empty(),
+        "nothing sent before the answer: {out:?}"
+    );
+    assert!(
+        out.contains(&Output::Echo(false)) && out.contains(&Output::Prompt("password: ".into()))
+    );
+    let out = t.typed("typed-pw");
+    assert_eq!(to_server(&out), vec!["LOGIN bob typed-pw"]);
+    let out = t.server(&format!("OK LOGIN bob {TOKEN2}"));
+    assert!(
+        any_contains(&printed(&out), "logged in again as bob"),
+        "{out:?}"
+    );
+}
