@@ -15,6 +15,7 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use super::accept::FdReserve;
 use super::admin::AdminRequest;
 use super::admin_socket::{self, AdminSocket};
 use super::config::Config;
@@ -71,6 +72,8 @@ pub struct Driver {
     listener: TcpListener,
     udp: UdpSocket,
     udp_queue: UdpQueue,
+    /// A spare descriptor for refusing connections on `EMFILE`, and the retry timer.
+    fds: FdReserve,
     udp_read_again: bool,
     /// The running configuration; SIGHUP replaces what can change at run time.
     cfg: Config,
@@ -212,6 +215,7 @@ impl Driver {
             poll,
             listener,
             udp,
+            fds: FdReserve::new(),
             udp_queue: UdpQueue::with_cap(65_536),
             udp_read_again: false,
             udp_local: udp_addr,
@@ -284,6 +288,10 @@ impl Driver {
                     Token(i) => self.conn_event(now, i, ev.is_readable(), ev.is_writable()),
                 }
             }
+            if self.fds.retry_at.is_some_and(|at| at <= now) {
+                self.fds.retry_at = None;
+                self.accept_all(now);
+            }
             self.catch_up_reads(now);
             self.engine.on_timeout(now);
             // Everything this turn wrote to the store shares one fsync per
@@ -326,6 +334,7 @@ impl Driver {
             self.engine.next_deadline(),
             lingering,
             self.delivery_sync_at,
+            self.fds.retry_at,
         ]
         .into_iter()
         .flatten()
@@ -363,13 +372,22 @@ impl Driver {
                         gone: false,
                     });
                     self.engine.on_connect(now, key, addr);
+                    self.fds.accepted();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if FdReserve::is_exhaustion(&e) => {
+                    // Returning with connections queued waited for an edge
+                    // that never came (accept.rs): refuse one and go on.
+                    if !self.fds.shed_one(&self.listener, now, &e) {
+                        return;
+                    }
+                }
                 Err(e) => {
-                    // EMFILE and friends: the pending connection stays queued;
-                    // we try again on the next readiness edge.
+                    // Not for want of descriptors; whatever it is, try again
+                    // by timer rather than wait for an edge.
                     log::warn!("accept failed: {e}");
+                    self.fds.retry_at = Some(now + super::accept::ACCEPT_RETRY);
                     return;
                 }
             }
@@ -679,6 +697,18 @@ impl Driver {
             }
             all.push((name, value));
         }
+        let e = &self.engine.stats;
+        all.extend([
+            // Of datagrams_dropped: sealed ones that did not verify, or replayed.
+            ("sealed_forged", e.sealed_forged),
+            ("sealed_replayed", e.sealed_replayed),
+            // Of datagrams_dropped: outgoing ones a full send queue refused.
+            ("udp_queue_dropped", self.udp_queue.dropped),
+            // Connections refused for want of file descriptors (accept.rs).
+            ("accepts_refused", self.fds.shed),
+            // fsyncs of users.csv / broadcasts.csv (one per file per turn at most).
+            ("store_syncs", self.persist.syncs),
+        ]);
         all
     }
 
@@ -759,6 +789,12 @@ impl Driver {
             .store_mut()
             .flush_deliveries(Instant::now(), true)
             .map_err(|e| format!("cannot flush deliveries at shutdown: {e}"))?;
+        let counters: Vec<String> = self
+            .counters(Instant::now())
+            .into_iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        log::info!("stats at shutdown: {}", counters.join(" "));
         log::info!("shut down cleanly");
         Ok(())
     }

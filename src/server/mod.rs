@@ -1,5 +1,6 @@
 //! The rendezvous server: a pure engine and the mio driver around it.
 
+pub mod accept;
 pub mod accounts;
 pub mod admin;
 pub mod admin_cli;

@@ -300,3 +300,118 @@ fn a_slow_reader_gets_its_notice_on_a_line_boundary_while_others_are_served() {
         "{broadcasts} broadcasts reached `slow`"
     );
 }
+
+// ---- defect 12: the listener survives running out of descriptors ---------------------
+
+/// Descriptors the server process holds now.
+fn open_fds(server: &Server) -> u64 {
+    std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .expect("read the server's /proc fd table")
+        .count() as u64
+}
+
+/// The first line on a fresh connection, within the bounded wait.
+fn first_line(server: &Server) -> (Line, String) {
+    let mut c = Line::connect(server.tcp);
+    let l = c.next("the first line on a new connection");
+    (c, l)
+}
+
+#[test]
+fn the_listener_accepts_again_after_running_out_of_descriptors() {
+    let server = Server::start(&[]);
+    // Leave the server room for three more connections (plus the spare it
+    // keeps for refusing); its own limit-raising happened at start.
+    let limit = open_fds(&server) + 3;
+    let lim = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit on our own child's pid with a valid rlimit; no old
+    // value is asked for.
+    let rc = unsafe {
+        libc::prlimit(
+            server.pid() as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // Served until the descriptors run out; after that each newcomer used
+    // to wait in the listen queue, unanswered, for an edge that never came.
+    // Now each hears why and is closed.
+    let mut served: Vec<Line> = Vec::new();
+    let mut refused = 0;
+    for _ in 0..10 {
+        let (mut c, l) = first_line(&server);
+        if l.starts_with("EVENT WELCOME") && refused == 0 {
+            served.push(c);
+        } else {
+            assert!(l.starts_with("EVENT CLOSING server-full"), "{l:?}");
+            assert_eq!(c.next("EOF after the refusal"), "<EOF>");
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 5 && !served.is_empty(),
+        "served {}, refused {refused}",
+        served.len()
+    );
+    // The served ones leave; a newcomer is served again, without restarting.
+    for c in &mut served {
+        assert_eq!(c.cmd("QUIT"), "OK QUIT");
+        c.expect_closed();
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (mut c, l) = first_line(&server);
+        if l.starts_with("EVENT WELCOME") {
+            assert_eq!(c.cmd("PING"), "OK PING");
+            break;
+        }
+        // Descriptors are freed once the server has seen both sides close.
+        assert!(
+            Instant::now() < deadline,
+            "never accepted again; last: {l:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---- defect 15: counters are reported -------------------------------------------------
+
+#[test]
+fn counters_are_logged_at_shutdown() {
+    let mut server = Server::start(&[]);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for junk in ["hello", "ACK nope 1", "REGISTER 00"] {
+        udp.send_to(junk.as_bytes(), server.udp).unwrap();
+    }
+    // The server answers nothing to junk; a PING on TCP orders us after it.
+    let mut c = server.connect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(c.cmd("PING"), "OK PING");
+    let st = server.signal_and_wait(crate::harness::SIGTERM);
+    assert_eq!(st.code(), Some(0));
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    let stats = loop {
+        seen.extend(server.log_lines());
+        if let Some(l) = seen.iter().find(|l| l.contains("stats at shutdown:")) {
+            break l.clone();
+        }
+        assert!(Instant::now() < deadline, "no stats line in:\n{seen:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for want in [
+        "datagrams_dropped=3",
+        "connections=",
+        "udp_queue_dropped=0",
+        "accepts_refused=0",
+        "store_syncs=0",
+        "tcp_fallbacks=0",
+    ] {
+        assert!(stats.contains(want), "{want} missing in {stats:?}");
+    }
+}
