@@ -18,3 +18,6 @@ pub use error::ErrorCode;
 pub use framing::{Frame, LineReader, MAX_LINE};
 pub use link::LinkLine;
 pub use server_line::{CancelReason, CloseReason, Event, OkReply, ServerLine};
+
+#[cfg(test)]
+mod prop_tests;
