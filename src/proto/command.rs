@@ -206,10 +206,15 @@ impl Command {
                 let changes = fields
                     .iter()
                     .map(|f| {
-                        let (add, name) = match f.split_at(1) {
-                            ("+", n) => (true, n),
-                            ("-", n) => (false, n),
-                            _ => return Err(err(ErrorCode::BadSyntax)),
+                        // Not `split_at(1)`: a field starting with a multi-byte
+                        // character panicked there (`WATCH Ñ/` took the server
+                        // down; found by the parser property test).
+                        let (add, name) = if let Some(n) = f.strip_prefix('+') {
+                            (true, n)
+                        } else if let Some(n) = f.strip_prefix('-') {
+                            (false, n)
+                        } else {
+                            return Err(err(ErrorCode::BadSyntax));
                         };
                         Ok(WatchChange {
                             add,
@@ -276,6 +281,12 @@ mod tests {
 
     fn code_of(line: &str) -> ErrorCode {
         Command::parse(line).unwrap_err().code
+    }
+
+    #[test]
+    fn watch_with_a_multibyte_first_character_is_an_error_not_a_panic() {
+        assert!(Command::parse("WATCH Ñ/").is_err());
+        assert!(Command::parse("WATCH +Ñ").is_err());
     }
 
     #[test]
