@@ -8,4 +8,5 @@ pub mod netio;
 pub mod proto;
 pub mod server;
 pub mod signals;
+pub mod tls;
 pub mod transcript;

@@ -90,6 +90,15 @@ impl Command {
         }
     }
 
+    /// The command carries a password (refused in clear from non-loopback
+    /// addresses: `ERR tls-required`).
+    pub fn carries_password(&self) -> bool {
+        matches!(
+            self,
+            Command::Signup { .. } | Command::Login { .. } | Command::Passwd { .. }
+        )
+    }
+
     /// Parses one line (without terminator). Verbs are case-insensitive;
     /// fields are separated by spaces; BROADCAST's text is the rest of the line.
     pub fn parse(line: &str) -> Result<Command, ParseError> {

@@ -79,6 +79,8 @@ error_codes! {
         "The server hit an internal error; try again.";
     BadToken => "bad-token", "unknown, used or expired token",
         "The peer refused the link token.";
+    TlsRequired => "tls-required", "passwords are accepted only over TLS from this address; connect with TLS (peerline-client does by default)",
+        "The server accepts passwords from your address only over TLS; run the client without --plaintext.";
     NotLinked => "not-linked", "send PEER <user> <token> first",
         "Send PEER <user> <token> first.";
     AccountDisabled => "account-disabled", "this account is disabled; ask the administrator",

@@ -24,6 +24,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 
 use super::engine::EngineConfig;
 use super::kdf;
+use super::tls::{PlaintextPolicy, TlsPaths};
 use crate::duration::parse_duration;
 
 /// The longest any timer may be: far beyond any sensible setting, far below
@@ -106,6 +107,16 @@ struct ServerArgs {
     /// Serve the counters in the Prometheus text format on http://ADDR/metrics (off unless given; keep it on loopback or a private network)
     #[arg(long, global = true, env = "PEERLINE_METRICS", value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// PEM certificate chain (with --tls-key); default: a self-signed pair generated once in the data dir
+    #[arg(long, global = true, env = "PEERLINE_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, global = true, env = "PEERLINE_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// From which source addresses SIGNUP/LOGIN/PASSWD are accepted without TLS: loopback or any
+    #[arg(long, global = true, env = "PEERLINE_PLAINTEXT", default_value = "loopback",
+          value_parser = PlaintextPolicy::parse)]
+    plaintext: PlaintextPolicy,
 }
 
 #[derive(Parser, Debug)]
@@ -141,6 +152,9 @@ enum Sub {
     },
     /// Print the man page (roff) on stdout
     Man,
+    /// Print the server certificate's sha256:<hex> fingerprint (of its
+    /// SubjectPublicKeyInfo), generating the pair first if the data dir has none
+    Fingerprint,
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +195,8 @@ pub struct Config {
     /// `--metrics`: where to serve `GET /metrics`, if anywhere.
     pub metrics: Option<SocketAddr>,
     pub engine: EngineConfig,
+    /// Where the TLS certificate and key are (see `server/tls.rs`).
+    pub tls: TlsPaths,
     /// Where each setting came from, by long flag name, for `--check`.
     sources: BTreeMap<String, Source>,
     /// The arguments this was parsed from, for [`Config::reload`].
@@ -207,6 +223,8 @@ pub enum Command {
         shell: String,
     },
     Man,
+    /// Print the TLS fingerprint.
+    Fingerprint,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,7 +375,10 @@ impl Config {
             sources.insert(long.clone(), source);
         }
         let s = cli.server;
+        let tls = TlsPaths::resolve(&s.data_dir, s.tls_cert.as_deref(), s.tls_key.as_deref())
+            .map_err(ConfigError::Bad)?;
         let config = Config {
+            tls,
             bind: s.bind,
             bind_is_default: s.bind == IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             port: s.port,
@@ -373,6 +394,7 @@ impl Config {
                 max_clients: s.max_clients as usize,
                 kdf_iterations: s.kdf_iterations,
                 welcome: s.welcome,
+                plaintext: s.plaintext,
                 ..EngineConfig::default()
             },
             sources,
@@ -411,6 +433,7 @@ impl Config {
                 UserSub::Enable { user } => UserCommand::Enable { user },
                 UserSub::List => UserCommand::List,
             }),
+            (false, Some(Sub::Fingerprint)) => Command::Fingerprint,
         };
         Ok((config, command))
     }
@@ -424,7 +447,8 @@ impl Config {
 
     /// The checks `--check` adds to parsing: those that look at the machine.
     pub fn check_environment(&self) -> Result<(), String> {
-        check_data_dir(&self.data_dir)
+        check_data_dir(&self.data_dir)?;
+        super::tls::check(&self.tls)
     }
 
     /// The effective settings as TOML (a valid `--config` file), each with
@@ -450,6 +474,15 @@ impl Config {
                 "welcome",
                 toml::Value::String(e.welcome.clone()).to_string(),
             ),
+            (
+                "tls-cert",
+                toml::Value::String(self.tls.cert.display().to_string()).to_string(),
+            ),
+            (
+                "tls-key",
+                toml::Value::String(self.tls.key.display().to_string()).to_string(),
+            ),
+            ("plaintext", format!("\"{}\"", e.plaintext.as_str())),
         ];
         let mut out = String::new();
         if let Some(f) = &self.config_file {
@@ -595,6 +628,9 @@ mod tests {
         assert_eq!(c.engine.max_clients, 10_000);
         assert_eq!(c.engine.welcome, DEFAULT_WELCOME);
         assert_eq!(parse(&["s"]).unwrap().1, Command::Run);
+        assert_eq!(c.engine.plaintext, PlaintextPolicy::Loopback);
+        assert_eq!(c.tls.cert, PathBuf::from("./peerline-data/tls-cert.pem"));
+        assert!(c.tls.generated);
     }
 
     #[test]
@@ -603,6 +639,12 @@ mod tests {
         bad(&["s", "--kdf-iterations", "0"]);
         bad(&["s", "--max-clients", "0"]);
         bad(&["s", "--port", "70000"]);
+        assert!(bad(&["s", "--tls-cert", "c.pem"]).contains("--tls-key"));
+        bad(&["s", "--plaintext", "never"]);
+        assert_eq!(
+            parse(&["s", "fingerprint", "--data-dir", "/z"]).unwrap().1,
+            Command::Fingerprint
+        );
         let c = cfg(&["s", "--session-ttl", "90s", "--reauth-grace", "2"]);
         assert_eq!(c.engine.session_ttl, Duration::from_secs(90));
         assert_eq!(c.engine.reauth_grace, Duration::from_secs(2));

@@ -7,6 +7,7 @@
 //! at the top of the range. Closed slots are freed after the event batch, so a
 //! stale event in the same batch can never reach a reused slot.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,12 +25,15 @@ use super::flow::{ReadGate, OUT_CAP};
 use super::metrics::{self, MetricsServer};
 use super::persist::Persist;
 use super::store::Store;
+use super::tls::TlsIdentity;
 use crate::netio::{
     self, enable_keepalive, set_int_option, Chunk, OutBuffer, ReadStatus, UdpQueue, READ_BUDGET,
 };
 use crate::proto::datagram::MAX_DATAGRAM;
 use crate::proto::LineReader;
 use crate::signals::SignalPipe;
+use crate::tls::layer::TLS_HANDSHAKE_BYTE;
+use crate::tls::Layer;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const UDP: Token = Token(usize::MAX - 2);
@@ -43,9 +47,21 @@ const UDP_BUDGET: usize = 1024;
 const KEEPALIVE_IDLE_SECS: libc::c_int = 60;
 /// How long shutdown waits for final lines to drain.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+/// How long a new connection may stay silent before it counts as plaintext
+/// and gets `EVENT WELCOME`. A TLS client sends its ClientHello at once; a
+/// plaintext client that sends anything first (even an empty line) is
+/// classified at once too, so only a silent `nc` waits this long.
+const SNIFF_WAIT: Duration = Duration::from_millis(250);
+/// TLS connections whose handshake may advance per turn: a burst of
+/// handshakes is sliced like password hashing, so other clients' lines are
+/// still answered within a turn's time.
+const HANDSHAKE_BUDGET: usize = 64;
 
 struct Conn {
     stream: TcpStream,
+    /// Plain or TLS between the socket and `reader`/`out`; the rustls
+    /// connection (for `export_keying_material`) is `layer.tls_conn()`.
+    layer: Layer,
     reader: LineReader,
     out: OutBuffer,
     registered: Interest,
@@ -103,6 +119,13 @@ pub struct Driver {
     started: Instant,
     persist: Persist,
     delivery_sync_at: Option<Instant>,
+    /// Certificate, key and the rustls config new connections use.
+    tls: TlsIdentity,
+    /// Connections still sniffing, in accept order (so in deadline order);
+    /// an entry whose slot moved on is skipped when it comes up.
+    sniffing: VecDeque<(Instant, usize)>,
+    /// What is left of [`HANDSHAKE_BUDGET`] this turn.
+    handshakes_left: usize,
 }
 
 fn unix_ms_now() -> u64 {
@@ -169,6 +192,12 @@ impl Driver {
             loaded.deliveries.len(),
             loaded.skipped.len()
         );
+        let tls = TlsIdentity::load(cfg.tls.clone())?;
+        log::info!(
+            "TLS certificate {}: fingerprint {}",
+            tls.cert_path().display(),
+            tls.fingerprint()
+        );
         let engine = Engine::new(
             cfg.engine.clone(),
             loaded.users,
@@ -232,6 +261,9 @@ impl Driver {
             persist: Persist::new(store),
             delivery_sync_at: None,
             cfg,
+            tls,
+            sniffing: VecDeque::new(),
+            handshakes_left: HANDSHAKE_BUDGET,
         };
         d.run_outputs(Instant::now());
         Ok(d)
@@ -251,6 +283,8 @@ impl Driver {
             let now = Instant::now();
             let mut stop = false;
             let mut reload = false;
+            self.handshakes_left = HANDSHAKE_BUDGET;
+            self.end_sniffing(now);
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(now),
@@ -335,6 +369,7 @@ impl Driver {
             lingering,
             self.delivery_sync_at,
             self.fds.retry_at,
+            self.sniffing.front().map(|&(at, _)| at),
         ]
         .into_iter()
         .flatten()
@@ -358,8 +393,12 @@ impl Driver {
                         log::warn!("cannot register connection from {addr}: {e}");
                         continue;
                     }
+                    self.sniffing.push_back((now + SNIFF_WAIT, key));
                     entry.insert(Conn {
                         stream,
+                        layer: Layer::Sniffing {
+                            until: now + SNIFF_WAIT,
+                        },
                         reader: LineReader::new(),
                         out: OutBuffer::with_cap(OUT_CAP),
                         registered: Interest::READABLE,
@@ -422,7 +461,7 @@ impl Driver {
         }
         mark_dirty(&mut self.dirty, key, c);
         if writable {
-            if c.out.write_to(&mut c.stream).is_err() {
+            if c.layer.flush(&mut c.out, &mut c.stream).is_err() {
                 c.gone = true;
                 self.engine.on_disconnect(now, key);
                 return;
@@ -463,12 +502,78 @@ impl Driver {
         }
     }
 
+    /// Silent connections whose sniffing window passed are plaintext: what
+    /// the engine queued for them (`EVENT WELCOME`) goes out now.
+    fn end_sniffing(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.sniffing.front() {
+            if at > now {
+                return;
+            }
+            self.sniffing.pop_front();
+            if let Some(c) = self.conns.get_mut(key) {
+                if matches!(c.layer, Layer::Sniffing { until } if until <= now) {
+                    c.layer = Layer::Plain;
+                    mark_dirty(&mut self.dirty, key, c);
+                }
+            }
+        }
+    }
+
+    /// Decides plain or TLS from the first byte, without consuming it.
+    /// False while no byte has come yet.
+    fn sniff(&mut self, key: usize) -> bool {
+        let Some(c) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if !matches!(c.layer, Layer::Sniffing { .. }) {
+            return true;
+        }
+        let mut first = [0u8; 1];
+        match c.stream.peek(&mut first) {
+            Ok(1) if first[0] == TLS_HANDSHAKE_BYTE => {
+                match rustls::ServerConnection::new(self.tls.config()) {
+                    Ok(tls) => {
+                        c.layer = Layer::tls(tls);
+                        self.engine.on_secure(key);
+                    }
+                    Err(e) => {
+                        log::warn!("cannot start TLS on conn {key}: {e}");
+                        c.layer = Layer::Plain;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            // Any other byte, EOF or an error: plain (the read that follows
+            // reports EOF and errors as usual).
+            _ => c.layer = Layer::Plain,
+        }
+        mark_dirty(&mut self.dirty, key, c);
+        true
+    }
+
     /// Takes a connection's input one frame at a time while its gate is open
     /// (see `flow.rs`): frames left in the line reader from an earlier pause
-    /// first, then one chunk from the socket at a time, up to `READ_BUDGET`.
-    /// Each frame's outputs are executed before the next frame is taken, so
-    /// the gate sees the output it caused.
+    /// first, then one chunk from the socket at a time (through its TLS
+    /// layer, if any), up to `READ_BUDGET`. Each frame's outputs are executed
+    /// before the next frame is taken, so the gate sees the output it caused.
     fn read_conn(&mut self, now: Instant, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            c.read_again = false;
+        }
+        if !self.sniff(key) {
+            return;
+        }
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.layer.is_handshaking())
+        {
+            if self.handshakes_left == 0 {
+                self.read_next_turn(key);
+                return;
+            }
+            self.handshakes_left -= 1;
+        }
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
@@ -477,9 +582,17 @@ impl Driver {
         }
         if c.closing.is_some() {
             // Lingering: discard input until the peer closes too; `end_turn`
-            // frees the connection once our last lines are out as well.
+            // frees the connection once our last lines are out as well. Through
+            // the layer, so a TLS peer still gets the handshake our last lines
+            // need.
             let mut sink = LineReader::new();
-            if netio::read_frames(&mut c.stream, &mut sink, |_| {}) == ReadStatus::Closed {
+            if c.layer.is_tls() {
+                mark_dirty(&mut self.dirty, key, c);
+            }
+            if !matches!(
+                c.layer.read_frames(&mut c.stream, &mut sink, |_| {}),
+                Ok(ReadStatus::Drained | ReadStatus::MoreWaiting)
+            ) {
                 c.input_ended = true;
             }
             return;
@@ -508,16 +621,28 @@ impl Driver {
                 self.read_next_turn(key);
                 return;
             }
-            match netio::read_chunk(&mut c.stream, &mut c.reader) {
-                Chunk::Got(n) => taken += n,
-                Chunk::Drained => return,
-                Chunk::Closed => {
+            if c.layer.is_tls() {
+                // Records read may need answers (handshake, key update, alerts).
+                mark_dirty(&mut self.dirty, key, c);
+            }
+            match c.layer.read_chunk(&mut c.stream, &mut c.reader) {
+                Ok(Chunk::Got(n)) => taken += n,
+                Ok(Chunk::Drained) => return,
+                Ok(Chunk::Closed) => {
                     // Possibly only a half-close: the engine answers what was
                     // sent, then closes. Marking the connection gone here
                     // dropped those replies (a piped `nc -N` session got
                     // nothing back).
                     c.input_ended = true;
                     self.engine.on_input_end(now, key);
+                    return;
+                }
+                Err(e) => {
+                    log::info!("conn {key}: {e}; closing");
+                    // Send rustls' alert if the socket takes it; then drop.
+                    let _ = c.layer.flush(&mut c.out, &mut c.stream);
+                    c.gone = true;
+                    self.engine.on_disconnect(now, key);
                     return;
                 }
             }
@@ -619,7 +744,10 @@ impl Driver {
                 continue;
             };
             c.dirty = false;
-            if !c.gone && !c.out.is_empty() && c.out.write_to(&mut c.stream).is_err() {
+            if !c.gone
+                && c.layer.wants_write(&c.out)
+                && c.layer.flush(&mut c.out, &mut c.stream).is_err()
+            {
                 c.gone = true;
                 if c.closing.is_none() {
                     self.engine.on_disconnect(now, key);
@@ -630,7 +758,9 @@ impl Driver {
                 self.reads_due.push(key);
             }
             if let Some(deadline) = c.closing {
-                if c.out.is_empty() && !c.wrote_fin {
+                if c.layer.flushed(&c.out) && !c.wrote_fin {
+                    c.layer.close_notify();
+                    let _ = c.layer.flush(&mut c.out, &mut c.stream);
                     let _ = c.stream.shutdown(Shutdown::Write);
                     c.wrote_fin = true;
                 }
@@ -643,7 +773,7 @@ impl Driver {
                 dead.push(key);
                 continue;
             }
-            let want = netio::interest(true, !c.out.is_empty()).expect("always readable");
+            let want = netio::interest(true, c.layer.wants_write(&c.out)).expect("always readable");
             if want != c.registered {
                 if let Err(e) = registry.reregister(&mut c.stream, Token(key), want) {
                     log::warn!("reregister conn {key}: {e}");
@@ -717,6 +847,29 @@ impl Driver {
     /// configuration is logged and the running one kept.
     fn reload(&mut self) {
         super::service::reloading();
+        self.reload_config();
+        // The certificate and key are re-read even when the configuration
+        // could not be: renewing them must not depend on the config file.
+        match self.tls.reload_from(self.cfg.tls.clone()) {
+            Ok(None) => log::info!(
+                "SIGHUP: TLS certificate {} reloaded, fingerprint {} (unchanged)",
+                self.tls.cert_path().display(),
+                self.tls.fingerprint()
+            ),
+            Ok(Some(old)) => log::warn!(
+                "SIGHUP: TLS key changed: new connections get fingerprint {} (was {old}); \
+                 clients that pinned the old one will refuse it",
+                self.tls.fingerprint()
+            ),
+            Err(e) => log::error!(
+                "SIGHUP: TLS certificate not reloaded, keeping fingerprint {}: {e}",
+                self.tls.fingerprint()
+            ),
+        }
+        super::service::ready("reloaded");
+    }
+
+    fn reload_config(&mut self) {
         match self.cfg.reload() {
             Err(e) => {
                 log::error!("SIGHUP: configuration not reloaded, keeping the running one: {e}")
@@ -743,6 +896,10 @@ impl Driver {
                 new.port = self.cfg.port;
                 new.data_dir = self.cfg.data_dir.clone();
                 new.metrics = self.cfg.metrics;
+                if new.tls.generated {
+                    // The generated pair lives in the data dir in use.
+                    new.tls = self.cfg.tls.clone();
+                }
                 if new.engine.max_clients > self.cfg.engine.max_clients {
                     if let Err(e) = ensure_fd_limit(new.engine.max_clients) {
                         log::warn!(
@@ -763,7 +920,6 @@ impl Driver {
                 self.cfg = new;
             }
         }
-        super::service::ready("reloaded");
     }
 
     fn shutdown(mut self) -> Result<(), String> {
@@ -771,6 +927,12 @@ impl Driver {
         let now = Instant::now();
         self.run_outputs(now);
         self.commit(now);
+        // Silent connections get their `EVENT CLOSING shutdown` in clear now.
+        for (_, c) in self.conns.iter_mut() {
+            if matches!(c.layer, Layer::Sniffing { .. }) {
+                c.layer = Layer::Plain;
+            }
+        }
         self.engine.shutdown(now);
         self.run_outputs(now);
         self.commit(now);
@@ -779,7 +941,8 @@ impl Driver {
         while Instant::now() < deadline {
             let now = Instant::now();
             self.end_turn(now);
-            if self.conns.iter().all(|(_, c)| c.out.is_empty()) && self.udp_queue.is_empty() {
+            if self.conns.iter().all(|(_, c)| c.layer.flushed(&c.out)) && self.udp_queue.is_empty()
+            {
                 break;
             }
             let _ = self.poll.poll(&mut events, Some(Duration::from_millis(20)));

@@ -24,6 +24,7 @@ use super::dense::DenseMap;
 use super::kdf::{self, PasswordHash, Pbkdf2};
 use super::records::BroadcastFile;
 use super::store::Snapshot;
+use super::tls::PlaintextPolicy;
 use crate::proto::names::Token128;
 use crate::proto::sealed::{Channel, SessionId, UdpSecret};
 use crate::proto::{CancelReason, CloseReason, ErrorCode, Event, Frame, ServerLine};
@@ -57,6 +58,8 @@ pub struct EngineConfig {
     pub kdf_iterations: u32,
     /// The start of `EVENT WELCOME` (`--welcome`); the LOGIN/SIGNUP hint follows.
     pub welcome: String,
+    /// Who may send passwords without TLS (`--plaintext`).
+    pub plaintext: PlaintextPolicy,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +74,7 @@ impl Default for EngineConfig {
             max_clients: 10_000,
             kdf_iterations: kdf::DEFAULT_ITERATIONS,
             welcome: "peerline".to_owned(),
+            plaintext: PlaintextPolicy::Loopback,
         }
     }
 }
@@ -137,6 +141,8 @@ pub(super) struct Conn {
     pub input_ended: bool,
     /// The connection is TLS: the secret its session's datagrams are sealed with.
     pub udp_secret: Option<Box<UdpSecret>>,
+    /// The connection speaks TLS (the driver says so before any of its lines).
+    pub secure: bool,
 }
 
 #[derive(Debug)]
@@ -406,6 +412,7 @@ impl Engine {
                 last_input: now,
                 input_ended: false,
                 udp_secret: None,
+                secure: false,
             },
         );
         self.timers
@@ -415,6 +422,21 @@ impl Engine {
             self.cfg.welcome
         );
         self.line(conn, Event::Welcome { text });
+    }
+
+    /// The connection turned out to speak TLS: passwords may come on it from
+    /// anywhere. The only thing the engine knows of TLS.
+    pub fn on_secure(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.secure = true;
+        }
+    }
+
+    /// A password on this connection would cross a network in clear.
+    pub(super) fn plaintext_refused(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| !c.secure && !self.cfg.plaintext.allows(c.addr.ip()))
     }
 
     /// One frame from a connection's line reader.

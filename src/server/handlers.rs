@@ -31,6 +31,10 @@ impl Engine {
             }
         };
         log::debug!("conn {conn} >> {}", cmd.verb());
+        if cmd.carries_password() && self.plaintext_refused(conn) {
+            let text = format!("{}: {}", cmd.verb(), ErrorCode::TlsRequired.default_text());
+            return self.line(conn, ServerLine::err_with(ErrorCode::TlsRequired, text));
+        }
         let user = self.conns.get(&conn).and_then(|c| c.user);
         match (cmd, user) {
             (

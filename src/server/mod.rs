@@ -23,6 +23,7 @@ pub mod service;
 pub mod sockets;
 pub mod store;
 pub mod timers;
+pub mod tls;
 
 #[cfg(test)]
 mod crash_tests;

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use peerline::listening;
@@ -72,6 +72,23 @@ impl Server {
         Server::spawn(&args, dir, env)
     }
 
+    /// Starts a server through a wrapper command (`ip netns exec NS`, which
+    /// execs it) on `dir`; `extra` must include `--bind`.
+    pub fn start_via(wrapper: &[&str], dir: &Path, extra: &[&str]) -> Server {
+        let (program, rest) = wrapper.split_first().expect("a wrapper command");
+        let mut cmd = Command::new(program);
+        cmd.args(rest).arg(SERVER_BIN).args([
+            "--port",
+            "0",
+            "--data-dir",
+            &dir.display().to_string(),
+            "--kdf-iterations",
+            "1000",
+        ]);
+        cmd.args(extra);
+        Server::spawn_cmd(cmd, dir)
+    }
+
     /// Runs the server with exactly `args` (and `env`); `dir` is its data dir
     /// as far as the test knows.
     pub fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)]) -> Server {
@@ -115,11 +132,30 @@ impl Server {
         self.child.id()
     }
 
-    /// A new control connection that has consumed `EVENT WELCOME`.
+    /// A new plaintext control connection that has consumed `EVENT WELCOME`.
+    /// It sends an empty line first (ignored by the protocol), so the server
+    /// knows at once it is not TLS instead of waiting out its sniffing window.
     pub fn connect(&self) -> Line {
         let mut c = Line::connect(self.tcp);
+        c.send("");
         c.expect_prefix("EVENT WELCOME");
         c
+    }
+
+    /// A new TLS control connection (trusting this server's generated
+    /// certificate) that has consumed `EVENT WELCOME`.
+    pub fn connect_tls(&self) -> Line {
+        let mut c = Line::connect_tls(self.tcp, &self.data_dir.join("tls-cert.pem"));
+        c.expect_prefix("EVENT WELCOME");
+        c
+    }
+
+    /// The server's certificate fingerprint, `sha256:…`, as `peerline-server
+    /// fingerprint` prints it.
+    pub fn fingerprint(&self) -> String {
+        peerline::server::tls::fingerprint_of(&self.data_dir, None, None)
+            .expect("the server's generated certificate")
+            .to_string()
     }
 
     /// Signs up and logs in `user`; returns the connection and its session token.
@@ -267,36 +303,100 @@ pub fn run_server(
 
 /// A line-oriented TCP client with bounded waits and a transcript for failures.
 pub struct Line {
+    /// The socket itself (for addresses, shutdown, raw bytes on plain lines).
     pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Box<dyn Read + Send>>,
+    writer: Box<dyn Write + Send>,
     pub transcript: Vec<String>,
 }
 
+/// One rustls stream shared by a `Line`'s reader and writer halves.
+#[derive(Clone)]
+struct SharedTls(Arc<Mutex<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>>);
+
+impl Read for SharedTls {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().read(buf)
+    }
+}
+
+impl Write for SharedTls {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap().flush()
+    }
+}
+
+/// A rustls client config that trusts exactly the certificate in `cert_pem`
+/// (the server's self-signed one) for the name `localhost`.
+pub fn trusting(cert_pem: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert_pem).expect("cert file") {
+        roots.add(cert.expect("PEM certificate")).expect("usable root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(peerline::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 impl Line {
-    pub fn connect(addr: SocketAddr) -> Line {
+    fn tcp(addr: SocketAddr) -> TcpStream {
         let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to server");
         stream
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
+        stream
+    }
+
+    pub fn connect(addr: SocketAddr) -> Line {
+        let stream = Line::tcp(addr);
         Line {
+            reader: BufReader::new(Box::new(stream.try_clone().unwrap())),
+            writer: Box::new(stream.try_clone().unwrap()),
             stream,
-            reader,
+            transcript: Vec::new(),
+        }
+    }
+
+    /// A TLS connection that trusts the certificate in `cert_pem`.
+    pub fn connect_tls(addr: SocketAddr, cert_pem: &Path) -> Line {
+        let stream = Line::tcp(addr);
+        let conn =
+            rustls::ClientConnection::new(trusting(cert_pem), "localhost".try_into().unwrap())
+                .expect("TLS client");
+        let shared = SharedTls(Arc::new(Mutex::new(rustls::StreamOwned::new(
+            conn,
+            stream.try_clone().unwrap(),
+        ))));
+        Line {
+            reader: BufReader::new(Box::new(shared.clone())),
+            writer: Box::new(shared),
+            stream,
             transcript: Vec::new(),
         }
     }
 
     pub fn send(&mut self, line: &str) {
         self.transcript.push(format!(">> {line}"));
-        self.stream
+        self.writer
             .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| self.writer.flush())
             .expect("send line");
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.transcript
             .push(format!(">> {:?}", String::from_utf8_lossy(bytes)));
-        self.stream.write_all(bytes).expect("send bytes");
+        self.writer
+            .write_all(bytes)
+            .and_then(|()| self.writer.flush())
+            .expect("send bytes");
     }
 
     /// The next line within `limit`, or `None` on timeout; panics on EOF.

@@ -10,6 +10,8 @@ mod harness;
 mod nat;
 mod netns;
 mod p2p;
+mod pin;
 mod server;
 mod store;
 mod terminal;
+mod tls;

@@ -78,6 +78,9 @@ const CONTRACT_FLAGS: &[&str] = &[
     "--reauth-grace",
     "--max-clients",
     "--kdf-iterations",
+    "--tls-cert",
+    "--tls-key",
+    "--plaintext",
 ];
 
 // ---- flags and start-up -----------------------------------------------------
