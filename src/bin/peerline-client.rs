@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use peerline::client::driver::{self, Options};
+use peerline::client::pin::{self, ServerTls, TrustOptions};
 use peerline::proto::names::{is_valid_password, is_valid_username};
+use peerline::tls::Fingerprint;
 
 /// Line-mode peerline client: chat through the rendezvous server, directly
 /// with peers, and by broadcast. Type /help once connected.
@@ -61,6 +63,23 @@ struct Args {
     /// (implies --stay).
     #[arg(long, value_name = "DUR", value_parser = peerline::duration::parse_duration)]
     timeout: Option<std::time::Duration>,
+    /// Speak plain lines to the server instead of TLS (for loopback and
+    /// testing: servers refuse passwords in clear from other addresses).
+    #[arg(long, conflicts_with_all = ["fingerprint", "accept_new", "ca", "known_servers"])]
+    plaintext: bool,
+    /// Where pinned server keys live [default: $XDG_CONFIG_HOME/peerline/known_servers,
+    /// else ~/.config/peerline/known_servers]
+    #[arg(long, value_name = "FILE")]
+    known_servers: Option<PathBuf>,
+    /// Trust exactly this server key (as `peerline-server fingerprint` prints it).
+    #[arg(long, value_name = "sha256:HEX", value_parser = |s: &str| s.parse::<Fingerprint>())]
+    fingerprint: Option<Fingerprint>,
+    /// Pin an unknown server's key without asking (a changed key is still refused).
+    #[arg(long)]
+    accept_new: bool,
+    /// Verify a CA-issued server certificate by host name instead of pinning.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["fingerprint", "accept_new"])]
+    ca: Option<PathBuf>,
     /// Log to stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -105,7 +124,29 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let tls = if args.plaintext {
+        None
+    } else {
+        let trust = TrustOptions {
+            known_servers: args
+                .known_servers
+                .clone()
+                .or_else(pin::default_known_servers),
+            fingerprint: args.fingerprint,
+            accept_new: args.accept_new,
+            ca: args.ca.clone(),
+            ask: std::io::IsTerminal::is_terminal(&std::io::stdin()),
+        };
+        match ServerTls::new(&args.host, args.port, trust) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("peerline-client: {e}");
+                std::process::exit(2);
+            }
+        }
+    };
     let opts = Options {
+        tls,
         host: args.host,
         port: args.port,
         listen_addr: args.listen_addr,

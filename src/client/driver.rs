@@ -16,15 +16,17 @@ use slab::Slab;
 
 use super::engine::{Config, Engine, Input, Now, Output};
 use super::links::LinkId;
+use super::pin::ServerTls;
 use super::render::{Renderer, Style};
 use super::stdin::{Kind as StdinKind, Stdin};
 use super::terminal::{self, Terminal, Typed};
 use crate::netio::{
-    enable_keepalive, interest, read_chunks, read_frames, OutBuffer, Overflow, ReadStatus, UdpQueue,
+    enable_keepalive, interest, read_chunks, OutBuffer, Overflow, ReadStatus, UdpQueue,
 };
 use crate::proto::datagram::MAX_DATAGRAM;
 use crate::proto::{Frame, LineReader};
 use crate::signals::SignalPipe;
+use crate::tls::Layer;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const UDP: Token = Token(usize::MAX - 2);
@@ -71,7 +73,12 @@ pub struct Options {
     pub stay: bool,
     pub count: Option<u64>,
     pub timeout: Option<Duration>,
+    /// TLS to the server with this trust; `None` speaks plain lines (`--plaintext`).
+    pub tls: Option<ServerTls>,
 }
+
+/// The identity of the server could not be verified or has changed.
+pub const EXIT_UNTRUSTED: i32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -81,6 +88,9 @@ enum Kind {
 
 struct Conn {
     stream: TcpStream,
+    /// Plain, or TLS for the server connection; the rustls connection (for
+    /// `export_keying_material` after the handshake) is `layer.tls_conn()`.
+    layer: Layer,
     kind: Kind,
     /// The engine's id for a link (never reused, unlike the slab key).
     link: LinkId,
@@ -107,6 +117,7 @@ impl Conn {
         };
         Conn {
             stream,
+            layer: Layer::Plain,
             kind,
             link,
             reader: LineReader::new(),
@@ -125,7 +136,7 @@ impl Conn {
     fn wanted(&self) -> Option<Interest> {
         interest(
             !self.dead,
-            !self.dead && (self.connecting || !self.out.is_empty()),
+            !self.dead && (self.connecting || self.layer.wants_write(&self.out)),
         )
     }
 }
@@ -247,6 +258,8 @@ struct Driver {
     /// keys, the protected input line, history.
     term: Option<Terminal>,
     exit: Option<i32>,
+    /// TLS to the server (for its refusals); `None` with `--plaintext`.
+    tls: Option<ServerTls>,
 }
 
 /// Runs the client until it decides to exit; returns the exit code.
@@ -270,6 +283,20 @@ pub fn run(opts: Options) -> io::Result<i32> {
     let poll = Poll::new()?;
     let mut conns = Slab::new();
     let mut server = Conn::new(TcpStream::from_std(std_stream), Kind::Server, 0, false);
+    match &opts.tls {
+        Some(tls) => match tls.layer() {
+            Ok(layer) => server.layer = layer,
+            Err(e) => {
+                eprintln!("peerline-client: {e}");
+                return Ok(1);
+            }
+        },
+        // An empty line (ignored by the protocol) tells the server at once
+        // that this is no TLS client, so it greets without waiting.
+        None => {
+            let _ = server.out.push_line("");
+        }
+    }
     let key = conns.vacant_key();
     poll.registry()
         .register(&mut server.stream, Token(key), Interest::READABLE)?;
@@ -352,6 +379,7 @@ pub fn run(opts: Options) -> io::Result<i32> {
         renderer,
         term,
         exit: None,
+        tls: opts.tls,
     };
     d.run_loop()
 }
@@ -524,7 +552,10 @@ impl Driver {
                     self.udp_queue.send(&self.udp, self.server_addr, bytes);
                 }
                 Output::Dial { user, addr, token } => self.dial(user, addr, token),
-                Output::Exit(code) => self.exit = Some(code),
+                Output::Exit(code) => {
+                    // An identity refusal decided the code already.
+                    self.exit.get_or_insert(code);
+                }
             }
         }
         Ok(())
@@ -582,7 +613,7 @@ impl Driver {
         if c.connecting || c.dead {
             return;
         }
-        match c.out.write_to(&mut c.stream) {
+        match c.layer.flush(&mut c.out, &mut c.stream) {
             Ok(true) if c.closing.is_some() => {
                 let _ = c.stream.shutdown(Shutdown::Write);
             }
@@ -601,7 +632,23 @@ impl Driver {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 enable_keepalive(&stream, KEEPALIVE_IDLE_SECS);
-                self.conns.insert(Conn::new(stream, Kind::Server, 0, true));
+                let mut conn = Conn::new(stream, Kind::Server, 0, true);
+                // A fresh TLS session each time, checked against the same
+                // pin (a key that changed meanwhile is refused, exit 4).
+                match &self.tls {
+                    Some(tls) => match tls.layer() {
+                        Ok(layer) => conn.layer = layer,
+                        Err(e) => {
+                            log::warn!("reconnect: {e}");
+                            self.engine.handle(now(), Input::ServerClosed);
+                            return;
+                        }
+                    },
+                    None => {
+                        let _ = conn.out.push_line("");
+                    }
+                }
+                self.conns.insert(conn);
             }
             Err(e) => {
                 log::info!("reconnect to {}: {e}", self.server_addr);
@@ -711,7 +758,9 @@ impl Driver {
     fn flush_on_exit(&mut self) {
         for (_, c) in self.conns.iter_mut() {
             c.connecting = false;
-            let _ = c.out.write_to(&mut c.stream);
+            let _ = c.layer.flush(&mut c.out, &mut c.stream);
+            c.layer.close_notify();
+            let _ = c.layer.flush(&mut c.out, &mut c.stream);
             let _ = c.stream.shutdown(Shutdown::Write);
         }
         self.udp_queue.flush(&self.udp);
@@ -836,6 +885,26 @@ impl Driver {
         self.udp_registered_write = false;
     }
 
+    /// A TLS session ended in an error. A refused server identity ends the
+    /// client with exit 4 and the reason; anything else is a lost connection.
+    fn tls_failed(&mut self, key: usize, e: crate::tls::layer::TlsFailure) {
+        match self.tls.as_ref().and_then(ServerTls::take_refusal) {
+            Some(why) => {
+                eprintln!("peerline-client: {why}");
+                self.exit = Some(EXIT_UNTRUSTED);
+                if let Some(c) = self.conns.get_mut(key) {
+                    // Nothing more to tell the engine: we are leaving.
+                    c.engine_knows = false;
+                    c.dead = true;
+                }
+            }
+            None => {
+                log::warn!("connection {key}: {e}");
+                self.kill(key);
+            }
+        }
+    }
+
     fn conn_event(&mut self, key: usize, readable: bool, writable: bool) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
@@ -868,9 +937,23 @@ impl Driver {
             let mut frames: Vec<Frame> = Vec::new();
             let mut chunks: Vec<Vec<u8>> = Vec::new();
             let status = match c.kind {
-                Kind::Server => read_frames(&mut c.stream, &mut c.reader, |f| frames.push(f)),
+                Kind::Server => match c
+                    .layer
+                    .read_frames(&mut c.stream, &mut c.reader, |f| frames.push(f))
+                {
+                    Ok(status) => status,
+                    Err(e) => {
+                        // Send rustls' alert if the socket takes it.
+                        let _ = c.layer.flush(&mut c.out, &mut c.stream);
+                        return self.tls_failed(key, e);
+                    }
+                },
                 Kind::Link => read_chunks(&mut c.stream, |b| chunks.push(b.to_vec())),
             };
+            if c.layer.is_tls() {
+                // Handshake records (or our queued lines, once it is done).
+                Self::flush_conn(c);
+            }
             c.more = status == ReadStatus::MoreWaiting;
             if status == ReadStatus::Closed {
                 c.dead = true;

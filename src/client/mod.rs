@@ -9,6 +9,7 @@ pub mod engine;
 pub mod input;
 pub mod lineedit;
 pub mod links;
+pub mod pin;
 pub mod reconnect;
 pub mod render;
 pub mod stdin;

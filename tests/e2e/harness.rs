@@ -335,7 +335,9 @@ pub fn trusting(cert_pem: &Path) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert_pem).expect("cert file") {
-        roots.add(cert.expect("PEM certificate")).expect("usable root");
+        roots
+            .add(cert.expect("PEM certificate"))
+            .expect("usable root");
     }
     let config = rustls::ClientConfig::builder_with_provider(peerline::tls::provider())
         .with_safe_default_protocol_versions()
@@ -522,8 +524,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// `peerline-client` aimed at `server`; flags and stdio are the caller's.
+    /// `peerline-client` aimed at `server` over TLS, trusting exactly its
+    /// key (`--fingerprint`, so no known_servers file is touched); other
+    /// flags and stdio are the caller's.
     pub fn command(server: &Server) -> Command {
+        let mut cmd = Client::command_bare(server);
+        cmd.arg("--fingerprint").arg(server.fingerprint());
+        cmd
+    }
+
+    /// `peerline-client HOST PORT` and nothing else.
+    pub fn command_bare(server: &Server) -> Command {
         let mut cmd = Command::new(CLIENT_BIN);
         cmd.arg(server.tcp.ip().to_string())
             .arg(server.tcp.port().to_string());

@@ -37,6 +37,10 @@ fn client_in(topo: &Topology, ns: &str, server: &Server, user: &str) -> Client {
     let mut cmd = topo.command(ns, CLIENT_BIN);
     cmd.arg(server.tcp.ip().to_string())
         .arg(server.tcp.port().to_string())
+        // TLS, trusting exactly this server's key (not loopback: a plaintext
+        // login would get `tls-required`).
+        .arg("--fingerprint")
+        .arg(server.fingerprint())
         .stderr(std::process::Stdio::null());
     let mut c = Client::start_cmd(cmd);
     c.send(&format!("/signup {user} pw-{user} pw-{user}"));
