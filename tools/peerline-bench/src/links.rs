@@ -104,11 +104,13 @@ struct Bob {
 }
 
 impl Bob {
-    fn start(client: &Path, server: SocketAddr) -> Result<Bob, String> {
+    /// `fingerprint`: the server's TLS key, which the client then trusts.
+    fn start(client: &Path, server: SocketAddr, fingerprint: &str) -> Result<Bob, String> {
         let mut child = Command::new(client)
             .arg(server.ip().to_string())
             .arg(server.port().to_string())
             .args(["--listen-addr", "127.0.0.1", "--allow-plaintext-links"])
+            .args(["--fingerprint", fingerprint])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -401,7 +403,8 @@ fn run_in(a: &Args, dir: &Path) -> Result<(), String> {
     alice.expect("OK SIGNUP")?;
     alice.send("LOGIN alice pw-alice")?;
     alice.expect("OK LOGIN")?;
-    let mut bob = Bob::start(&a.client, addr)?;
+    let fingerprint = peerline::server::tls::fingerprint_of(dir, None, None)?.to_string();
+    let mut bob = Bob::start(&a.client, addr, &fingerprint)?;
     bob.type_line("/signup bob pw-bob pw-bob")?;
     bob.type_line("/login bob pw-bob")?;
     bob.expect("logged in as bob")?;
