@@ -73,11 +73,14 @@ fn run(
     env: &[(&str, &str)],
 ) -> (Option<i32>, String) {
     let mut cmd = std::process::Command::new(super::harness::CLIENT_BIN);
+    // Plain lines on loopback: these tests are about the client's behaviour,
+    // not its transport (tests/e2e/pin.rs covers TLS and pinning).
     cmd.args([
         "127.0.0.1",
         &server_port.to_string(),
         "--listen-addr",
         "127.0.0.1",
+        "--plaintext",
     ])
     .args(args)
     .stdin(Stdio::piped())
@@ -144,7 +147,13 @@ fn json_lines_parse_and_count_ends_the_run() {
     let mut alice = Client::start_user(&server, "alice");
     let port = server.tcp.port().to_string();
     let mut child = std::process::Command::new(super::harness::CLIENT_BIN)
-        .args(["127.0.0.1", &port, "--listen-addr", "127.0.0.1"])
+        .args([
+            "127.0.0.1",
+            &port,
+            "--listen-addr",
+            "127.0.0.1",
+            "--plaintext",
+        ])
         .args(["--user", "bob", "--json", "--count", "1"])
         .env("PEERLINE_PASSWORD", "pw-bob")
         .stdin(Stdio::null())
