@@ -102,6 +102,8 @@ struct Conn {
     closing: Option<Instant>,
     /// Read budget ran out with data left: read again without an event.
     more: bool,
+    /// The server connection's datagram secret went to the engine.
+    udp_secret_given: bool,
     dead: bool,
     /// The engine already forgot this connection; do not report its end.
     engine_knows: bool,
@@ -125,6 +127,7 @@ impl Conn {
             connecting,
             closing: None,
             more: false,
+            udp_secret_given: false,
             dead: false,
             engine_knows: true,
             registered: None,
@@ -954,12 +957,23 @@ impl Driver {
                 // Handshake records (or our queued lines, once it is done).
                 Self::flush_conn(c);
             }
+            // The handshake just finished: the engine seals the datagrams of
+            // the session it logs in on this connection (before OK LOGIN,
+            // which can only come after the handshake).
+            let mut secret = None;
+            if c.kind == Kind::Server && !c.udp_secret_given {
+                secret = c.layer.udp_secret();
+                c.udp_secret_given = secret.is_some();
+            }
             c.more = status == ReadStatus::MoreWaiting;
             if status == ReadStatus::Closed {
                 c.dead = true;
             }
             let link = c.link;
             let closing = c.closing.is_some();
+            if let Some(secret) = secret {
+                self.engine.handle(now(), Input::UdpSecret(secret));
+            }
             // A closing connection is only drained: the engine is done with it.
             if !closing {
                 for frame in frames {

@@ -81,6 +81,8 @@ struct Conn {
     /// may still be reading our replies (`nc -N`), so this is not `gone`.
     input_ended: bool,
     gone: bool,
+    /// The engine has this TLS connection's datagram secret.
+    udp_secret_given: bool,
 }
 
 pub struct Driver {
@@ -409,6 +411,7 @@ impl Driver {
                         dirty: false,
                         input_ended: false,
                         gone: false,
+                        udp_secret_given: false,
                     });
                     self.engine.on_connect(now, key, addr);
                     self.fds.accepted();
@@ -625,7 +628,17 @@ impl Driver {
                 // Records read may need answers (handshake, key update, alerts).
                 mark_dirty(&mut self.dirty, key, c);
             }
-            match c.layer.read_chunk(&mut c.stream, &mut c.reader) {
+            let chunk = c.layer.read_chunk(&mut c.stream, &mut c.reader);
+            if !c.udp_secret_given {
+                // The handshake has just finished, and no frame that came
+                // with it has reached the engine yet: the session a LOGIN
+                // among them starts is sealed.
+                if let Some(secret) = c.layer.udp_secret() {
+                    c.udp_secret_given = true;
+                    self.engine.on_transport_secret(key, secret);
+                }
+            }
+            match chunk {
                 Ok(Chunk::Got(n)) => taken += n,
                 Ok(Chunk::Drained) => return,
                 Ok(Chunk::Closed) => {

@@ -19,6 +19,7 @@ use std::io::{self, Read, Write};
 use std::time::Instant;
 
 use crate::netio::{self, Chunk, OutBuffer, ReadStatus, READ_BUDGET};
+use crate::proto::sealed::{UdpSecret, EXPORTER_LABEL, SECRET_LEN};
 use crate::proto::{Frame, LineReader};
 
 /// Plaintext or TLS records rustls may hold per connection.
@@ -77,6 +78,19 @@ impl Layer {
     pub fn tls_conn(&self) -> Option<&rustls::Connection> {
         match self {
             Layer::Tls(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The secret this connection's sealed datagrams are keyed from, once
+    /// its handshake is done: the TLS exporter output (RFC 5705 / RFC 8446
+    /// §7.5) for [`EXPORTER_LABEL`], no context. `None` for plain.
+    pub fn udp_secret(&self) -> Option<UdpSecret> {
+        match self {
+            Layer::Tls(t) if !t.is_handshaking() => t
+                .export_keying_material([0u8; SECRET_LEN], EXPORTER_LABEL, None)
+                .ok()
+                .map(UdpSecret::from_bytes),
             _ => None,
         }
     }

@@ -307,6 +307,8 @@ pub struct Line {
     pub stream: TcpStream,
     reader: BufReader<Box<dyn Read + Send>>,
     writer: Box<dyn Write + Send>,
+    /// The rustls side of a TLS line (for its exported secrets).
+    tls: Option<SharedTls>,
     pub transcript: Vec<String>,
 }
 
@@ -362,6 +364,7 @@ impl Line {
             reader: BufReader::new(Box::new(stream.try_clone().unwrap())),
             writer: Box::new(stream.try_clone().unwrap()),
             stream,
+            tls: None,
             transcript: Vec::new(),
         }
     }
@@ -378,10 +381,22 @@ impl Line {
         ))));
         Line {
             reader: BufReader::new(Box::new(shared.clone())),
-            writer: Box::new(shared),
+            writer: Box::new(shared.clone()),
             stream,
+            tls: Some(shared),
             transcript: Vec::new(),
         }
+    }
+
+    /// What a TLS line's connection exports for sealed datagrams (the
+    /// client's side of the server's `Layer::udp_secret`); `None` if plain.
+    pub fn udp_secret(&self) -> Option<peerline::proto::sealed::UdpSecret> {
+        use peerline::proto::sealed::{UdpSecret, EXPORTER_LABEL, SECRET_LEN};
+        let tls = self.tls.as_ref()?.0.lock().unwrap();
+        tls.conn
+            .export_keying_material([0u8; SECRET_LEN], EXPORTER_LABEL, None)
+            .ok()
+            .map(UdpSecret::from_bytes)
     }
 
     pub fn send(&mut self, line: &str) {
@@ -549,10 +564,24 @@ impl Client {
 
     /// Runs `cmd`, a full client command line (perhaps wrapped in `ip netns exec`).
     pub fn start_cmd(mut cmd: Command) -> Client {
+        Client::spawn(cmd.stderr(Stdio::null()))
+    }
+
+    /// Like `start`, with the client's log (`RUST_LOG=info`) written to `log`.
+    pub fn start_logging(server: &Server, extra: &[&str], log: &Path) -> Client {
+        let file = std::fs::File::create(log).expect("client log file");
+        Client::spawn(
+            Client::command(server)
+                .args(extra)
+                .env("RUST_LOG", "info")
+                .stderr(file),
+        )
+    }
+
+    fn spawn(cmd: &mut Command) -> Client {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .expect("spawn peerline-client");
         Client {

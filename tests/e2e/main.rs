@@ -11,6 +11,7 @@ mod nat;
 mod netns;
 mod p2p;
 mod pin;
+mod sealed;
 mod server;
 mod store;
 mod terminal;
