@@ -723,3 +723,83 @@ pub fn proc_net_tcp(local: SocketAddr, remote: SocketAddr) -> Option<TcpRow> {
         })
     })
 }
+
+/// tcpdump on `lo`, writing the capture to its stdout (a file in our 0700
+/// temp dir is out of its reach once it drops privileges); stopped by pid.
+pub struct Capture {
+    child: Child,
+    bytes: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl Capture {
+    /// Starts capturing what matches `filter` (a pcap filter, e.g. `port
+    /// 4400`); `None`, saying why, when this cannot capture: not root, or
+    /// no tcpdump (the Debian package tcpdump).
+    pub fn start(filter: &str) -> Option<Capture> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP capture test: capturing on lo needs root");
+            return None;
+        }
+        let mut child = match Command::new("tcpdump")
+            .args(["-i", "lo", "--immediate-mode", "-U", "-s", "0", "-w", "-"])
+            .args(filter.split(' '))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "SKIP capture test: cannot run tcpdump ({e}); \
+                     the Debian package tcpdump provides it"
+                );
+                return None;
+            }
+        };
+        let mut out = child.stdout.take().unwrap();
+        let (tx, bytes) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut out, &mut all);
+            let _ = tx.send(all);
+        });
+        // tcpdump says "listening on lo" on stderr once it captures.
+        let err = child.stderr.take().unwrap();
+        let (tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if l.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut cap = Capture { child, bytes };
+        if ready.recv_timeout(Duration::from_secs(10)).is_err() {
+            let _ = cap.child.kill();
+            panic!("tcpdump never started listening");
+        }
+        Some(cap)
+    }
+
+    /// Stops the capture and returns what it caught (pcap format).
+    pub fn finish(mut self) -> Vec<u8> {
+        // Let the last packets reach tcpdump (immediate mode: no ring-buffer
+        // timeout holds them back), then stop it; it flushes on SIGTERM.
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: a plain kill(2) of the child we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        wait_exit_or_kill(&mut self.child, Duration::from_secs(5));
+        self.bytes
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the capture")
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,12 +6,11 @@
 //! UDP side is a plain socket sealing with `proto::sealed`, the client's code.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use peerline::proto::sealed::{self, Channel, Role, UdpSecret, MARKER, MIN_REGISTER};
 
-use crate::harness::{Client, Line, Server};
+use crate::harness::{Capture, Client, Line, Server};
 
 /// A client's UDP socket for a sealed session.
 struct SealedUdp {
@@ -300,84 +299,6 @@ fn a_forged_source_gets_no_more_bytes_back_than_it_sent_for_a_tls_session() {
 
 // ---- what a capture of the loopback interface shows ----------------------------------
 
-/// tcpdump on `lo`, writing the capture to its stdout (a file in our 0700
-/// temp dir is out of its reach once it drops privileges); stopped by pid.
-struct Capture {
-    child: Child,
-    bytes: std::sync::mpsc::Receiver<Vec<u8>>,
-}
-
-impl Capture {
-    /// `None` (and a note why) when this cannot capture: not root, no tcpdump.
-    fn start(port: u16) -> Option<Capture> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP capture test: capturing on lo needs root");
-            return None;
-        }
-        let mut child = match Command::new("tcpdump")
-            .args(["-i", "lo", "--immediate-mode", "-U", "-s", "0", "-w", "-"])
-            .arg(format!("port {port}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!(
-                    "SKIP capture test: cannot run tcpdump ({e}); \
-                     the Debian package tcpdump provides it"
-                );
-                return None;
-            }
-        };
-        let mut out = child.stdout.take().unwrap();
-        let (tx, bytes) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut all = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut out, &mut all);
-            let _ = tx.send(all);
-        });
-        // tcpdump says "listening on lo" on stderr once it captures.
-        let err = child.stderr.take().unwrap();
-        let (tx, ready) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                if l.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let mut cap = Capture { child, bytes };
-        if ready.recv_timeout(Duration::from_secs(10)).is_err() {
-            let _ = cap.child.kill();
-            panic!("tcpdump never started listening");
-        }
-        Some(cap)
-    }
-
-    /// Stops the capture and returns what it caught (pcap format).
-    fn finish(mut self) -> Vec<u8> {
-        // Let the last packets reach tcpdump (immediate mode: no ring-buffer
-        // timeout holds them back), then stop it; it flushes on SIGTERM.
-        std::thread::sleep(Duration::from_millis(300));
-        // SAFETY: a plain kill(2) of the child we started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        crate::harness::wait_exit_or_kill(&mut self.child, Duration::from_secs(5));
-        self.bytes
-            .recv_timeout(Duration::from_secs(5))
-            .expect("the capture")
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
@@ -386,7 +307,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn a_capture_of_a_tls_session_shows_neither_its_token_nor_its_broadcasts() {
     let server = Server::start(&[]);
-    let Some(cap) = Capture::start(server.udp.port()) else {
+    let Some(cap) = Capture::start(&format!("port {}", server.udp.port())) else {
         return;
     };
     let (mut alice, _, _) = tls_login(&server, "alice");

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::harness::{wait_exit_or_kill, Line, Server, SERVER_BIN, WAIT};
+use super::harness::{wait_exit_or_kill, Capture, Line, Server, SERVER_BIN, WAIT};
 
 /// Whether `program` can be run at all (a test needing it skips otherwise).
 fn have(program: &str) -> bool {
@@ -354,44 +354,10 @@ fn plaintext_passwords_from_a_non_loopback_address_need_tls() {
 
 #[test]
 fn a_capture_of_a_tls_session_shows_no_password_or_token() {
-    if !is_root() || !have("tcpdump") {
-        println!("SKIPPED: needs root and tcpdump (apt-get install tcpdump) to capture loopback");
-        return;
-    }
     let server = Server::start(&[]);
-    let tmp = tempfile::tempdir().unwrap();
-    let pcap = tmp.path().join("lo.pcap");
-    let port = server.tcp.port().to_string();
-    let mut dump = Command::new("tcpdump")
-        .args([
-            "-i",
-            "lo",
-            "--immediate-mode",
-            "-U",
-            "-s",
-            "0",
-            "-Z",
-            "root",
-            "-w",
-        ])
-        .arg(&pcap)
-        .args(["tcp", "port", &port])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // tcpdump says "listening on lo" once it captures.
-    let mut err = dump.stderr.take().unwrap();
-    let mut said = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while !String::from_utf8_lossy(&said).contains("listening on") {
-        let mut b = [0u8; 256];
-        match err.read(&mut b) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => said.extend_from_slice(&b[..n]),
-        }
-        assert!(Instant::now() < deadline, "tcpdump did not start");
-    }
+    let Some(cap) = Capture::start(&format!("tcp port {}", server.tcp.port())) else {
+        return;
+    };
     // A TLS session with a distinctive password, and a plaintext one as the
     // control that proves the capture sees the payloads at all.
     let secret = "Tls-Secret-Pw-7319";
@@ -402,11 +368,7 @@ fn a_capture_of_a_tls_session_shows_no_password_or_token() {
     tls.cmd_ok("BROADCAST visible-only-in-tls");
     let mut plain = server.connect();
     plain.cmd_ok("SIGNUP gina Plain-Control-Pw Plain-Control-Pw");
-    std::thread::sleep(Duration::from_millis(300));
-    // SIGINT (ours, by PID) makes tcpdump write out what it has.
-    unsafe { libc::kill(dump.id() as i32, libc::SIGINT) };
-    let _ = wait_exit_or_kill(&mut dump, WAIT);
-    let bytes = std::fs::read(&pcap).unwrap();
+    let bytes = cap.finish();
     let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(
         has("Plain-Control-Pw"),
