@@ -8,6 +8,7 @@ use super::accounts::UserIdx;
 use super::broadcast::BroadcastRecord;
 use super::engine::{Busy, ConnId, Engine, KdfJob, Output, Purpose, Timer};
 use super::kdf::{self, Pbkdf2};
+use super::limits::{self, Refusal, Source};
 use crate::proto::{Command, ErrorCode, Event, Frame, OkReply, ServerLine};
 
 impl Engine {
@@ -40,14 +41,14 @@ impl Engine {
                     password_again,
                 },
                 _,
-            ) => self.signup(conn, user, password, password_again),
+            ) => self.signup(now, conn, user, password, password_again),
             (
                 Command::Login {
                     user: name,
                     password,
                 },
                 current,
-            ) => self.login(conn, current, name, password),
+            ) => self.login(now, conn, current, name, password),
             (Command::Ping, _) => self.line(conn, ServerLine::Ok(OkReply::Ping)),
             (Command::Quit, _) => {
                 self.line(conn, ServerLine::Ok(OkReply::Quit));
@@ -72,12 +73,28 @@ impl Engine {
         }
     }
 
-    fn signup(&mut self, conn: ConnId, name: String, password: String, again: String) {
+    fn signup(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        name: String,
+        password: String,
+        again: String,
+    ) {
+        if !self.cfg.signup_open {
+            return self.line(conn, ServerLine::err(ErrorCode::SignupClosed));
+        }
         if password != again {
             return self.line(conn, ServerLine::err(ErrorCode::PasswordMismatch));
         }
         if self.name_taken(&name) {
             return self.line(conn, ServerLine::err(ErrorCode::UserExists));
+        }
+        // Counted before hashing: a refused signup costs the server nothing.
+        let src = self.source_of(conn);
+        if let Err(wait) = self.signups.take(now, src) {
+            let text = "too many signups from your address";
+            return self.rate_limited(conn, wait, text);
         }
         let salt = kdf::random_salt();
         let iterations = self.cfg.kdf_iterations;
@@ -125,10 +142,42 @@ impl Engine {
             || self.pending_signups.contains(&name.to_ascii_lowercase())
     }
 
-    fn login(&mut self, conn: ConnId, current: Option<UserIdx>, name: String, password: String) {
+    fn source_of(&self, conn: ConnId) -> Source {
+        let ip = self.conns.get(&conn).map(|c| c.addr.ip());
+        Source::of(ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()))
+    }
+
+    /// `ERR rate-limited retry-after=<seconds> <text>`.
+    pub(super) fn rate_limited(&mut self, conn: ConnId, wait: std::time::Duration, text: &str) {
+        self.stats.rate_limited += 1;
+        let secs = limits::retry_secs(wait);
+        self.line(
+            conn,
+            ServerLine::err_with(ErrorCode::RateLimited, format!("retry-after={secs} {text}")),
+        );
+    }
+
+    fn login(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        current: Option<UserIdx>,
+        name: String,
+        password: String,
+    ) {
         let account = self.accounts.find(&name);
         if current.is_some() && current != account {
             return self.line(conn, ServerLine::err(ErrorCode::AlreadyLoggedIn));
+        }
+        // Refused before hashing, so guessing past the limit costs no hash.
+        let src = self.source_of(conn);
+        if let Err(refusal) = self.guesses.begin(now, src, &name) {
+            log::debug!("login for {name:?} from {src} refused: {refusal:?}");
+            let text = match refusal {
+                Refusal::Source(_) => "too many wrong passwords from your address",
+                Refusal::Account(_) => "too many wrong passwords for this account",
+            };
+            return self.rate_limited(conn, refusal.retry_after(), text);
         }
         let stored = account.map_or(&self.dummy, |a| &self.accounts.get(a).password_hash);
         let kdf = Pbkdf2::new(password.as_bytes(), &stored.salt, stored.iterations);
@@ -244,13 +293,23 @@ impl Engine {
                     );
                 }
                 let current = self.conns.get(&conn).and_then(|c| c.user);
+                let src = self.source_of(conn);
                 if good.is_some() {
                     self.stats.logins_ok += 1;
+                    self.guesses.right(now, src, &typed);
                 }
                 let reply = match good {
                     None => {
                         self.stats.logins_failed += 1;
-                        log::info!("failed login for {typed:?} (conn {conn})");
+                        self.guesses.wrong(now, src);
+                        // One line per wrong password, for fail2ban
+                        // (tools/fail2ban/filter.d/peerline.conf parses it).
+                        let ip = self.conns.get(&conn).map(|c| c.addr.ip().to_canonical());
+                        log::warn!(
+                            "failed login for user {} from {} (conn {conn})",
+                            limits::sanitize_for_log(&typed),
+                            ip.map_or_else(|| "?".to_owned(), |ip| ip.to_string()),
+                        );
                         self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
                         // A failed answer to REAUTH after the grace period ends the session.
                         if let Some(u) = current {
@@ -427,6 +486,9 @@ impl Engine {
     }
 
     fn broadcast(&mut self, now: Instant, conn: ConnId, me: UserIdx, text: String) {
+        if let Err(wait) = self.broadcasts_sent.take(now, me) {
+            return self.rate_limited(conn, wait, "too many broadcasts; slow down");
+        }
         let created_ms = self.unix_ms(now);
         // Round the expiry up to the next whole second: rounding down (as in
         // `created_unix + ttl_secs`) cut the TTL short by up to a second, so a

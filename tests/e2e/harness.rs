@@ -18,6 +18,13 @@ use peerline::listening;
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_peerline-server");
 pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_peerline-client");
 
+/// Limits the harness turns off unless a test passes the flag itself.
+pub const TEST_LIMITS: [(&str, &str); 3] = [
+    ("--max-per-ip", "0"),
+    ("--signup-rate", "0"),
+    ("--broadcast-rate", "0"),
+];
+
 /// Default bound for one expected line.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -68,6 +75,13 @@ impl Server {
             "--kdf-iterations".into(),
             "1000".into(),
         ];
+        // Every test connects from 127.0.0.1 and most sign up several users:
+        // the abuse limits are off unless the test sets them itself.
+        for (flag, value) in TEST_LIMITS {
+            if !extra.contains(&flag) {
+                args.extend([flag.to_string(), value.to_string()]);
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         Server::spawn(&args, dir, env)
     }
