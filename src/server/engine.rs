@@ -281,7 +281,7 @@ pub struct Engine {
     pub(super) signups: Throttle<Source>,
     pub(super) broadcasts_sent: Throttle<UserIdx>,
     /// Broadcasts being handed to online recipients: (id, next user index).
-    pub(super) fanout: VecDeque<(u64, u32)>,
+    pub(super) fanout: VecDeque<super::delivery::Fanout>,
     /// Who watches whose presence (`WATCH`), see `presence.rs`.
     pub(super) presence: super::presence::Presence,
     pub(super) timers: crate::server::timers::Timers<Timer>,

@@ -332,3 +332,69 @@ fn hashing_is_shared_per_source_so_a_hundred_guessers_cannot_delay_a_login() {
     assert!(sim.engine.has_work());
     assert_eq!(sim.lines[&guessers[99]].len(), 1, "only the WELCOME");
 }
+
+#[test]
+fn a_broadcast_costs_the_online_users_not_every_account() {
+    use crate::server::accounts::{UserRecord, UserRow};
+    use crate::server::kdf::PasswordHash;
+    // 200,000 accounts made earlier (offline), then two users online.
+    let n = 200_000u32;
+    let users: Vec<UserRow> = (1..=n)
+        .map(|i| {
+            UserRow::Put(UserRecord {
+                seq: crate::server::accounts::UserIdx(i),
+                username: format!("old{i}"),
+                password_hash: PasswordHash {
+                    iterations: 1,
+                    salt: [0; 16],
+                    hash: [0; 32],
+                },
+                created_unix: 0,
+                enabled: true,
+            })
+        })
+        .collect();
+    let mut sim = Sim::with_store(cfg(), users, vec![], vec![]);
+    let (a, _) = sim.login_new("alice");
+    let (_b, _) = sim.login_new("bob");
+    let (carol, _) = sim.login_new("carol");
+    sim.engine.on_disconnect(sim.now, carol);
+    sim.advance(secs(4));
+    sim.lines.clear();
+    sim.engine
+        .on_frame(sim.now, a, Frame::Line("BROADCAST hello".into()));
+    // One turn finishes the whole fan-out: it visits the 2 online users, not
+    // 200,002 accounts (that took 391 turns of FANOUT_BATCH).
+    let mut turns = 0;
+    let mut reply = None;
+    loop {
+        turns += 1;
+        sim.engine.on_timeout(sim.now);
+        while let Some(o) = sim.engine.poll_output() {
+            match o {
+                Output::Line { conn, line } if conn == a => reply = Some(line),
+                Output::StoreBroadcast { conn, record } => {
+                    sim.engine.broadcast_stored(sim.now, conn, record, true)
+                }
+                _ => {}
+            }
+        }
+        if !sim.engine.has_work() {
+            break;
+        }
+        assert!(turns < 5, "fan-out still running after {turns} turns");
+    }
+    let reply = reply.expect("OK BROADCAST");
+    // bob is reached now; the 200,000 old accounts and carol are pending.
+    assert!(
+        reply.starts_with("OK BROADCAST 1 reached=1 pending=200001 "),
+        "{reply}"
+    );
+    // An offline account of the audience still gets it at login.
+    let c = sim.connect();
+    sim.send(c, "LOGIN carol pw");
+    assert!(sim.expect_line(c).starts_with("OK LOGIN carol "));
+    sim.advance(secs(4));
+    let got = sim.expect_line(c);
+    assert!(got.starts_with("EVENT BROADCAST 1 alice "), "{got}");
+}
