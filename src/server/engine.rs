@@ -630,6 +630,11 @@ impl Engine {
     pub fn set_config(&mut self, cfg: EngineConfig) {
         // Unknown-user logins must keep costing what a real one costs.
         self.dummy.iterations = cfg.kdf_iterations;
+        // The other limits read `cfg` where they apply; these two keep state.
+        self.signups
+            .set_rate(Rate::at_most(cfg.signup_rate, Duration::from_secs(3600)));
+        self.broadcasts_sent
+            .set_rate(Rate::at_most(cfg.broadcast_rate, Duration::from_secs(60)));
         self.cfg = cfg;
     }
 

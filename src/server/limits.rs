@@ -335,6 +335,11 @@ impl<K: Hash + Eq + Copy> Throttle<K> {
         }
     }
 
+    /// A new rate (a configuration reload); records already kept stay.
+    pub fn set_rate(&mut self, rate: Option<Rate>) {
+        self.rate = rate;
+    }
+
     /// Counts one event for `k`, or `Err(retry_after)` (not counted).
     pub fn take(&mut self, now: Instant, k: K) -> Result<(), Duration> {
         let Some(rate) = self.rate else {

@@ -398,3 +398,34 @@ fn a_broadcast_costs_the_online_users_not_every_account() {
     let got = sim.expect_line(c);
     assert!(got.starts_with("EVENT BROADCAST 1 alice "), "{got}");
 }
+
+#[test]
+fn a_configuration_reload_changes_the_limits_at_once() {
+    let mut sim = Sim::new(EngineConfig {
+        signup_rate: 4,
+        ..cfg()
+    });
+    let c = sim.connect_from("10.0.0.1");
+    welcomed(&mut sim, c);
+    sim.send(c, "SIGNUP a1 pw pw");
+    assert_eq!(sim.expect_line(c), "OK SIGNUP a1");
+    sim.send(c, "SIGNUP a2 pw pw");
+    assert!(sim.expect_line(c).starts_with("ERR rate-limited "));
+    // SIGHUP with --signup-rate 0: no limit from now on.
+    sim.engine.set_config(EngineConfig {
+        signup_rate: 0,
+        ..cfg()
+    });
+    sim.send(c, "SIGNUP a2 pw pw");
+    assert_eq!(sim.expect_line(c), "OK SIGNUP a2");
+    // Then --signup closed and --max-per-ip 1.
+    sim.engine.set_config(EngineConfig {
+        signup_open: false,
+        max_per_ip: 1,
+        ..cfg()
+    });
+    sim.send(c, "SIGNUP a3 pw pw");
+    assert!(sim.expect_line(c).starts_with("ERR signup-closed "));
+    let d = sim.connect_from("10.0.0.1");
+    closing(&mut sim, d, "per-ip-limit");
+}
