@@ -188,6 +188,8 @@ pub(super) enum Purpose {
     Login {
         account: Option<UserIdx>,
         typed: String,
+        /// The guessing limits were checked as the hash started (see `run_kdf`).
+        begun: bool,
     },
     Signup {
         name: String,
@@ -1077,6 +1079,23 @@ impl Engine {
             let Some(c) = self.conns.get_mut(&conn).filter(|c| c.serial == serial) else {
                 continue;
             };
+            let Some(Busy::Hashing(job)) = c.busy.as_mut() else {
+                continue;
+            };
+            // A LOGIN is checked against the guessing limits again as its hash
+            // starts: this source's earlier hashes have finished by now (one
+            // at a time per source), so their failures count.
+            if let Purpose::Login { typed, begun, .. } = &mut job.purpose {
+                if !*begun {
+                    *begun = true;
+                    if let Err(refusal) = self.guesses.begin(now, src, typed) {
+                        c.busy = None;
+                        let reply = self.guess_refusal(refusal);
+                        self.finish_busy(now, conn, reply);
+                        continue;
+                    }
+                }
+            }
             let Some(Busy::Hashing(job)) = c.busy.as_mut() else {
                 continue;
             };

@@ -149,12 +149,23 @@ impl Engine {
 
     /// `ERR rate-limited retry-after=<seconds> <text>`.
     pub(super) fn rate_limited(&mut self, conn: ConnId, wait: std::time::Duration, text: &str) {
+        let line = self.rate_limited_line(wait, text);
+        self.line(conn, line);
+    }
+
+    fn rate_limited_line(&mut self, wait: std::time::Duration, text: &str) -> ServerLine {
         self.stats.rate_limited += 1;
         let secs = limits::retry_secs(wait);
-        self.line(
-            conn,
-            ServerLine::err_with(ErrorCode::RateLimited, format!("retry-after={secs} {text}")),
-        );
+        ServerLine::err_with(ErrorCode::RateLimited, format!("retry-after={secs} {text}"))
+    }
+
+    /// The reply to a password check the guessing limits refused.
+    pub(super) fn guess_refusal(&mut self, refusal: Refusal) -> ServerLine {
+        let text = match refusal {
+            Refusal::Source(_) => "too many wrong passwords from your address",
+            Refusal::Account(_) => "too many wrong passwords for this account",
+        };
+        self.rate_limited_line(refusal.retry_after(), text)
     }
 
     fn login(
@@ -171,13 +182,10 @@ impl Engine {
         }
         // Refused before hashing, so guessing past the limit costs no hash.
         let src = self.source_of(conn);
-        if let Err(refusal) = self.guesses.begin(now, src, &name) {
+        if let Err(refusal) = self.guesses.check(now, src, &name) {
             log::debug!("login for {name:?} from {src} refused: {refusal:?}");
-            let text = match refusal {
-                Refusal::Source(_) => "too many wrong passwords from your address",
-                Refusal::Account(_) => "too many wrong passwords for this account",
-            };
-            return self.rate_limited(conn, refusal.retry_after(), text);
+            let reply = self.guess_refusal(refusal);
+            return self.line(conn, reply);
         }
         let stored = account.map_or(&self.dummy, |a| &self.accounts.get(a).password_hash);
         let kdf = Pbkdf2::new(password.as_bytes(), &stored.salt, stored.iterations);
@@ -188,6 +196,7 @@ impl Engine {
                 purpose: Purpose::Login {
                     account,
                     typed: name,
+                    begun: false,
                 },
             },
         );
@@ -273,7 +282,7 @@ impl Engine {
                     .insert(conn, super::engine::StoreWait::Passwd);
                 self.push(Output::StoreUser { conn, row });
             }
-            Purpose::Login { account, typed } => {
+            Purpose::Login { account, typed, .. } => {
                 // `try_get`: the account may have been deleted while we hashed.
                 let good = account.filter(|&a| {
                     self.accounts
@@ -296,7 +305,7 @@ impl Engine {
                 let src = self.source_of(conn);
                 if good.is_some() {
                     self.stats.logins_ok += 1;
-                    self.guesses.right(now, src, &typed);
+                    self.guesses.right(now, &typed);
                 }
                 let reply = match good {
                     None => {

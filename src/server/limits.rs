@@ -13,9 +13,14 @@
 //! - A source is an IPv4 address, or an IPv6 /64 (one subscriber's usual
 //!   allocation: counting single IPv6 addresses would let one host use 2^64 of
 //!   them). IPv4-mapped IPv6 addresses count as their IPv4 address.
-//! - A guess is charged *before* it is hashed (and refunded if it was right),
-//!   so hashes in flight count: N connections sending LOGIN at once from one
-//!   address get no more hashes than one connection would.
+//! - A guess is checked when its hash is about to start, not only when it
+//!   arrives: hashes from one source run one at a time (`fair.rs`), so each
+//!   is checked against every earlier failure of that source, and N
+//!   connections sending LOGIN at once from one address get no more hashes
+//!   than one connection would. A right password is never charged to its
+//!   source, so many right logins at once from one address (a NAT) all pass.
+//!   The account's count is charged at the start (hashes of several sources
+//!   run at once) and refunded if the password was right.
 //! - A right password from a source with no failure in the last
 //!   [`RECENT_FAILURE`] is never refused, whatever the account's own count
 //!   says: the per-account limit binds only sources that have failed recently.
@@ -270,25 +275,32 @@ impl Guesses {
             .is_some_and(|t| now < t + RECENT_FAILURE)
     }
 
-    /// Before hashing a password for `name` from `src`: refuse, or charge the
-    /// guess (refund it with [`Guesses::right`] if it was right).
-    pub fn begin(&mut self, now: Instant, src: Source, name: &str) -> Result<(), Refusal> {
+    /// Whether a guess for `name` from `src` would be refused now (nothing
+    /// is charged): the early answer, before the hash is even queued.
+    pub fn check(&self, now: Instant, src: Source, name: &str) -> Result<(), Refusal> {
         let rules = self.rules;
         let tat = self.sources.get(&src).and_then(|r| r.tat);
         rules.per_source.check(tat, now).map_err(Refusal::Source)?;
-        let key = self.account_key(name);
         if self.failed_recently(src, now) {
-            let tat = self.accounts.get(&key).copied().flatten();
+            let tat = self
+                .accounts
+                .get(&self.account_key(name))
+                .copied()
+                .flatten();
             rules
                 .per_account
                 .check(tat, now)
                 .map_err(Refusal::Account)?;
         }
-        let r = self.sources.entry(src, SourceRecord::default, |r| {
-            rules.per_source.is_clear(r.tat, now)
-                && r.last_failure.map_or(true, |t| t + RECENT_FAILURE <= now)
-        });
-        rules.per_source.charge(&mut r.tat, now);
+        Ok(())
+    }
+
+    /// The hash of a password for `name` from `src` is about to start:
+    /// refuse, or charge the account (refunded by [`Guesses::right`]).
+    pub fn begin(&mut self, now: Instant, src: Source, name: &str) -> Result<(), Refusal> {
+        self.check(now, src, name)?;
+        let rules = self.rules;
+        let key = self.account_key(name);
         let a = self
             .accounts
             .entry(key, || None, |t| rules.per_account.is_clear(*t, now));
@@ -296,23 +308,25 @@ impl Guesses {
         Ok(())
     }
 
-    /// The guess begun for `name` from `src` was right: it costs nothing.
-    pub fn right(&mut self, now: Instant, src: Source, name: &str) {
+    /// The guess begun for `name` was right: it costs nothing.
+    pub fn right(&mut self, now: Instant, name: &str) {
         let rules = self.rules;
         let key = self.account_key(name);
-        if let Some(r) = self.sources.map.get_mut(&src) {
-            rules.per_source.refund(&mut r.tat, now);
-        }
         if let Some(a) = self.accounts.map.get_mut(&key) {
             rules.per_account.refund(a, now);
         }
     }
 
-    /// The guess begun for `name` from `src` was wrong (it stays charged).
+    /// The guess begun from `src` was wrong: charged to the source, which
+    /// has now failed recently.
     pub fn wrong(&mut self, now: Instant, src: Source) {
-        if let Some(r) = self.sources.map.get_mut(&src) {
-            r.last_failure = Some(now);
-        }
+        let rules = self.rules;
+        let r = self.sources.entry(src, SourceRecord::default, |r| {
+            rules.per_source.is_clear(r.tat, now)
+                && r.last_failure.map_or(true, |t| t + RECENT_FAILURE <= now)
+        });
+        rules.per_source.charge(&mut r.tat, now);
+        r.last_failure = Some(now);
     }
 
     pub fn tracked(&self) -> (usize, usize) {
@@ -591,7 +605,7 @@ mod tests {
         let src = ip("10.0.0.1");
         for i in 0..100 {
             g.begin(t0 + ms(i), src, "alice").unwrap();
-            g.right(t0 + ms(i), src, "alice");
+            g.right(t0 + ms(i), "alice");
         }
     }
 
@@ -622,7 +636,7 @@ mod tests {
         // A clean address with the right password is never refused.
         let clean = ip("192.0.2.1");
         g.begin(now, clean, "alice").unwrap();
-        g.right(now, clean, "alice");
+        g.right(now, "alice");
         g.begin(now, clean, "alice").unwrap();
     }
 

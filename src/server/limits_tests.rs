@@ -429,3 +429,55 @@ fn a_configuration_reload_changes_the_limits_at_once() {
     let d = sim.connect_from("10.0.0.1");
     closing(&mut sim, d, "per-ip-limit");
 }
+
+/// Connections from one address, each with `line` sent at the same moment
+/// (straight to the engine, nothing settled in between); their replies.
+fn at_once_from(sim: &mut Sim, ip: &str, n: usize, line: &str) -> Vec<String> {
+    let conns: Vec<ConnId> = (0..n)
+        .map(|_| {
+            let c = sim.next_conn;
+            sim.next_conn += 1;
+            let addr = SocketAddr::new(ip.parse().unwrap(), 2000 + c as u16);
+            sim.engine.on_connect(sim.now, c, addr);
+            sim.engine.on_frame(sim.now, c, Frame::Line(line.into()));
+            c
+        })
+        .collect();
+    sim.settle();
+    conns
+        .into_iter()
+        .map(|c| {
+            let l = sim.expect_line(c);
+            assert!(l.starts_with("EVENT WELCOME"), "{l}");
+            sim.expect_line(c)
+        })
+        .collect()
+}
+
+#[test]
+fn many_right_logins_at_once_from_one_address_all_pass() {
+    let mut sim = guess_sim();
+    // Twenty people behind one NAT address log in at the same moment.
+    let replies = at_once_from(&mut sim, "10.0.5.1", 20, "LOGIN alice pw");
+    assert!(
+        replies.iter().all(|r| r.starts_with("OK LOGIN alice ")),
+        "{replies:#?}"
+    );
+}
+
+#[test]
+fn wrong_guesses_sent_at_once_from_one_address_get_no_more_hashes() {
+    let mut sim = guess_sim();
+    let replies = at_once_from(&mut sim, "10.0.5.2", 16, "LOGIN alice nope");
+    let checked = replies
+        .iter()
+        .filter(|r| r.starts_with("ERR bad-credentials"))
+        .count();
+    let refused = replies
+        .iter()
+        .filter(|r| r.starts_with("ERR rate-limited "))
+        .count();
+    // The source's burst of 4, checked one hash at a time; the rest refused
+    // as their hash was about to start.
+    assert_eq!((checked, refused), (4, 12), "{replies:#?}");
+}
