@@ -179,6 +179,10 @@ pub(super) enum Busy {
 pub(super) struct KdfJob {
     pub kdf: Pbkdf2,
     pub purpose: Purpose,
+    /// A password check (LOGIN, PASSWD's old password) for this account
+    /// name: the guessing limits are checked again as the hash starts (see
+    /// `run_kdf`), then this is cleared.
+    pub guess: Option<String>,
 }
 
 #[derive(Debug)]
@@ -188,8 +192,6 @@ pub(super) enum Purpose {
     Login {
         account: Option<UserIdx>,
         typed: String,
-        /// The guessing limits were checked as the hash started (see `run_kdf`).
-        begun: bool,
     },
     Signup {
         name: String,
@@ -1085,15 +1087,12 @@ impl Engine {
             // A LOGIN is checked against the guessing limits again as its hash
             // starts: this source's earlier hashes have finished by now (one
             // at a time per source), so their failures count.
-            if let Purpose::Login { typed, begun, .. } = &mut job.purpose {
-                if !*begun {
-                    *begun = true;
-                    if let Err(refusal) = self.guesses.begin(now, src, typed) {
-                        c.busy = None;
-                        let reply = self.guess_refusal(refusal);
-                        self.finish_busy(now, conn, reply);
-                        continue;
-                    }
+            if let Some(name) = job.guess.take() {
+                if let Err(refusal) = self.guesses.begin(now, src, &name) {
+                    c.busy = None;
+                    let reply = self.guess_refusal(refusal);
+                    self.finish_busy(now, conn, reply);
+                    continue;
                 }
             }
             let Some(Busy::Hashing(job)) = c.busy.as_mut() else {

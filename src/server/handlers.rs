@@ -68,7 +68,7 @@ impl Engine {
                     new_again,
                 },
                 Some(me),
-            ) => self.passwd(conn, me, old, new, new_again),
+            ) => self.passwd(now, conn, me, old, new, new_again),
             (Command::Watch { changes }, Some(me)) => self.watch(conn, me, &changes),
         }
     }
@@ -108,15 +108,31 @@ impl Engine {
                     salt,
                     iterations,
                 },
+                guess: None,
             },
         );
     }
 
     /// PASSWD: the old password is checked with the same sliced KDF as a
     /// LOGIN (same cost, same `bad-credentials`), then the new one is hashed.
-    fn passwd(&mut self, conn: ConnId, me: UserIdx, old: String, new: String, again: String) {
+    fn passwd(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        me: UserIdx,
+        old: String,
+        new: String,
+        again: String,
+    ) {
         if new != again {
             return self.line(conn, ServerLine::err(ErrorCode::PasswordMismatch));
+        }
+        // The old password is a password check like LOGIN's: same limits.
+        let name = self.accounts.name(me).to_owned();
+        let src = self.source_of(conn);
+        if let Err(refusal) = self.guesses.check(now, src, &name) {
+            let reply = self.guess_refusal(refusal);
+            return self.line(conn, reply);
         }
         let stored = &self.accounts.get(me).password_hash;
         let check = Pbkdf2::new(old.as_bytes(), &stored.salt, stored.iterations);
@@ -133,6 +149,7 @@ impl Engine {
                     salt,
                     iterations,
                 },
+                guess: Some(name),
             },
         );
     }
@@ -145,6 +162,15 @@ impl Engine {
     fn source_of(&self, conn: ConnId) -> Source {
         let ip = self.conns.get(&conn).map(|c| c.addr.ip());
         Source::of(ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()))
+    }
+
+    /// A connection's address for a log line, canonical (`203.0.113.5`,
+    /// never `::ffff:203.0.113.5`), as fail2ban must see it.
+    fn ip_for_log(&self, conn: ConnId) -> String {
+        self.conns.get(&conn).map_or_else(
+            || "?".to_owned(),
+            |c| c.addr.ip().to_canonical().to_string(),
+        )
     }
 
     /// `ERR rate-limited retry-after=<seconds> <text>`.
@@ -195,9 +221,9 @@ impl Engine {
                 kdf,
                 purpose: Purpose::Login {
                     account,
-                    typed: name,
-                    begun: false,
+                    typed: name.clone(),
                 },
+                guess: Some(name),
             },
         );
     }
@@ -243,10 +269,22 @@ impl Engine {
                     .accounts
                     .try_get(account)
                     .is_some_and(|u| u.password_hash.matches(&derived));
+                let name = self
+                    .accounts
+                    .try_get(account)
+                    .map_or_else(String::new, |u| u.username.clone());
+                let src = self.source_of(conn);
                 if !good {
-                    log::warn!("failed PASSWD for conn {conn}: wrong old password");
+                    self.guesses.wrong(now, src);
+                    // The same one line as a failed LOGIN, for fail2ban.
+                    log::warn!(
+                        "failed PASSWD for user {} from {} (conn {conn}): wrong old password",
+                        limits::sanitize_for_log(&name),
+                        self.ip_for_log(conn),
+                    );
                     return self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
                 }
+                self.guesses.right(now, &name);
                 self.start_hash(
                     conn,
                     KdfJob {
@@ -256,6 +294,7 @@ impl Engine {
                             salt,
                             iterations,
                         },
+                        guess: None,
                     },
                 );
             }
@@ -313,11 +352,10 @@ impl Engine {
                         self.guesses.wrong(now, src);
                         // One line per wrong password, for fail2ban
                         // (tools/fail2ban/filter.d/peerline.conf parses it).
-                        let ip = self.conns.get(&conn).map(|c| c.addr.ip().to_canonical());
                         log::warn!(
                             "failed login for user {} from {} (conn {conn})",
                             limits::sanitize_for_log(&typed),
-                            ip.map_or_else(|| "?".to_owned(), |ip| ip.to_string()),
+                            self.ip_for_log(conn),
                         );
                         self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
                         // A failed answer to REAUTH after the grace period ends the session.

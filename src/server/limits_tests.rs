@@ -481,3 +481,28 @@ fn wrong_guesses_sent_at_once_from_one_address_get_no_more_hashes() {
     // as their hash was about to start.
     assert_eq!((checked, refused), (4, 12), "{replies:#?}");
 }
+
+#[test]
+fn passwd_counts_as_a_password_check() {
+    let mut sim = guess_sim();
+    let c = sim.connect_from("10.0.6.1");
+    welcomed(&mut sim, c);
+    sim.send(c, "LOGIN alice pw");
+    assert!(sim.expect_line(c).starts_with("OK LOGIN alice "));
+    for _ in 0..4 {
+        sim.send(c, "PASSWD wrong new new");
+        assert!(sim.expect_line(c).starts_with("ERR bad-credentials"));
+    }
+    // Past the source's burst: refused, and no hash queued for it.
+    sim.engine
+        .on_frame(sim.now, c, Frame::Line("PASSWD pw new new".into()));
+    assert!(!sim.engine.has_work(), "a refused PASSWD was hashed");
+    sim.settle();
+    let l = sim.expect_line(c);
+    assert!(l.starts_with("ERR rate-limited retry-after="), "{l}");
+    // A LOGIN from the same address is refused too: one count per source.
+    let d = sim.connect_from("10.0.6.1");
+    welcomed(&mut sim, d);
+    sim.send(d, "LOGIN alice pw");
+    assert!(sim.expect_line(d).starts_with("ERR rate-limited "));
+}

@@ -305,16 +305,14 @@ fn fail2ban_filter_matches_a_real_server_log() {
     }
     // An unknown user is logged the same way.
     connect_from(&server, "127.0.14.2").cmd_err("LOGIN nobody.here wrong", "bad-credentials");
-    // A right password is not a failure.
-    connect_from(&server, "127.0.14.3").cmd_ok("LOGIN mallory pw");
+    // A right password is not a failure; a wrong old password in PASSWD is.
+    let mut m = connect_from(&server, "127.0.14.3");
+    m.cmd_ok("LOGIN mallory pw");
+    m.cmd_err("PASSWD wrong new-pw new-pw", "bad-credentials");
     let mut log = Vec::new();
     let deadline = Instant::now() + WAIT;
-    while log
-        .iter()
-        .filter(|l: &&String| l.contains("failed login"))
-        .count()
-        < 4
-    {
+    let failed_line = |l: &&String| l.contains(" failed login ") || l.contains(" failed PASSWD ");
+    while log.iter().filter(failed_line).count() < 5 {
         assert!(
             Instant::now() < deadline,
             "warn lines missing:\n{}",
@@ -323,12 +321,12 @@ fn fail2ban_filter_matches_a_real_server_log() {
         log.extend(server.log_lines());
         thread::sleep(Duration::from_millis(50));
     }
-    let failed: Vec<&String> = log.iter().filter(|l| l.contains("failed login")).collect();
+    let failed: Vec<&String> = log.iter().filter(failed_line).collect();
     assert!(
-        failed.iter().all(
-            |l| l.contains(" WARN ") && l.contains("user mallory from 127.0.14.1")
+        failed.iter().all(|l| l.contains(" WARN ")
+            && (l.contains("user mallory from 127.0.14.1")
                 || l.contains("user nobody.here from 127.0.14.2")
-        ),
+                || l.contains("PASSWD for user mallory from 127.0.14.3"))),
         "{failed:#?}"
     );
     let Some(ips) = fail2ban_ips(&log) else {
@@ -336,7 +334,13 @@ fn fail2ban_filter_matches_a_real_server_log() {
     };
     assert_eq!(
         ips,
-        ["127.0.14.1", "127.0.14.1", "127.0.14.1", "127.0.14.2"],
+        [
+            "127.0.14.1",
+            "127.0.14.1",
+            "127.0.14.1",
+            "127.0.14.2",
+            "127.0.14.3"
+        ],
         "fail2ban-regex -o ip on:\n{}",
         log.join("\n")
     );
