@@ -75,6 +75,10 @@ error_codes! {
         "You are watching as many users as allowed (100); /unwatch some first.";
     Busy => "busy", "too many logins in progress; try again shortly",
         "The server is busy; try again in a moment.";
+    RateLimited => "rate-limited", "retry-after=1 too many attempts; wait",
+        "Too many attempts; wait a moment and try again.";
+    SignupClosed => "signup-closed", "this server does not take signups; ask its administrator for an account",
+        "This server does not take signups; ask its administrator for an account.";
     Internal => "internal", "the server could not save that; try again",
         "The server hit an internal error; try again.";
     BadToken => "bad-token", "unknown, used or expired token",

@@ -18,6 +18,8 @@ pub enum CloseReason {
     Shutdown,
     /// The administrator deleted or disabled the account.
     Removed,
+    /// Too many connections from one address (`--max-per-ip`).
+    PerIpLimit,
 }
 
 impl CloseReason {
@@ -30,6 +32,7 @@ impl CloseReason {
             CloseReason::SlowReader => "slow-reader",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Removed => "removed",
+            CloseReason::PerIpLimit => "per-ip-limit",
         }
     }
 
@@ -42,6 +45,7 @@ impl CloseReason {
             CloseReason::SlowReader,
             CloseReason::Shutdown,
             CloseReason::Removed,
+            CloseReason::PerIpLimit,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)

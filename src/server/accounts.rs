@@ -150,6 +150,14 @@ impl Accounts {
         &self.get(idx).username
     }
 
+    /// Live accounts with a sequence number below `bound`, counted from the
+    /// top: it costs the accounts made since `bound` was taken (a broadcast's
+    /// audience bound is taken just before), not every account ever made.
+    pub fn count_below(&self, bound: UserIdx) -> usize {
+        let from = (bound.0 as usize).min(self.list.len());
+        self.live - self.list[from..].iter().flatten().count()
+    }
+
     /// Live accounts in sequence order.
     pub fn iter(&self) -> impl Iterator<Item = &UserRecord> {
         self.list.iter().flatten()

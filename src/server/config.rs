@@ -22,7 +22,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use super::engine::EngineConfig;
+use super::engine::{self, EngineConfig};
 use super::kdf;
 use super::tls::{PlaintextPolicy, TlsPaths};
 use crate::duration::parse_duration;
@@ -117,6 +117,27 @@ struct ServerArgs {
     #[arg(long, global = true, env = "PEERLINE_PLAINTEXT", default_value = "loopback",
           value_parser = PlaintextPolicy::parse)]
     plaintext: PlaintextPolicy,
+    /// Open connections per source address (IPv6: per /64) beyond this get EVENT CLOSING per-ip-limit; 0 = no limit
+    #[arg(long, global = true, env = "PEERLINE_MAX_PER_IP", default_value_t = engine::DEFAULT_MAX_PER_IP)]
+    max_per_ip: u32,
+    /// A connection that has not logged in this long after connecting is closed, however busy it keeps itself
+    #[arg(long, global = true, env = "PEERLINE_LOGIN_TIMEOUT", default_value = "2m", value_parser = parse_timer)]
+    login_timeout: Duration,
+    /// open: anyone may SIGNUP; closed: SIGNUP gets ERR signup-closed (accounts come from `user add`)
+    #[arg(long, global = true, env = "PEERLINE_SIGNUP", value_enum, default_value_t = Signup::Open)]
+    signup: Signup,
+    /// Signups per source address per hour; 0 = no limit
+    #[arg(long, global = true, env = "PEERLINE_SIGNUP_RATE", default_value_t = engine::DEFAULT_SIGNUP_RATE)]
+    signup_rate: u32,
+    /// Broadcasts per user per minute; 0 = no limit
+    #[arg(long, global = true, env = "PEERLINE_BROADCAST_RATE", default_value_t = engine::DEFAULT_BROADCAST_RATE)]
+    broadcast_rate: u32,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Signup {
+    Open,
+    Closed,
 }
 
 #[derive(Parser, Debug)]
@@ -395,6 +416,11 @@ impl Config {
                 kdf_iterations: s.kdf_iterations,
                 welcome: s.welcome,
                 plaintext: s.plaintext,
+                max_per_ip: s.max_per_ip,
+                login_timeout: s.login_timeout,
+                signup_open: s.signup == Signup::Open,
+                signup_rate: s.signup_rate,
+                broadcast_rate: s.broadcast_rate,
                 ..EngineConfig::default()
             },
             sources,
@@ -483,6 +509,14 @@ impl Config {
                 toml::Value::String(self.tls.key.display().to_string()).to_string(),
             ),
             ("plaintext", format!("\"{}\"", e.plaintext.as_str())),
+            ("max-per-ip", e.max_per_ip.to_string()),
+            ("login-timeout", dur(e.login_timeout)),
+            (
+                "signup",
+                format!("\"{}\"", if e.signup_open { "open" } else { "closed" }),
+            ),
+            ("signup-rate", e.signup_rate.to_string()),
+            ("broadcast-rate", e.broadcast_rate.to_string()),
         ];
         let mut out = String::new();
         if let Some(f) = &self.config_file {
@@ -627,6 +661,11 @@ mod tests {
         assert_eq!(c.engine.reauth_grace, Duration::from_secs(120));
         assert_eq!(c.engine.max_clients, 10_000);
         assert_eq!(c.engine.welcome, DEFAULT_WELCOME);
+        assert_eq!(c.engine.max_per_ip, 16);
+        assert_eq!(c.engine.login_timeout, Duration::from_secs(120));
+        assert!(c.engine.signup_open);
+        assert_eq!(c.engine.signup_rate, 5);
+        assert_eq!(c.engine.broadcast_rate, 30);
         assert_eq!(parse(&["s"]).unwrap().1, Command::Run);
         assert_eq!(c.engine.plaintext, PlaintextPolicy::Loopback);
         assert_eq!(c.tls.cert, PathBuf::from("./peerline-data/tls-cert.pem"));
@@ -648,6 +687,11 @@ mod tests {
         let c = cfg(&["s", "--session-ttl", "90s", "--reauth-grace", "2"]);
         assert_eq!(c.engine.session_ttl, Duration::from_secs(90));
         assert_eq!(c.engine.reauth_grace, Duration::from_secs(2));
+        bad(&["s", "--signup", "maybe"]);
+        bad(&["s", "--login-timeout", "0"]);
+        let c = cfg(&["s", "--signup", "closed", "--max-per-ip", "0"]);
+        assert!(!c.engine.signup_open);
+        assert_eq!(c.engine.max_per_ip, 0);
     }
 
     /// Defect 10 of issue 10: these were accepted and panicked or made the

@@ -30,6 +30,15 @@ use crate::proto::{ClientDatagram, Event, OkReply, ServerDatagram, ServerLine, U
 /// (mosquitto's `max_inflight_messages`, 20 by default).
 pub const UDP_WINDOW: usize = 16;
 
+/// A broadcast being handed to the users who were online when it was made,
+/// `FANOUT_BATCH` per loop turn.
+#[derive(Debug)]
+pub(super) struct Fanout {
+    pub id: u64,
+    pub recipients: Vec<UserIdx>,
+    pub next: usize,
+}
+
 /// A session's unacknowledged UDP deliveries: (broadcast id, datagrams sent).
 #[derive(Debug, Default)]
 pub(super) struct Inflight {
@@ -274,18 +283,26 @@ impl Engine {
             audience.saturating_sub(1)
         );
         self.book.add(record, &self.accounts);
-        let reached = self
+        // The cost of a broadcast follows who can receive it now, not every
+        // account ever made: the fan-out visits the users online at this
+        // moment; offline ones get it at login (`deliver_pending`, by the
+        // O(1) rule "seq below the audience bound").
+        let recipients: Vec<UserIdx> = self
             .sessions
             .keys()
             .filter(|&u| self.book.is_recipient(id, u))
-            .count();
-        let eligible = self
+            .collect();
+        let reached = recipients.len();
+        let sender_counted = self
             .accounts
-            .iter()
-            .take_while(|u| u.seq.0 < audience)
-            .filter(|u| self.book.is_recipient(id, u.seq))
-            .count();
-        self.fanout.push_back((id, 0));
+            .find(&self.book.get(id).expect("just added").from)
+            .is_some_and(|s| s.0 < audience);
+        let eligible = self.accounts.count_below(UserIdx(audience)) - usize::from(sender_counted);
+        self.fanout.push_back(Fanout {
+            id,
+            recipients,
+            next: 0,
+        });
         self.arm_expiry_at(expires);
         ServerLine::Ok(OkReply::Broadcast {
             id,
@@ -298,25 +315,25 @@ impl Engine {
     /// Hands up to `batch` recipients their copy of the oldest fan-out in progress.
     pub(super) fn run_fanout(&mut self, now: Instant, mut batch: usize) {
         while batch > 0 {
-            let Some(&(id, next)) = self.fanout.front() else {
+            let Some(f) = self.fanout.front_mut() else {
                 return;
             };
-            let Some(audience) = self.book.get(id).map(|r| r.audience) else {
+            let id = f.id;
+            let end = f.recipients.len().min(f.next + batch);
+            let users: Vec<UserIdx> = f.recipients[f.next..end].to_vec();
+            batch -= end - f.next;
+            f.next = end;
+            if end >= f.recipients.len() {
                 self.fanout.pop_front();
-                continue;
-            };
-            let end = audience.min(next.saturating_add(batch as u32));
-            for u in next..end {
-                let user = UserIdx(u);
-                if self.sessions.contains_key(&user) && self.book.is_recipient(id, user) {
+            }
+            if self.book.get(id).is_none() {
+                continue; // expired meanwhile
+            }
+            for user in users {
+                // Gone since the broadcast was made: it waits for their login.
+                if self.sessions.contains_key(&user) {
                     self.deliver(now, user, id);
                 }
-            }
-            batch -= (end - next) as usize;
-            if end >= audience {
-                self.fanout.pop_front();
-            } else {
-                self.fanout.front_mut().unwrap().1 = end;
             }
         }
     }

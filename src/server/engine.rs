@@ -21,7 +21,9 @@ use super::broadcast::{BroadcastBook, BroadcastRecord, DeliveryRow};
 use super::cookie::{self, CookieKey};
 use super::delivery::Inflight;
 use super::dense::DenseMap;
+use super::fair::FairQueue;
 use super::kdf::{self, PasswordHash, Pbkdf2};
+use super::limits::{self, ConnCount, GuessRules, Guesses, Rate, Source, Throttle};
 use super::records::BroadcastFile;
 use super::store::Snapshot;
 use super::tls::PlaintextPolicy;
@@ -60,6 +62,18 @@ pub struct EngineConfig {
     pub welcome: String,
     /// Who may send passwords without TLS (`--plaintext`).
     pub plaintext: PlaintextPolicy,
+    /// Open connections per source; 0 = no limit.
+    pub max_per_ip: u32,
+    /// A connection that has not logged in this long after connecting is
+    /// closed, however busy it keeps itself.
+    pub login_timeout: Duration,
+    /// False: `SIGNUP` gets `ERR signup-closed`.
+    pub signup_open: bool,
+    /// Signups per source per hour; 0 = no limit.
+    pub signup_rate: u32,
+    /// Broadcasts per user per minute; 0 = no limit.
+    pub broadcast_rate: u32,
+    pub guesses: GuessRules,
 }
 
 impl Default for EngineConfig {
@@ -75,9 +89,23 @@ impl Default for EngineConfig {
             kdf_iterations: kdf::DEFAULT_ITERATIONS,
             welcome: "peerline".to_owned(),
             plaintext: PlaintextPolicy::Loopback,
+            max_per_ip: DEFAULT_MAX_PER_IP,
+            login_timeout: Duration::from_secs(120),
+            signup_open: true,
+            signup_rate: DEFAULT_SIGNUP_RATE,
+            broadcast_rate: DEFAULT_BROADCAST_RATE,
+            guesses: GuessRules::default(),
         }
     }
 }
+
+/// Default `--max-per-ip`: enough for a household or an office behind one NAT
+/// address, far from what it takes to hold a server's slots.
+pub const DEFAULT_MAX_PER_IP: u32 = 16;
+/// Default `--signup-rate` (per source per hour).
+pub const DEFAULT_SIGNUP_RATE: u32 = 5;
+/// Default `--broadcast-rate` (per user per minute).
+pub const DEFAULT_BROADCAST_RATE: u32 = 30;
 
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +152,8 @@ pub struct Stats {
     /// LOGINs answered `OK` / `ERR bad-credentials` (or `account-disabled`).
     pub logins_ok: u64,
     pub logins_failed: u64,
-    /// Requests refused with `ERR rate-limited` (the rate limiter counts them).
+    /// Requests refused with `ERR rate-limited` (the rate limiter counts them),
+    /// and connections refused by `--max-per-ip`.
     pub rate_limited: u64,
 }
 
@@ -156,6 +185,10 @@ pub(super) enum Busy {
 pub(super) struct KdfJob {
     pub kdf: Pbkdf2,
     pub purpose: Purpose,
+    /// A password check (LOGIN, PASSWD's old password) for this account
+    /// name: the guessing limits are checked again as the hash starts (see
+    /// `run_kdf`), then this is cleared.
+    pub guess: Option<String>,
 }
 
 #[derive(Debug)]
@@ -220,6 +253,7 @@ pub(super) struct Session {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
     Idle(ConnId, u64),
+    LoginDeadline(ConnId, u64),
     Reauth(UserIdx, u64),
     Grace(UserIdx, u64),
     Request(UserIdx, UserIdx, u64),
@@ -250,9 +284,14 @@ pub struct Engine {
     /// Account rows in flight that are not signups, by the connection (or
     /// admin channel) waiting for them.
     pub(super) store_waits: HashMap<ConnId, StoreWait>,
-    pub(super) kdf_queue: VecDeque<(ConnId, u64)>,
+    /// Hashes waiting for their slices, taking turns by source address.
+    pub(super) kdf_queue: FairQueue<Source, (ConnId, u64)>,
+    pub(super) conn_count: ConnCount,
+    pub(super) guesses: Guesses,
+    pub(super) signups: Throttle<Source>,
+    pub(super) broadcasts_sent: Throttle<UserIdx>,
     /// Broadcasts being handed to online recipients: (id, next user index).
-    pub(super) fanout: VecDeque<(u64, u32)>,
+    pub(super) fanout: VecDeque<super::delivery::Fanout>,
     /// Who watches whose presence (`WATCH`), see `presence.rs`.
     pub(super) presence: super::presence::Presence,
     pub(super) timers: crate::server::timers::Timers<Timer>,
@@ -292,6 +331,15 @@ impl Engine {
             now_unix_ms / 1000,
         );
         let iterations = cfg.kdf_iterations;
+        let guesses = Guesses::new(cfg.guesses);
+        let signups = Throttle::new(
+            Rate::at_most(cfg.signup_rate, Duration::from_secs(3600)),
+            limits::TABLE_CAPACITY,
+        );
+        let broadcasts_sent = Throttle::new(
+            Rate::at_most(cfg.broadcast_rate, Duration::from_secs(60)),
+            limits::TABLE_CAPACITY,
+        );
         let dummy_salt = kdf::random_salt();
         let mut e = Engine {
             cfg,
@@ -307,7 +355,11 @@ impl Engine {
             requests: HashMap::new(),
             pending_signups: HashSet::new(),
             store_waits: HashMap::new(),
-            kdf_queue: VecDeque::new(),
+            kdf_queue: FairQueue::default(),
+            conn_count: ConnCount::default(),
+            guesses,
+            signups,
+            broadcasts_sent,
             fanout: VecDeque::new(),
             presence: Default::default(),
             timers: Default::default(),
@@ -399,6 +451,16 @@ impl Engine {
             self.push(Output::Close { conn });
             return;
         }
+        let src = Source::of(addr.ip());
+        if let Some(refusal) = self.admission(src) {
+            self.stats.rate_limited += 1;
+            let (reason, text) = refusal;
+            log::warn!("refusing {addr}: {text}");
+            self.line(conn, Event::Closing { reason, text });
+            self.push(Output::Close { conn });
+            return;
+        }
+        self.conn_count.opened(src);
         log::info!("connect {addr} (conn {conn})");
         let serial = self.next_serial();
         self.conns.insert(
@@ -417,6 +479,10 @@ impl Engine {
         );
         self.timers
             .arm(now + self.cfg.idle_timeout, Timer::Idle(conn, serial));
+        self.timers.arm(
+            now + self.cfg.login_timeout,
+            Timer::LoginDeadline(conn, serial),
+        );
         let text = format!(
             "{}: LOGIN <user> <password> or SIGNUP <user> <password> <password-again>",
             self.cfg.welcome
@@ -437,6 +503,24 @@ impl Engine {
         self.conns
             .get(&conn)
             .is_some_and(|c| !c.secure && !self.cfg.plaintext.allows(c.addr.ip()))
+    }
+
+    /// Whether a new connection from `src` must be refused, and how.
+    fn admission(&self, src: Source) -> Option<(CloseReason, String)> {
+        let max = self.cfg.max_per_ip;
+        if max > 0 && self.conn_count.of(src) >= max {
+            let text = format!("{max} connections from {src} is the limit; close one first");
+            return Some((CloseReason::PerIpLimit, text));
+        }
+        let cap = limits::unauthenticated_cap(self.cfg.max_clients);
+        if self.conn_count.unauthenticated() >= cap {
+            let text = format!(
+                "{cap} connections are waiting to log in already (the rest of the {} is kept for sessions); try later",
+                self.cfg.max_clients
+            );
+            return Some((CloseReason::ServerFull, text));
+        }
+        None
     }
 
     /// One frame from a connection's line reader.
@@ -468,6 +552,8 @@ impl Engine {
     pub fn on_disconnect(&mut self, now: Instant, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
             log::info!("disconnect {} (conn {conn})", c.addr);
+            self.conn_count
+                .closed(Source::of(c.addr.ip()), c.user.is_some());
             if let Some(user) = c.user {
                 self.end_session(now, user, conn);
             }
@@ -570,6 +656,11 @@ impl Engine {
     pub fn set_config(&mut self, cfg: EngineConfig) {
         // Unknown-user logins must keep costing what a real one costs.
         self.dummy.iterations = cfg.kdf_iterations;
+        // The other limits read `cfg` where they apply; these two keep state.
+        self.signups
+            .set_rate(Rate::at_most(cfg.signup_rate, Duration::from_secs(3600)));
+        self.broadcasts_sent
+            .set_rate(Rate::at_most(cfg.broadcast_rate, Duration::from_secs(60)));
         self.cfg = cfg;
     }
 
@@ -669,6 +760,8 @@ impl Engine {
     /// Drops every trace of a connection (and its session) without output to it.
     fn forget(&mut self, now: Instant, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
+            self.conn_count
+                .closed(Source::of(c.addr.ip()), c.user.is_some());
             if let Some(user) = c.user {
                 self.end_session(now, user, conn);
             }
@@ -741,6 +834,9 @@ impl Engine {
         self.seal_session(conn, user);
         self.list_order.insert(list_key, user);
         if let Some(c) = self.conns.get_mut(&conn) {
+            if c.user.is_none() {
+                self.conn_count.logged_in();
+            }
             c.user = Some(user);
         }
         self.timers
@@ -833,6 +929,21 @@ impl Engine {
                     );
                 } else {
                     self.timers.arm(due, Timer::Idle(conn, serial));
+                }
+            }
+            Timer::LoginDeadline(conn, serial) => {
+                let Some(c) = self.conns.get(&conn).filter(|c| c.serial == serial) else {
+                    return;
+                };
+                // However busy it kept itself (PINGs, a LOGIN being hashed).
+                if c.user.is_none() {
+                    let secs = self.cfg.login_timeout.as_secs();
+                    self.close_with(
+                        now,
+                        conn,
+                        CloseReason::Idle,
+                        &format!("no login within {secs} s of connecting"),
+                    );
                 }
             }
             Timer::Reauth(user, serial) => {
@@ -982,15 +1093,30 @@ impl Engine {
 
     // ---- the KDF worker -------------------------------------------------------
 
-    /// Runs up to `budget` PBKDF2 iterations, round-robin across queued hashes.
+    /// Runs up to `budget` PBKDF2 iterations, round-robin across the sources
+    /// with queued hashes (not across hashes: see `fair.rs`).
     fn run_kdf(&mut self, now: Instant, mut budget: u32) {
         while budget > 0 {
-            let Some((conn, serial)) = self.kdf_queue.pop_front() else {
+            let Some((src, (conn, serial))) = self.kdf_queue.pop() else {
                 return;
             };
             let Some(c) = self.conns.get_mut(&conn).filter(|c| c.serial == serial) else {
                 continue;
             };
+            let Some(Busy::Hashing(job)) = c.busy.as_mut() else {
+                continue;
+            };
+            // A LOGIN is checked against the guessing limits again as its hash
+            // starts: this source's earlier hashes have finished by now (one
+            // at a time per source), so their failures count.
+            if let Some(name) = job.guess.take() {
+                if let Err(refusal) = self.guesses.begin(now, src, &name) {
+                    c.busy = None;
+                    let reply = self.guess_refusal(refusal);
+                    self.finish_busy(now, conn, reply);
+                    continue;
+                }
+            }
             let Some(Busy::Hashing(job)) = c.busy.as_mut() else {
                 continue;
             };
@@ -1001,7 +1127,7 @@ impl Engine {
                 };
                 self.hash_done(now, conn, *job);
             } else {
-                self.kdf_queue.push_back((conn, serial));
+                self.kdf_queue.push_front(src, (conn, serial));
             }
         }
     }
@@ -1012,7 +1138,8 @@ impl Engine {
             return;
         };
         c.busy = Some(Busy::Hashing(Box::new(job)));
-        self.kdf_queue.push_back((conn, c.serial));
+        self.kdf_queue
+            .push(Source::of(c.addr.ip()), (conn, c.serial));
     }
 }
 

@@ -8,6 +8,7 @@ use super::accounts::UserIdx;
 use super::broadcast::BroadcastRecord;
 use super::engine::{Busy, ConnId, Engine, KdfJob, Output, Purpose, Timer};
 use super::kdf::{self, Pbkdf2};
+use super::limits::{self, Refusal, Source};
 use crate::proto::{Command, ErrorCode, Event, Frame, OkReply, ServerLine};
 
 impl Engine {
@@ -44,14 +45,14 @@ impl Engine {
                     password_again,
                 },
                 _,
-            ) => self.signup(conn, user, password, password_again),
+            ) => self.signup(now, conn, user, password, password_again),
             (
                 Command::Login {
                     user: name,
                     password,
                 },
                 current,
-            ) => self.login(conn, current, name, password),
+            ) => self.login(now, conn, current, name, password),
             (Command::Ping, _) => self.line(conn, ServerLine::Ok(OkReply::Ping)),
             (Command::Quit, _) => {
                 self.line(conn, ServerLine::Ok(OkReply::Quit));
@@ -71,17 +72,33 @@ impl Engine {
                     new_again,
                 },
                 Some(me),
-            ) => self.passwd(conn, me, old, new, new_again),
+            ) => self.passwd(now, conn, me, old, new, new_again),
             (Command::Watch { changes }, Some(me)) => self.watch(conn, me, &changes),
         }
     }
 
-    fn signup(&mut self, conn: ConnId, name: String, password: String, again: String) {
+    fn signup(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        name: String,
+        password: String,
+        again: String,
+    ) {
+        if !self.cfg.signup_open {
+            return self.line(conn, ServerLine::err(ErrorCode::SignupClosed));
+        }
         if password != again {
             return self.line(conn, ServerLine::err(ErrorCode::PasswordMismatch));
         }
         if self.name_taken(&name) {
             return self.line(conn, ServerLine::err(ErrorCode::UserExists));
+        }
+        // Counted before hashing: a refused signup costs the server nothing.
+        let src = self.source_of(conn);
+        if let Err(wait) = self.signups.take(now, src) {
+            let text = "too many signups from your address";
+            return self.rate_limited(conn, wait, text);
         }
         let salt = kdf::random_salt();
         let iterations = self.cfg.kdf_iterations;
@@ -95,15 +112,31 @@ impl Engine {
                     salt,
                     iterations,
                 },
+                guess: None,
             },
         );
     }
 
     /// PASSWD: the old password is checked with the same sliced KDF as a
     /// LOGIN (same cost, same `bad-credentials`), then the new one is hashed.
-    fn passwd(&mut self, conn: ConnId, me: UserIdx, old: String, new: String, again: String) {
+    fn passwd(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        me: UserIdx,
+        old: String,
+        new: String,
+        again: String,
+    ) {
         if new != again {
             return self.line(conn, ServerLine::err(ErrorCode::PasswordMismatch));
+        }
+        // The old password is a password check like LOGIN's: same limits.
+        let name = self.accounts.name(me).to_owned();
+        let src = self.source_of(conn);
+        if let Err(refusal) = self.guesses.check(now, src, &name) {
+            let reply = self.guess_refusal(refusal);
+            return self.line(conn, reply);
         }
         let stored = &self.accounts.get(me).password_hash;
         let check = Pbkdf2::new(old.as_bytes(), &stored.salt, stored.iterations);
@@ -120,6 +153,7 @@ impl Engine {
                     salt,
                     iterations,
                 },
+                guess: Some(name),
             },
         );
     }
@@ -129,10 +163,59 @@ impl Engine {
             || self.pending_signups.contains(&name.to_ascii_lowercase())
     }
 
-    fn login(&mut self, conn: ConnId, current: Option<UserIdx>, name: String, password: String) {
+    fn source_of(&self, conn: ConnId) -> Source {
+        let ip = self.conns.get(&conn).map(|c| c.addr.ip());
+        Source::of(ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()))
+    }
+
+    /// A connection's address for a log line, canonical (`203.0.113.5`,
+    /// never `::ffff:203.0.113.5`), as fail2ban must see it.
+    fn ip_for_log(&self, conn: ConnId) -> String {
+        self.conns.get(&conn).map_or_else(
+            || "?".to_owned(),
+            |c| c.addr.ip().to_canonical().to_string(),
+        )
+    }
+
+    /// `ERR rate-limited retry-after=<seconds> <text>`.
+    pub(super) fn rate_limited(&mut self, conn: ConnId, wait: std::time::Duration, text: &str) {
+        let line = self.rate_limited_line(wait, text);
+        self.line(conn, line);
+    }
+
+    fn rate_limited_line(&mut self, wait: std::time::Duration, text: &str) -> ServerLine {
+        self.stats.rate_limited += 1;
+        let secs = limits::retry_secs(wait);
+        ServerLine::err_with(ErrorCode::RateLimited, format!("retry-after={secs} {text}"))
+    }
+
+    /// The reply to a password check the guessing limits refused.
+    pub(super) fn guess_refusal(&mut self, refusal: Refusal) -> ServerLine {
+        let text = match refusal {
+            Refusal::Source(_) => "too many wrong passwords from your address",
+            Refusal::Account(_) => "too many wrong passwords for this account",
+        };
+        self.rate_limited_line(refusal.retry_after(), text)
+    }
+
+    fn login(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        current: Option<UserIdx>,
+        name: String,
+        password: String,
+    ) {
         let account = self.accounts.find(&name);
         if current.is_some() && current != account {
             return self.line(conn, ServerLine::err(ErrorCode::AlreadyLoggedIn));
+        }
+        // Refused before hashing, so guessing past the limit costs no hash.
+        let src = self.source_of(conn);
+        if let Err(refusal) = self.guesses.check(now, src, &name) {
+            log::debug!("login for {name:?} from {src} refused: {refusal:?}");
+            let reply = self.guess_refusal(refusal);
+            return self.line(conn, reply);
         }
         let stored = account.map_or(&self.dummy, |a| &self.accounts.get(a).password_hash);
         let kdf = Pbkdf2::new(password.as_bytes(), &stored.salt, stored.iterations);
@@ -142,8 +225,9 @@ impl Engine {
                 kdf,
                 purpose: Purpose::Login {
                     account,
-                    typed: name,
+                    typed: name.clone(),
                 },
+                guess: Some(name),
             },
         );
     }
@@ -189,10 +273,22 @@ impl Engine {
                     .accounts
                     .try_get(account)
                     .is_some_and(|u| u.password_hash.matches(&derived));
+                let name = self
+                    .accounts
+                    .try_get(account)
+                    .map_or_else(String::new, |u| u.username.clone());
+                let src = self.source_of(conn);
                 if !good {
-                    log::warn!("failed PASSWD for conn {conn}: wrong old password");
+                    self.guesses.wrong(now, src);
+                    // The same one line as a failed LOGIN, for fail2ban.
+                    log::warn!(
+                        "failed PASSWD for user {} from {} (conn {conn}): wrong old password",
+                        limits::sanitize_for_log(&name),
+                        self.ip_for_log(conn),
+                    );
                     return self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
                 }
+                self.guesses.right(now, &name);
                 self.start_hash(
                     conn,
                     KdfJob {
@@ -202,6 +298,7 @@ impl Engine {
                             salt,
                             iterations,
                         },
+                        guess: None,
                     },
                 );
             }
@@ -228,7 +325,7 @@ impl Engine {
                     .insert(conn, super::engine::StoreWait::Passwd);
                 self.push(Output::StoreUser { conn, row });
             }
-            Purpose::Login { account, typed } => {
+            Purpose::Login { account, typed, .. } => {
                 // `try_get`: the account may have been deleted while we hashed.
                 let good = account.filter(|&a| {
                     self.accounts
@@ -248,13 +345,22 @@ impl Engine {
                     );
                 }
                 let current = self.conns.get(&conn).and_then(|c| c.user);
+                let src = self.source_of(conn);
                 if good.is_some() {
                     self.stats.logins_ok += 1;
+                    self.guesses.right(now, &typed);
                 }
                 let reply = match good {
                     None => {
                         self.stats.logins_failed += 1;
-                        log::info!("failed login for {typed:?} (conn {conn})");
+                        self.guesses.wrong(now, src);
+                        // One line per wrong password, for fail2ban
+                        // (tools/fail2ban/filter.d/peerline.conf parses it).
+                        log::warn!(
+                            "failed login for user {} from {} (conn {conn})",
+                            limits::sanitize_for_log(&typed),
+                            self.ip_for_log(conn),
+                        );
                         self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
                         // A failed answer to REAUTH after the grace period ends the session.
                         if let Some(u) = current {
@@ -431,6 +537,9 @@ impl Engine {
     }
 
     fn broadcast(&mut self, now: Instant, conn: ConnId, me: UserIdx, text: String) {
+        if let Err(wait) = self.broadcasts_sent.take(now, me) {
+            return self.rate_limited(conn, wait, "too many broadcasts; slow down");
+        }
         let created_ms = self.unix_ms(now);
         // Round the expiry up to the next whole second: rounding down (as in
         // `created_unix + ttl_secs`) cut the TTL short by up to a second, so a

@@ -29,9 +29,14 @@ struct Sim {
     next_conn: ConnId,
 }
 
+/// Low KDF cost; the abuse limits off except where a test turns one on
+/// (every Sim connection comes from 127.0.0.1).
 fn cfg() -> EngineConfig {
     EngineConfig {
         kdf_iterations: 1000,
+        max_per_ip: 0,
+        signup_rate: 0,
+        broadcast_rate: 0,
         ..EngineConfig::default()
     }
 }
@@ -74,13 +79,20 @@ impl Sim {
     }
 
     fn connect(&mut self) -> ConnId {
-        let conn = self.next_conn;
-        self.next_conn += 1;
-        let addr: SocketAddr = format!("127.0.0.1:{}", 40000 + conn).parse().unwrap();
-        self.engine.on_connect(self.now, conn, addr);
-        self.settle();
+        let conn = self.connect_from("127.0.0.1");
         let welcome = self.next_line(conn).expect("a WELCOME");
         assert!(welcome.starts_with("EVENT WELCOME"), "{welcome}");
+        conn
+    }
+
+    /// A connection from `ip`, whatever the engine answers it.
+    fn connect_from(&mut self, ip: &str) -> ConnId {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let addr = SocketAddr::new(ip, 40000 + conn as u16);
+        self.engine.on_connect(self.now, conn, addr);
+        self.settle();
         conn
     }
 
@@ -258,6 +270,9 @@ impl transcript::Player for SimPlayer {
         self.sim.advance(d);
     }
 }
+
+#[path = "limits_tests.rs"]
+mod limits_tests;
 
 #[test]
 fn every_fixture_transcript_replays_on_the_engine() {

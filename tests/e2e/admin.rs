@@ -257,7 +257,7 @@ fn sighup_reloads_the_file_and_keeps_every_session() {
     let data = tmp.path().join("data");
     // Everything in the file, so that every setting can change under SIGHUP.
     let base = format!(
-        "bind = \"127.0.0.1\"\nport = 0\nkdf-iterations = 1000\ndata-dir = {:?}\n",
+        "bind = \"127.0.0.1\"\nport = 0\nkdf-iterations = 1000\nsignup-rate = 0\nmax-per-ip = 0\ndata-dir = {:?}\n",
         data.display().to_string()
     );
     std::fs::write(&file, format!("{base}welcome = \"first\"\n")).unwrap();

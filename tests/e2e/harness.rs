@@ -18,6 +18,14 @@ use peerline::listening;
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_peerline-server");
 pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_peerline-client");
 
+/// Flags the harness adds unless a test passes the flag itself.
+pub const TEST_LIMITS: [(&str, &str); 4] = [
+    ("--kdf-iterations", "1000"),
+    ("--max-per-ip", "0"),
+    ("--signup-rate", "0"),
+    ("--broadcast-rate", "0"),
+];
+
 /// Default bound for one expected line.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -65,9 +73,14 @@ impl Server {
             port.to_string(),
             "--data-dir".into(),
             dir.display().to_string(),
-            "--kdf-iterations".into(),
-            "1000".into(),
         ];
+        // Low KDF cost; and every test connects from 127.0.0.1 and most sign
+        // up several users, so the abuse limits are off unless a test sets them.
+        for (flag, value) in TEST_LIMITS {
+            if !extra.contains(&flag) {
+                args.extend([flag.to_string(), value.to_string()]);
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         Server::spawn(&args, dir, env)
     }
@@ -352,6 +365,22 @@ pub fn trusting(cert_pem: &Path) -> Arc<rustls::ClientConfig> {
 impl Line {
     fn tcp(addr: SocketAddr) -> TcpStream {
         let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to server");
+        Line::over(stream)
+    }
+
+    /// A connection from source address `from` (any of 127.0.0.0/8 is
+    /// loopback on Linux, so one machine can play many clients).
+    pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> Line {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+        sock.bind(&SocketAddr::new(from, 0).into())
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        sock.connect_timeout(&addr.into(), WAIT)
+            .expect("connect to server");
+        Line::over(sock.into())
+    }
+
+    fn over(stream: TcpStream) -> Line {
         stream
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();

@@ -7,6 +7,7 @@ mod client;
 mod client_daily;
 mod fixtures;
 mod harness;
+mod limits;
 mod nat;
 mod netns;
 mod p2p;

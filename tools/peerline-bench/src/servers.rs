@@ -96,7 +96,16 @@ impl Server {
         cmd.args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(&dir)
             // Room for 10,000 receivers plus the sender and spare; the default is 10,000.
-            .args(["--max-clients", "10100", "--session-ttl", "2h"]);
+            .args(["--max-clients", "10100", "--session-ttl", "2h"])
+            // The fleet connects from one address; the abuse limits would refuse it.
+            .args([
+                "--max-per-ip",
+                "0",
+                "--signup-rate",
+                "0",
+                "--broadcast-rate",
+                "0",
+            ]);
         if let Some(k) = kdf {
             cmd.arg("--kdf-iterations").arg(k.to_string());
         }
