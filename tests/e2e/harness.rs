@@ -365,22 +365,6 @@ pub fn trusting(cert_pem: &Path) -> Arc<rustls::ClientConfig> {
 impl Line {
     fn tcp(addr: SocketAddr) -> TcpStream {
         let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to server");
-        Line::over(stream)
-    }
-
-    /// A connection from source address `from` (any of 127.0.0.0/8 is
-    /// loopback on Linux, so one machine can play many clients).
-    pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> Line {
-        use socket2::{Domain, Socket, Type};
-        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
-        sock.bind(&SocketAddr::new(from, 0).into())
-            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
-        sock.connect_timeout(&addr.into(), WAIT)
-            .expect("connect to server");
-        Line::over(sock.into())
-    }
-
-    fn over(stream: TcpStream) -> Line {
         stream
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
@@ -388,7 +372,26 @@ impl Line {
     }
 
     pub fn connect(addr: SocketAddr) -> Line {
-        let stream = Line::tcp(addr);
+        Line::plain(Line::tcp(addr))
+    }
+
+    /// A plaintext connection from source address `from` (any of 127.0.0.0/8
+    /// is loopback on Linux, so one machine can play many clients).
+    pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> Line {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+        sock.bind(&SocketAddr::new(from, 0).into())
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        sock.connect_timeout(&addr.into(), WAIT)
+            .expect("connect to server");
+        let stream: TcpStream = sock.into();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Line::plain(stream)
+    }
+
+    fn plain(stream: TcpStream) -> Line {
         Line {
             reader: BufReader::new(Box::new(stream.try_clone().unwrap())),
             writer: Box::new(stream.try_clone().unwrap()),
