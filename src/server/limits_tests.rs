@@ -301,6 +301,7 @@ fn hashing_is_shared_per_source_so_a_hundred_guessers_cannot_delay_a_login() {
         sim.next_conn += 1;
         let addr = SocketAddr::new(ip.parse().unwrap(), 1000 + c as u16);
         sim.engine.on_connect(sim.now, c, addr);
+        sim.engine.on_secure(c); // remote: over TLS
         c
     };
     let guessers: Vec<ConnId> = (0..100)
@@ -439,6 +440,7 @@ fn at_once_from(sim: &mut Sim, ip: &str, n: usize, line: &str) -> Vec<String> {
             sim.next_conn += 1;
             let addr = SocketAddr::new(ip.parse().unwrap(), 2000 + c as u16);
             sim.engine.on_connect(sim.now, c, addr);
+            sim.engine.on_secure(c); // remote: over TLS
             sim.engine.on_frame(sim.now, c, Frame::Line(line.into()));
             c
         })

@@ -92,6 +92,11 @@ impl Sim {
         let ip: std::net::IpAddr = ip.parse().unwrap();
         let addr = SocketAddr::new(ip, 40000 + conn as u16);
         self.engine.on_connect(self.now, conn, addr);
+        // A client from a remote address speaks TLS (plaintext passwords
+        // from there get `tls-required`, tested on their own).
+        if !ip.is_loopback() {
+            self.engine.on_secure(conn);
+        }
         self.settle();
         conn
     }
