@@ -62,9 +62,16 @@ fn one_link(
     acc.expect(&format!("/accept {req_name}"));
     let t0 = Instant::now();
     acc.send(&format!("/accept {req_name}"));
-    req.expect_within(&format!("direct link with {acc_name} is up"), LINK_WAIT)?;
+    // Dialled by the requester, or dialled back by the acceptor; either way
+    // the line names the peer the encrypted hello authenticated.
+    let dialled = format!("direct link with {acc_name} is up");
+    let dialled_back = format!("{acc_name} connected; direct link is up (encrypted)");
+    let line = req.expect_within(&[&dialled, &dialled_back], LINK_WAIT)?;
     let took = t0.elapsed();
-    acc.expect(&format!("{req_name} connected; direct link is up"));
+    let dialled = format!("{req_name} connected; direct link is up (encrypted)");
+    let dialled_back = format!("direct link with {req_name} is up");
+    acc.expect_within(&[&dialled, &dialled_back], LINK_WAIT)
+        .unwrap_or_else(|| panic!("{acc_name} never saw the link that {req_name} saw: {line}"));
     req.send(&format!("/msg {acc_name} ping from {req_name}"));
     acc.expect(&format!("<{req_name}> ping from {req_name}"));
     acc.send(&format!("/msg {req_name} pong from {acc_name}"));
@@ -130,5 +137,58 @@ fn nat_links_to_a_reachable_acceptor() {
     assert_eq!(
         case("NAT→public", n, &mut nata, "nata", &mut pubu, "pubu"),
         n
+    );
+}
+
+/// Reverse connection: a public requester and an acceptor behind NAT A (the
+/// requester's dial is refused at the router; the acceptor dials back), and
+/// the other way round. Two clients behind two NATs with no forwarded port
+/// cannot link this way: both get the one "no direct path" line.
+#[test]
+fn nat_acceptor_dials_back_and_no_path_is_said() {
+    let Some(topo) = Topology::build(
+        "nat_acceptor_dials_back_and_no_path_is_said",
+        Mapping::EndpointIndependent,
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server_in(&topo, tmp.path());
+    let mut pubu = client_in(&topo, &topo.c0, &server, "pubu");
+    let mut nata = client_in(&topo, &topo.ca, &server, "nata");
+    let mut natb = client_in(&topo, &topo.cb, &server, "natb");
+
+    let n = attempts();
+    assert_eq!(
+        case("public→NAT", n, &mut pubu, "pubu", &mut nata, "nata"),
+        n
+    );
+    assert_eq!(
+        case("NAT→public", n, &mut nata, "nata", &mut pubu, "pubu"),
+        n
+    );
+
+    // Neither can be dialled: one clear line each, naming the fix.
+    let (b0, a0) = (natb.seen.len(), nata.seen.len());
+    natb.send("/connect nata");
+    nata.expect("/accept natb");
+    nata.send("/accept natb");
+    let said_b = natb.expect("no direct path to nata");
+    let said_a = nata.expect("no direct path to natb");
+    for said in [&said_b, &said_a] {
+        assert!(said.contains("--listen-port"), "{said}");
+    }
+    let after: Vec<&String> = natb.seen[b0..].iter().chain(&nata.seen[a0..]).collect();
+    assert!(
+        after.iter().all(|l| !l.contains("is up")),
+        "a link came up between two NATs with no forwarded port: {after:#?}"
+    );
+    assert_eq!(
+        after
+            .iter()
+            .filter(|l| l.contains("no direct path"))
+            .count(),
+        2,
+        "one line each: {after:#?}"
     );
 }
