@@ -168,17 +168,22 @@ fn nat_acceptor_dials_back_and_no_path_is_said() {
         n
     );
 
-    // Neither can be dialled: one clear line each, naming the fix.
-    let (b0, a0) = (natb.seen.len(), nata.seen.len());
-    natb.send("/connect nata");
-    nata.expect("/accept natb");
-    nata.send("/accept natb");
-    let said_b = natb.expect("no direct path to nata");
-    let said_a = nata.expect("no direct path to natb");
-    for said in [&said_b, &said_a] {
+    no_path_between(&mut natb, "natb", &mut nata, "nata");
+}
+
+/// `req` behind one NAT asks `acc` behind another, neither forwarded: one
+/// clear line each, naming the fix, and no link.
+fn no_path_between(req: &mut Client, rn: &str, acc: &mut Client, an: &str) {
+    let (r0, a0) = (req.seen.len(), acc.seen.len());
+    req.send(&format!("/connect {an}"));
+    acc.expect(&format!("/accept {rn}"));
+    acc.send(&format!("/accept {rn}"));
+    let said_r = req.expect(&format!("no direct path to {an}"));
+    let said_a = acc.expect(&format!("no direct path to {rn}"));
+    for said in [&said_r, &said_a] {
         assert!(said.contains("--listen-port"), "{said}");
     }
-    let after: Vec<&String> = natb.seen[b0..].iter().chain(&nata.seen[a0..]).collect();
+    let after: Vec<&String> = req.seen[r0..].iter().chain(&acc.seen[a0..]).collect();
     assert!(
         after.iter().all(|l| !l.contains("is up")),
         "a link came up between two NATs with no forwarded port: {after:#?}"
@@ -191,4 +196,34 @@ fn nat_acceptor_dials_back_and_no_path_is_said() {
         2,
         "one line each: {after:#?}"
     );
+}
+
+/// Symmetric NAT (a random source port per connection, `masquerade random`):
+/// a public peer still links through the dial-back, and two such clients get
+/// the clear failure.
+#[test]
+fn symmetric_nat_links_to_public_and_says_no_path_between_nats() {
+    let Some(topo) = Topology::build(
+        "symmetric_nat_links_to_public_and_says_no_path_between_nats",
+        Mapping::Symmetric,
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server_in(&topo, tmp.path());
+    let mut pubu = client_in(&topo, &topo.c0, &server, "pubu");
+    let mut nata = client_in(&topo, &topo.ca, &server, "nata");
+    let mut natb = client_in(&topo, &topo.cb, &server, "natb");
+    assert_eq!(
+        case(
+            "public→symmetric NAT",
+            1,
+            &mut pubu,
+            "pubu",
+            &mut nata,
+            "nata"
+        ),
+        1
+    );
+    no_path_between(&mut natb, "natb", &mut nata, "nata");
 }
