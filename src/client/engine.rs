@@ -16,6 +16,7 @@ use super::links::{
 };
 use super::reconnect::{Backoff, Beat, ConnState, Heartbeat};
 use super::render::{Kind as ShownKind, Shown};
+use super::reverse::{self, Reverse};
 use crate::proto::link_noise::{self, LinkError, LinkWire, WireEvent};
 use crate::proto::sealed::{self, Channel, Role, UdpSecret};
 use crate::proto::{
@@ -275,6 +276,8 @@ pub struct Engine {
     /// Our requests, waiting for the other side.
     outgoing: BTreeSet<String>,
     links: Links,
+    /// Reverse connections: dial-backs to make or to wait for.
+    reverse: Reverse,
     /// `PEER` hellos that arrived before the `OK ACCEPT` carrying their token:
     /// the server tells both sides at once, and the peer's connection can win
     /// the race against our server socket. Decided when the reply comes.
@@ -314,6 +317,7 @@ impl Engine {
             incoming: BTreeMap::new(),
             outgoing: BTreeSet::new(),
             links: Links::default(),
+            reverse: Reverse::default(),
             parked_hellos: Vec::new(),
             udp: Udp::default(),
             udp_secret: None,
@@ -397,6 +401,7 @@ impl Engine {
             self.links.next_deadline(),
             conn,
             self.timeout_at,
+            self.reverse.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -443,12 +448,13 @@ impl Engine {
                 self.links.add_dialed(link, &user, addr, wire, now.mono);
                 self.out.push_back(Output::LinkBytes(link, hello));
             }
-            Input::DialFailed { user, reason } => self.say(
-                Origin::Peer,
+            Input::DialFailed { user, reason } => self.dial_failed(
+                now,
+                &user,
                 &format!("could not connect to {user}: {reason}"),
             ),
             Input::LinkBytes { link, bytes } => self.on_link_bytes(now, link, &bytes),
-            Input::LinkClosed { link } => self.on_link_closed(link),
+            Input::LinkClosed { link } => self.on_link_closed(now, link),
             Input::Interrupt => self.quit(now),
             Input::UdpSecret(secret) => self.udp_secret = Some(secret),
         }
@@ -479,6 +485,7 @@ impl Engine {
             }
             self.close_link(id);
         }
+        self.reverse_tick(now);
         if self.quit_deadline.is_some_and(|d| d <= now.mono) {
             return self.finish(0);
         }
@@ -691,7 +698,11 @@ impl Engine {
             }
             UserCommand::Login(None) => self.ask(Prompt::LoginUser, "login"),
             UserCommand::List => self.send(Command::List, false),
-            UserCommand::Connect(target) => self.send(Command::Connect { target }, false),
+            UserCommand::Connect(target) => {
+                // Our listen port: the acceptor may dial us back.
+                let port = Some(self.cfg.listen_port).filter(|&p| p != 0);
+                self.send(Command::Connect { target, port }, false)
+            }
             UserCommand::Accept(user) => {
                 let port = self.cfg.listen_port;
                 self.send(Command::Accept { user, port }, false)
@@ -887,7 +898,7 @@ impl Engine {
                 }
             }
             ServerLine::Client { user, ip } => self.list_rows.push((user, ip)),
-            ServerLine::Event(e) => self.on_event(e),
+            ServerLine::Event(e) => self.on_event(now, e),
         }
     }
 
@@ -1017,7 +1028,7 @@ impl Engine {
         self.say(Origin::Server, &text);
     }
 
-    fn on_event(&mut self, e: Event) {
+    fn on_event(&mut self, now: Now, e: Event) {
         match e {
             Event::Welcome { text } => {
                 if self.rejoining {
@@ -1047,7 +1058,15 @@ impl Engine {
                     Origin::Event,
                     &format!("{user_shown} accepted; connecting to {addr}"),
                 );
+                // If our dial cannot get through, they may dial us back with it.
+                self.links.issue(&user, &token, now.mono);
                 self.out.push_back(Output::Dial { user, addr, token });
+            }
+            Event::Dialback { user, addr } => {
+                if self.links.token_for(&user, now.mono).is_some() {
+                    log::info!("{user} can be dialled back at {addr}");
+                    self.reverse.schedule(&user, addr, now.mono);
+                }
             }
             Event::Denied { user } => {
                 self.outgoing.remove(&user);
@@ -1783,6 +1802,13 @@ impl Engine {
         self.incoming.remove(user);
         self.outgoing.remove(user);
         self.auto_watch(user);
+        // One link per introduction: the other direction's attempt, if any,
+        // is dropped quietly and its token can no longer start one.
+        self.links.revoke(user);
+        self.reverse.linked(user);
+        for other in self.links.handshaking_with(user, id) {
+            self.close_link(other);
+        }
         if let Some(older) = self.links.set_up(id, user) {
             self.send_link(older, &LinkLine::Bye);
             self.close_link(older);
@@ -1801,7 +1827,54 @@ impl Engine {
         self.links.add_incoming(id, addr, now.mono);
     }
 
-    fn on_link_closed(&mut self, id: LinkId) {
+    /// Dial-backs that are due, and waits for one that are over.
+    fn reverse_tick(&mut self, now: Now) {
+        for (user, addr) in self.reverse.due_dials(now.mono) {
+            let confirming = self.links.all().any(|(_, l)| {
+                l.user() == Some(user.as_str())
+                    && !matches!(l.state, LinkState::AwaitWelcome { .. })
+            });
+            match self.links.token_for(&user, now.mono) {
+                Some(token) if !confirming => {
+                    self.say(
+                        Origin::Peer,
+                        &format!("{user} has not reached you; dialling {user} at {addr} instead"),
+                    );
+                    let token = token.as_str().to_owned();
+                    self.out.push_back(Output::Dial { user, addr, token });
+                }
+                _ => self.reverse.dial_ended(&user),
+            }
+        }
+        for user in self.reverse.gave_up(now.mono) {
+            if self.links.find_up(&user).is_none() {
+                self.links.revoke(&user);
+                self.say(Origin::Peer, &reverse::no_path_line(&user));
+            }
+        }
+    }
+
+    /// A dial to `user` failed (`text` says how). If it was our dial-back,
+    /// there is no direct path; if we requested and they can still dial us
+    /// back, we wait for that.
+    fn dial_failed(&mut self, now: Now, user: &str, text: &str) {
+        if self.reverse.is_dialling(user) {
+            self.reverse.dial_ended(user);
+            log::info!("{text}");
+            self.links.revoke(user);
+            self.say(Origin::Peer, &reverse::no_path_line(user));
+        } else if self.links.token_for(user, now.mono).is_some() {
+            self.reverse.await_dialback(user, now.mono);
+            self.say(
+                Origin::Peer,
+                &format!("{text}; waiting for {user} to dial back"),
+            );
+        } else {
+            self.say(Origin::Peer, text);
+        }
+    }
+
+    fn on_link_closed(&mut self, now: Now, id: LinkId) {
         // A hello parked for this connection dies with it.
         self.parked_hellos.retain(|(l, ..)| *l != id);
         let Some(link) = self.links.remove(id) else {
@@ -1817,8 +1890,9 @@ impl Engine {
                 Origin::Peer,
                 &format!("the direct link with {user} was lost{cut}"),
             ),
-            LinkState::AwaitWelcome { user } => self.say(
-                Origin::Peer,
+            LinkState::AwaitWelcome { user } => self.dial_failed(
+                now,
+                &user,
                 &format!("could not reach {user} at {}{cut}", link.addr),
             ),
             LinkState::AwaitHello | LinkState::AwaitConfirm { .. } => {

@@ -269,8 +269,8 @@ fn typed_commands_become_protocol_lines() {
         ("/signup alice pw pw", "SIGNUP alice pw pw"),
         ("/login alice pw", "LOGIN alice pw"),
         ("/list", "LIST"),
-        ("/connect bob", "CONNECT bob"),
-        ("/connect 127.0.0.2", "CONNECT 127.0.0.2"),
+        ("/connect bob", "CONNECT bob 7777"),
+        ("/connect 127.0.0.2", "CONNECT 127.0.0.2 7777"),
         ("/accept bob", "ACCEPT bob 7777"),
         ("/deny bob", "DENY bob"),
         ("/broadcast hello  all", "BROADCAST hello  all"),
@@ -1482,4 +1482,132 @@ fn with_reauth_prompt_a_reconnect_asks_for_the_password_on_a_terminal() {
         any_contains(&printed(&out), "logged in again as bob"),
         "{out:?}"
     );
+}
+
+// ---- reverse connections (src/client/reverse.rs) --------------------------
+
+fn dials(out: &[Output]) -> Vec<(String, SocketAddr, String)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Dial { user, addr, token } => Some((user.clone(), *addr, token.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `bob` accepted `alice`, who named her listen port: the server says where
+/// to dial her back.
+fn accepted_with_dialback() -> T {
+    let mut t = T::logged_in("bob");
+    t.server("EVENT REQUEST alice 127.0.0.1");
+    t.typed("/accept alice");
+    t.ok_accept("alice");
+    let out = t.server("EVENT DIALBACK alice 127.0.0.1:50000");
+    assert!(dials(&out).is_empty(), "not at once: {out:?}");
+    t
+}
+
+#[test]
+fn the_acceptor_dials_back_as_the_initiator_when_not_reached() {
+    let mut t = accepted_with_dialback();
+    let out = t.advance(reverse::DIALBACK_DELAY);
+    assert_eq!(
+        dials(&out),
+        vec![("alice".into(), peer_addr(), P2P.into())],
+        "{out:?}"
+    );
+    // The dial-back's hello is bob → alice: alice (who holds the token from
+    // EVENT PEER) answers it as the listener; the link comes up named alice.
+    let out = t.dialed(4, "alice");
+    let hello = bytes_to(&out, 4);
+    let (mut alice, answer) = answer(&hello, "alice", ("bob", P2P));
+    let out = t.link_bytes(4, &answer);
+    assert_eq!(
+        wire_events(&mut alice, &bytes_to(&out, 4)),
+        vec![wire_line("PEER bob")]
+    );
+    let out = t.link_bytes(4, &alice.seal("OK PEER alice").unwrap());
+    assert!(
+        any_contains(&printed(&out), "direct link with alice is up"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn no_dialback_once_the_requester_got_through() {
+    let mut t = accepted_with_dialback();
+    t.linked_in_encrypted(3);
+    let out = t.advance(reverse::DIALBACK_WAIT);
+    assert!(dials(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_failed_dialback_says_there_is_no_direct_path() {
+    let mut t = accepted_with_dialback();
+    t.advance(reverse::DIALBACK_DELAY);
+    let out = t.input(Input::DialFailed {
+        user: "alice".into(),
+        reason: "connection refused".into(),
+    });
+    let p = printed(&out);
+    assert!(any_contains(&p, "no direct path to alice"), "{p:?}");
+    assert!(any_contains(&p, "--listen-port"), "{p:?}");
+}
+
+#[test]
+fn the_requester_names_its_port_and_takes_the_dialback() {
+    let mut t = T::logged_in("alice");
+    assert_eq!(to_server(&t.typed("/connect bob")), ["CONNECT bob 7777"]);
+    t.server("OK CONNECT bob");
+    t.server(&format!("EVENT PEER bob 127.0.0.1:50000 {P2P}"));
+    let out = t.input(Input::DialFailed {
+        user: "bob".into(),
+        reason: "connection refused".into(),
+    });
+    assert!(
+        any_contains(&printed(&out), "waiting for bob to dial back"),
+        "{out:?}"
+    );
+    // Bob dials back: his hello authenticates with the token from EVENT PEER.
+    let (mut bob, hello) = LinkWire::dial(P2P, "bob", "alice");
+    t.link_accepted(6);
+    let out = t.link_bytes(6, &hello);
+    assert_eq!(
+        wire_events(&mut bob, &bytes_to(&out, 6)),
+        vec![WireEvent::Secured]
+    );
+    let out = t.link_bytes(6, &bob.seal("PEER bob").unwrap());
+    assert!(
+        any_contains(&printed(&out), "bob connected; direct link is up"),
+        "{out:?}"
+    );
+    // Linked: the token is spent and the wait is over (no "no direct path").
+    let out = t.advance(reverse::DIALBACK_WAIT);
+    assert!(!any_contains(&printed(&out), "no direct path"), "{out:?}");
+}
+
+#[test]
+fn a_dialback_that_never_comes_says_there_is_no_direct_path_once() {
+    let mut t = T::logged_in("alice");
+    t.typed("/connect bob");
+    t.server("OK CONNECT bob");
+    t.server(&format!("EVENT PEER bob 127.0.0.1:50000 {P2P}"));
+    t.input(Input::DialFailed {
+        user: "bob".into(),
+        reason: "connection refused".into(),
+    });
+    let out = t.advance(reverse::DIALBACK_WAIT);
+    let p = printed(&out);
+    assert_eq!(
+        p.iter()
+            .filter(|l| l.contains("no direct path to bob"))
+            .count(),
+        1,
+        "{p:?}"
+    );
+    // A hello arriving after that is refused: the token is gone.
+    let (_, hello) = LinkWire::dial(P2P, "bob", "alice");
+    t.link_accepted(7);
+    let out = t.link_bytes(7, &hello);
+    assert!(!any_contains(&printed(&out), "is up"), "{out:?}");
 }

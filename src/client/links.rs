@@ -136,6 +136,29 @@ impl Links {
         Ok(())
     }
 
+    /// Forgets the token for `user` (a link with them is up another way, so
+    /// a second one must not form).
+    pub fn revoke(&mut self, user: &str) {
+        self.issued.remove(user);
+    }
+
+    /// The token for `user`, if still good (to dial them back with it).
+    pub fn token_for(&self, user: &str, now: Instant) -> Option<P2pToken> {
+        self.issued
+            .get(user)
+            .filter(|i| now.duration_since(i.at) < TOKEN_TTL)
+            .map(|i| i.token.clone())
+    }
+
+    /// Links with `user` still in their handshake, other than `except`.
+    pub fn handshaking_with(&self, user: &str, except: LinkId) -> Vec<LinkId> {
+        self.links
+            .iter()
+            .filter(|(&id, l)| id != except && !l.is_up() && l.user() == Some(user))
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     /// Every `(user, token)` still good, for trying an encrypted hello against.
     pub fn candidates(&self, now: Instant) -> Vec<(String, P2pToken)> {
         let mut v: Vec<(String, P2pToken)> = self

@@ -12,6 +12,7 @@ pub mod links;
 pub mod pin;
 pub mod reconnect;
 pub mod render;
+pub mod reverse;
 pub mod stdin;
 pub mod terminal;
 pub mod watch;

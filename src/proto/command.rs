@@ -22,9 +22,12 @@ pub enum Command {
         password: String,
     },
     List,
-    /// By username, or by IP address (the server resolves it).
+    /// By username, or by IP address (the server resolves it). `port`, if
+    /// given, is where the requester accepts incoming links: the acceptor may
+    /// then dial back (`EVENT DIALBACK`) when it cannot be dialled itself.
     Connect {
         target: String,
+        port: Option<u16>,
     },
     Accept {
         user: String,
@@ -161,9 +164,20 @@ impl Command {
                 Command::List
             }
             "CONNECT" => {
-                want(1)?;
+                let port = match fields.len() {
+                    1 => None,
+                    2 => Some(
+                        fields[1]
+                            .parse::<u16>()
+                            .ok()
+                            .filter(|&p| p != 0)
+                            .ok_or(err(ErrorCode::BadSyntax))?,
+                    ),
+                    _ => return Err(err(ErrorCode::BadSyntax)),
+                };
                 Command::Connect {
                     target: fields[0].to_owned(),
+                    port,
                 }
             }
             "ACCEPT" => {
@@ -268,7 +282,11 @@ impl fmt::Display for Command {
                 new,
                 new_again,
             } => write!(f, "PASSWD {old} {new} {new_again}"),
-            Command::Connect { target } => write!(f, "CONNECT {target}"),
+            Command::Connect { target, port: None } => write!(f, "CONNECT {target}"),
+            Command::Connect {
+                target,
+                port: Some(port),
+            } => write!(f, "CONNECT {target} {port}"),
             Command::Accept { user, port } => write!(f, "ACCEPT {user} {port}"),
             Command::Deny { user } => write!(f, "DENY {user}"),
             Command::Broadcast { text } => write!(f, "BROADCAST {text}"),
@@ -313,6 +331,11 @@ mod tests {
             Command::List,
             Command::Connect {
                 target: "127.0.0.1".into(),
+                port: None,
+            },
+            Command::Connect {
+                target: "bob".into(),
+                port: Some(7001),
             },
             Command::Accept {
                 user: "bob".into(),

@@ -143,6 +143,13 @@ pub enum Event {
         addr: SocketAddr,
         token: String,
     },
+    /// To the acceptor, after `OK ACCEPT`, when the requester named its
+    /// listen port in `CONNECT`: where to dial the requester if the requester
+    /// cannot dial us (reverse connection). The token is the one from `OK ACCEPT`.
+    Dialback {
+        user: String,
+        addr: SocketAddr,
+    },
     Denied {
         user: String,
     },
@@ -308,6 +315,13 @@ fn parse_event(rest: &str) -> Option<Event> {
                 token: f[2].to_owned(),
             }
         }
+        "DIALBACK" => {
+            let f = fields(args, 2)?;
+            Event::Dialback {
+                user: f[0].to_owned(),
+                addr: f[1].parse().ok()?,
+            }
+        }
         "DENIED" => Event::Denied {
             user: args.to_owned(),
         },
@@ -389,6 +403,7 @@ impl fmt::Display for Event {
             Event::Welcome { text } => write!(f, "EVENT WELCOME {text}"),
             Event::Request { from, ip } => write!(f, "EVENT REQUEST {from} {ip}"),
             Event::Peer { user, addr, token } => write!(f, "EVENT PEER {user} {addr} {token}"),
+            Event::Dialback { user, addr } => write!(f, "EVENT DIALBACK {user} {addr}"),
             Event::Denied { user } => write!(f, "EVENT DENIED {user}"),
             Event::Cancelled { user, reason } => {
                 write!(f, "EVENT CANCELLED {user} {}", reason.as_str())
@@ -467,6 +482,10 @@ mod tests {
                 user: "a".into(),
                 addr: "[::1]:4000".parse().unwrap(),
                 token: "ef".repeat(16),
+            }),
+            ServerLine::Event(Event::Dialback {
+                user: "a".into(),
+                addr: "[::1]:4001".parse().unwrap(),
             }),
             ServerLine::Event(Event::Denied { user: "a".into() }),
             ServerLine::Event(Event::Cancelled {

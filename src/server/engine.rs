@@ -280,6 +280,10 @@ pub struct Engine {
     pub(super) list_order: BTreeMap<u64, UserIdx>,
     /// Pending introductions, (from, to) → serial.
     pub(super) requests: HashMap<(UserIdx, UserIdx), u64>,
+    /// The listen port a requester named in `CONNECT <user> <port>`, for the
+    /// pending request (from, to): the acceptor gets `EVENT DIALBACK`. Always
+    /// removed together with the request.
+    pub(super) dialback_ports: HashMap<(UserIdx, UserIdx), u16>,
     pub(super) pending_signups: HashSet<String>,
     /// Account rows in flight that are not signups, by the connection (or
     /// admin channel) waiting for them.
@@ -353,6 +357,7 @@ impl Engine {
             by_sid: HashMap::new(),
             list_order: BTreeMap::new(),
             requests: HashMap::new(),
+            dialback_ports: HashMap::new(),
             pending_signups: HashSet::new(),
             store_waits: HashMap::new(),
             kdf_queue: FairQueue::default(),
@@ -894,6 +899,7 @@ impl Engine {
         let name = self.accounts.name(user).to_owned();
         for key in involved {
             self.requests.remove(&key);
+            self.dialback_ports.remove(&key);
             let other = if key.0 == user { key.1 } else { key.0 };
             if let Some(oc) = self.sessions.get(&other).map(|s| s.conn) {
                 self.line(
@@ -989,6 +995,7 @@ impl Engine {
                     return;
                 }
                 self.requests.remove(&(from, to));
+                self.dialback_ports.remove(&(from, to));
                 let (fname, tname) = (
                     self.accounts.name(from).to_owned(),
                     self.accounts.name(to).to_owned(),

@@ -61,7 +61,9 @@ impl Engine {
             }
             (_, None) => self.line(conn, ServerLine::err(ErrorCode::NotLoggedIn)),
             (Command::List, Some(_)) => self.list(conn),
-            (Command::Connect { target }, Some(me)) => self.connect(now, conn, me, &target),
+            (Command::Connect { target, port }, Some(me)) => {
+                self.connect(now, conn, me, &target, port)
+            }
             (Command::Accept { user, port }, Some(me)) => self.accept(conn, me, &user, port),
             (Command::Deny { user }, Some(me)) => self.deny(conn, me, &user),
             (Command::Broadcast { text }, Some(me)) => self.broadcast(now, conn, me, text),
@@ -471,7 +473,14 @@ impl Engine {
         Ok(user)
     }
 
-    fn connect(&mut self, now: Instant, conn: ConnId, me: UserIdx, target: &str) {
+    fn connect(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        me: UserIdx,
+        target: &str,
+        port: Option<u16>,
+    ) {
         let to = match self.resolve_target(me, target) {
             Ok(u) => u,
             Err(reply) => return self.line(conn, reply),
@@ -481,6 +490,9 @@ impl Engine {
         }
         let serial = self.next_serial();
         self.requests.insert((me, to), serial);
+        if let Some(port) = port {
+            self.dialback_ports.insert((me, to), port);
+        }
         self.timers
             .arm(now + self.cfg.request_ttl, Timer::Request(me, to, serial));
         let from = self.accounts.name(me).to_owned();
@@ -521,7 +533,21 @@ impl Engine {
             },
         );
         let user = self.accounts.name(from).to_owned();
-        self.line(conn, ServerLine::Ok(OkReply::Accept { user, token }));
+        self.line(
+            conn,
+            ServerLine::Ok(OkReply::Accept {
+                user: user.clone(),
+                token,
+            }),
+        );
+        // The requester also listens: if it cannot reach us, we may reach it
+        // (reverse connection). After OK ACCEPT, which carries the token.
+        if let Some(port) = self.dialback_ports.remove(&(from, me)) {
+            if let Some(ip) = self.ip_of(from) {
+                let addr = std::net::SocketAddr::new(ip, port);
+                self.line(conn, Event::Dialback { user, addr });
+            }
+        }
     }
 
     fn deny(&mut self, conn: ConnId, me: UserIdx, name: &str) {
@@ -529,6 +555,7 @@ impl Engine {
             Ok(u) => u,
             Err(reply) => return self.line(conn, reply),
         };
+        self.dialback_ports.remove(&(from, me));
         let requester_conn = self.sessions[&from].conn;
         let me_name = self.accounts.name(me).to_owned();
         self.line(requester_conn, Event::Denied { user: me_name });

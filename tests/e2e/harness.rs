@@ -639,7 +639,7 @@ impl Client {
 
     /// [`Client::expect`] with its own bound (reconnects take backoff time).
     pub fn expect_long(&mut self, needle: &str, limit: Duration) -> String {
-        self.expect_within(needle, limit).unwrap_or_else(|| {
+        self.expect_within(&[needle], limit).unwrap_or_else(|| {
             panic!(
                 "client printed no line containing {needle:?} within {limit:?}; output:\n  {}",
                 self.seen.join("\n  ")
@@ -647,14 +647,15 @@ impl Client {
         })
     }
 
-    /// Like `expect`, but gives up quietly after `limit` (for counting failures).
-    pub fn expect_within(&mut self, needle: &str, limit: Duration) -> Option<String> {
+    /// Like `expect`, but for a line containing any of `needles`, and gives up
+    /// quietly after `limit` (for counting failures).
+    pub fn expect_within(&mut self, needles: &[&str], limit: Duration) -> Option<String> {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let l = self.lines.recv_timeout(left).ok()?;
             self.seen.push(l.clone());
-            if l.contains(needle) {
+            if needles.iter().any(|n| l.contains(n)) {
                 return Some(l);
             }
         }

@@ -62,9 +62,16 @@ fn one_link(
     acc.expect(&format!("/accept {req_name}"));
     let t0 = Instant::now();
     acc.send(&format!("/accept {req_name}"));
-    req.expect_within(&format!("direct link with {acc_name} is up"), LINK_WAIT)?;
+    // Dialled by the requester, or dialled back by the acceptor; either way
+    // the line names the peer the encrypted hello authenticated.
+    let dialled = format!("direct link with {acc_name} is up");
+    let dialled_back = format!("{acc_name} connected; direct link is up (encrypted)");
+    let line = req.expect_within(&[&dialled, &dialled_back], LINK_WAIT)?;
     let took = t0.elapsed();
-    acc.expect(&format!("{req_name} connected; direct link is up"));
+    let dialled = format!("{req_name} connected; direct link is up (encrypted)");
+    let dialled_back = format!("direct link with {req_name} is up");
+    acc.expect_within(&[&dialled, &dialled_back], LINK_WAIT)
+        .unwrap_or_else(|| panic!("{acc_name} never saw the link that {req_name} saw: {line}"));
     req.send(&format!("/msg {acc_name} ping from {req_name}"));
     acc.expect(&format!("<{req_name}> ping from {req_name}"));
     acc.send(&format!("/msg {req_name} pong from {acc_name}"));
@@ -131,4 +138,92 @@ fn nat_links_to_a_reachable_acceptor() {
         case("NAT→public", n, &mut nata, "nata", &mut pubu, "pubu"),
         n
     );
+}
+
+/// Reverse connection: a public requester and an acceptor behind NAT A (the
+/// requester's dial is refused at the router; the acceptor dials back), and
+/// the other way round. Two clients behind two NATs with no forwarded port
+/// cannot link this way: both get the one "no direct path" line.
+#[test]
+fn nat_acceptor_dials_back_and_no_path_is_said() {
+    let Some(topo) = Topology::build(
+        "nat_acceptor_dials_back_and_no_path_is_said",
+        Mapping::EndpointIndependent,
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server_in(&topo, tmp.path());
+    let mut pubu = client_in(&topo, &topo.c0, &server, "pubu");
+    let mut nata = client_in(&topo, &topo.ca, &server, "nata");
+    let mut natb = client_in(&topo, &topo.cb, &server, "natb");
+
+    let n = attempts();
+    assert_eq!(
+        case("public→NAT", n, &mut pubu, "pubu", &mut nata, "nata"),
+        n
+    );
+    assert_eq!(
+        case("NAT→public", n, &mut nata, "nata", &mut pubu, "pubu"),
+        n
+    );
+
+    no_path_between(&mut natb, "natb", &mut nata, "nata");
+}
+
+/// `req` behind one NAT asks `acc` behind another, neither forwarded: one
+/// clear line each, naming the fix, and no link.
+fn no_path_between(req: &mut Client, rn: &str, acc: &mut Client, an: &str) {
+    let (r0, a0) = (req.seen.len(), acc.seen.len());
+    req.send(&format!("/connect {an}"));
+    acc.expect(&format!("/accept {rn}"));
+    acc.send(&format!("/accept {rn}"));
+    let said_r = req.expect(&format!("no direct path to {an}"));
+    let said_a = acc.expect(&format!("no direct path to {rn}"));
+    for said in [&said_r, &said_a] {
+        assert!(said.contains("--listen-port"), "{said}");
+    }
+    let after: Vec<&String> = req.seen[r0..].iter().chain(&acc.seen[a0..]).collect();
+    assert!(
+        after.iter().all(|l| !l.contains("is up")),
+        "a link came up between two NATs with no forwarded port: {after:#?}"
+    );
+    assert_eq!(
+        after
+            .iter()
+            .filter(|l| l.contains("no direct path"))
+            .count(),
+        2,
+        "one line each: {after:#?}"
+    );
+}
+
+/// Symmetric NAT (a random source port per connection, `masquerade random`):
+/// a public peer still links through the dial-back, and two such clients get
+/// the clear failure.
+#[test]
+fn symmetric_nat_links_to_public_and_says_no_path_between_nats() {
+    let Some(topo) = Topology::build(
+        "symmetric_nat_links_to_public_and_says_no_path_between_nats",
+        Mapping::Symmetric,
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server_in(&topo, tmp.path());
+    let mut pubu = client_in(&topo, &topo.c0, &server, "pubu");
+    let mut nata = client_in(&topo, &topo.ca, &server, "nata");
+    let mut natb = client_in(&topo, &topo.cb, &server, "natb");
+    assert_eq!(
+        case(
+            "public→symmetric NAT",
+            1,
+            &mut pubu,
+            "pubu",
+            &mut nata,
+            "nata"
+        ),
+        1
+    );
+    no_path_between(&mut natb, "natb", &mut nata, "nata");
 }

@@ -608,6 +608,34 @@ fn connect_accept_and_deny() {
     bob.expect_silence(Duration::from_millis(0));
 }
 
+/// `CONNECT <user> <port>`: the acceptor learns where to dial the requester
+/// back, after `OK ACCEPT`; without a port (nc) nothing changes; a denied
+/// request's port is forgotten with it.
+#[test]
+fn connect_with_a_port_gets_the_acceptor_a_dialback() {
+    let server = Server::start(&[]);
+    let (mut alice, _) = server.login_new("alice");
+    let (mut bob, _) = server.login_new("bob");
+    alice.cmd_err("CONNECT bob 0", "bad-syntax");
+    alice.cmd_err("CONNECT bob 70000", "bad-syntax");
+    alice.cmd_err("CONNECT bob 5000 6000", "bad-syntax");
+    assert_eq!(alice.cmd("CONNECT bob 5000"), "OK CONNECT bob");
+    expect_line(&mut bob, "EVENT REQUEST alice 127.0.0.1");
+    bob.cmd_ok("ACCEPT alice 45678");
+    expect_line(&mut bob, "EVENT DIALBACK alice 127.0.0.1:5000");
+    alice.expect_prefix("EVENT PEER bob 127.0.0.1:45678 ");
+    // Denied: the port goes with the request.
+    alice.cmd_ok("CONNECT bob 5001");
+    expect_line(&mut bob, "EVENT REQUEST alice 127.0.0.1");
+    bob.cmd_ok("DENY alice");
+    expect_line(&mut alice, "EVENT DENIED bob");
+    // Without a port: no DIALBACK.
+    alice.cmd_ok("CONNECT bob");
+    expect_line(&mut bob, "EVENT REQUEST alice 127.0.0.1");
+    bob.cmd_ok("ACCEPT alice 45678");
+    bob.expect_silence(Duration::from_millis(300));
+}
+
 #[test]
 fn connect_errors_are_clear() {
     let server = Server::start(&[]);
