@@ -247,7 +247,16 @@ fn a_bystander_is_served_while_unauthenticated_connections_and_guessing_run() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
-    let server = Server::start(&["--kdf-iterations", "20000"]);
+    // Held connections must outlive a slow run on a loaded machine: the
+    // idle and login limits are tested on their own.
+    let server = Server::start(&[
+        "--kdf-iterations",
+        "20000",
+        "--idle-timeout",
+        "10m",
+        "--login-timeout",
+        "10m",
+    ]);
     let (mut bystander, _) = {
         let mut c = connect_from(&server, "127.0.20.1");
         c.cmd_ok("SIGNUP watcher pw-w pw-w");
