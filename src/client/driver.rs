@@ -450,7 +450,7 @@ impl Driver {
                 self.conn_event(key, true, false);
             }
             self.expire_lingering();
-            self.engine.handle_timeout(now());
+            self.engine.handle(now(), Input::Timeout);
         }
     }
 
@@ -467,7 +467,7 @@ impl Driver {
             .filter_map(|(_, c)| c.closing.map(|t| t + LINGER));
         let deadline = self
             .engine
-            .next_deadline()
+            .poll_timeout()
             .into_iter()
             .chain(lingering)
             .min();

@@ -2,7 +2,7 @@
 //! a server line, a datagram, a link line, a closed socket — and drains its
 //! outputs: lines to print, lines for the server or a peer, datagrams, links
 //! to dial, and when to exit. It also answers "when do you next need me?"
-//! ([`Engine::next_deadline`]). It never touches a socket, a file or the clock,
+//! ([`Engine::poll_timeout`]). It never touches a socket, a file or the clock,
 //! so tests run it on a virtual clock.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
@@ -120,6 +120,8 @@ pub enum Input {
     },
     /// SIGINT/SIGTERM: leave like `/quit`.
     Interrupt,
+    /// [`Engine::poll_timeout`] passed: run what is due.
+    Timeout,
     /// The server connection is TLS and this is its exporter output for
     /// [`sealed::EXPORTER_LABEL`]: the session logged in on it seals its
     /// datagrams. Given before `LOGIN`, again after each reconnect.
@@ -380,8 +382,9 @@ impl Engine {
         self.done
     }
 
-    /// The earliest moment [`Engine::handle_timeout`] has work to do.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// The earliest moment [`Input::Timeout`] has work to do (the server
+    /// engine's name for the same thing).
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.done {
             return None;
         }
@@ -456,16 +459,13 @@ impl Engine {
             Input::LinkBytes { link, bytes } => self.on_link_bytes(now, link, &bytes),
             Input::LinkClosed { link } => self.on_link_closed(now, link),
             Input::Interrupt => self.quit(now),
+            Input::Timeout => return self.on_timeout(now),
             Input::UdpSecret(secret) => self.udp_secret = Some(secret),
         }
         self.check_done();
     }
 
-    pub fn handle_timeout(&mut self, now: Now) {
-        if self.done {
-            return;
-        }
-        self.unix = now.unix;
+    fn on_timeout(&mut self, now: Now) {
         if self.timeout_at.is_some_and(|t| t <= now.mono) {
             self.say(Origin::Client, "--timeout reached");
             return self.finish(EXIT_TIMEOUT);

@@ -141,8 +141,8 @@ impl T {
     fn advance(&mut self, by: Duration) -> Vec<Output> {
         self.elapsed += by;
         let mut out = Vec::new();
-        while self.e.next_deadline().is_some_and(|d| d <= self.now().mono) {
-            self.e.handle_timeout(self.now());
+        while self.e.poll_timeout().is_some_and(|d| d <= self.now().mono) {
+            self.e.handle(self.now(), Input::Timeout);
             out.extend(self.drain());
             if self.e.is_done() {
                 break;

@@ -129,7 +129,7 @@ pub fn list_line(user: &super::accounts::UserRecord) -> String {
 impl Engine {
     /// A request from admin channel `conn` (an id the driver never gives a
     /// TCP connection). `STATS` is the driver's: it owns half the counters.
-    pub fn on_admin(&mut self, now: Instant, conn: ConnId, req: AdminRequest) {
+    pub(super) fn on_admin(&mut self, now: Instant, conn: ConnId, req: AdminRequest) {
         let (op, row) = match req {
             AdminRequest::List => {
                 let mut lines: Vec<String> = self.accounts.iter().map(list_line).collect();

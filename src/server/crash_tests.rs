@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use super::accounts::{Accounts, UserIdx, UserRecord, UserRow};
-use super::engine::{ConnId, Engine, EngineConfig, Output};
+use super::engine::{ConnId, Engine, EngineConfig, Input, Output};
 use super::faultfs::{Disk, Fault, Op};
 use super::kdf::{self, PasswordHash};
 use super::persist::Persist;
@@ -113,7 +113,7 @@ impl Rig {
 
     /// One loop turn, as the driver does it.
     fn turn(&mut self) {
-        self.engine.on_timeout(self.now);
+        self.engine.handle(self.now, Input::Timeout);
         self.run_outputs();
         self.persist.commit(self.now, &mut self.engine);
         self.run_outputs();
@@ -135,7 +135,7 @@ impl Rig {
         let conn = self.next_conn;
         self.next_conn += 1;
         let addr = format!("127.0.0.1:{}", 30000 + conn).parse().unwrap();
-        self.engine.on_connect(self.now, conn, addr);
+        self.engine.handle(self.now, Input::Connect { conn, addr });
         self.run_outputs();
         let (welcome, _) = self.lines.get_mut(&conn).unwrap().pop_front().unwrap();
         assert!(welcome.starts_with("EVENT WELCOME"));
@@ -143,8 +143,13 @@ impl Rig {
     }
 
     fn send(&mut self, conn: ConnId, line: &str) {
-        self.engine
-            .on_frame(self.now, conn, Frame::Line(line.to_owned()));
+        self.engine.handle(
+            self.now,
+            Input::Frame {
+                conn,
+                frame: Frame::Line(line.to_owned()),
+            },
+        );
     }
 
     /// The replies (not events) `conn` got while the machine was alive.
@@ -365,7 +370,7 @@ fn one_turn_of_signups_and_broadcasts_costs_one_fsync_per_file() {
     }
     // The hashes (1 iteration each) finish in the first turn; the rows are
     // written there, and nothing is confirmed before the commit.
-    rig.engine.on_timeout(rig.now);
+    rig.engine.handle(rig.now, Input::Timeout);
     rig.run_outputs();
     assert!(rig.persist.has_pending());
     assert!(conns.iter().all(|c| rig.replies(*c).is_empty()));

@@ -96,7 +96,7 @@ impl Engine {
     ///
     /// A session that logged in over TLS speaks only sealed datagrams (its
     /// token is refused in clear); one that did not, only plaintext ones.
-    pub fn on_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+    pub(super) fn on_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         if let Some(sid) = sealed::session_id(bytes) {
             return self.on_sealed(now, from, sid, bytes);
         }
@@ -126,7 +126,7 @@ impl Engine {
     /// output for [`sealed::EXPORTER_LABEL`]). The session that logs in on
     /// `conn` then seals every datagram both ways. It must arrive before
     /// `LOGIN`: a session already running keeps its plaintext datagrams.
-    pub fn on_transport_secret(&mut self, conn: ConnId, secret: UdpSecret) {
+    pub(super) fn on_transport_secret(&mut self, conn: ConnId, secret: UdpSecret) {
         if let Some(c) = self.conns.get_mut(&conn) {
             if c.user.is_some() {
                 log::warn!("conn {conn}: transport secret after login ignored");

@@ -20,7 +20,7 @@ use super::accept::FdReserve;
 use super::admin::AdminRequest;
 use super::admin_socket::{self, AdminSocket};
 use super::config::Config;
-use super::engine::{Engine, Output};
+use super::engine::{Engine, Input, Output};
 use super::flow::{ReadGate, OUT_CAP};
 use super::metrics::{self, MetricsServer};
 use super::persist::Persist;
@@ -56,6 +56,8 @@ const SNIFF_WAIT: Duration = Duration::from_millis(250);
 /// handshakes is sliced like password hashing, so other clients' lines are
 /// still answered within a turn's time.
 const HANDSHAKE_BUDGET: usize = 64;
+/// Rounds of "end the turn, run what that produced" per loop turn (see `run`).
+const END_ROUNDS: usize = 16;
 
 struct Conn {
     stream: TcpStream,
@@ -329,19 +331,23 @@ impl Driver {
                 self.accept_all(now);
             }
             self.catch_up_reads(now);
-            self.engine.on_timeout(now);
+            self.engine.handle(now, Input::Timeout);
             // Everything this turn wrote to the store shares one fsync per
             // file; only then are those signups and broadcasts confirmed.
             self.run_outputs(now);
             self.commit(now);
             // Ending the turn can itself produce outputs (a failed write ends a
-            // session, which cancels requests): run until quiet, boundedly.
-            for _ in 0..4 {
-                self.run_outputs(now);
+            // session, which cancels requests): run until quiet. Each further
+            // round needs a connection that failed in the one before, so this
+            // ends; the bound is a backstop, and whatever it leaves (outputs
+            // not polled, connections still dirty) makes the next poll return
+            // at once (`timeout`), never wait for an unrelated wake-up.
+            for _ in 0..END_ROUNDS {
                 self.end_turn(now);
-                if !self.engine.has_output() {
+                if self.run_outputs(now) == 0 {
                     break;
                 }
+                self.commit(now);
             }
             if reload && !stop {
                 self.reload();
@@ -353,30 +359,30 @@ impl Driver {
         }
     }
 
+    /// How long the next poll may sleep: until the earliest deadline, the
+    /// engine's included (which is already past while it has work or
+    /// outputs), and not at all while the driver has work of its own.
     fn timeout(&self, now: Instant) -> Option<Duration> {
-        let busy = self.engine.has_work()
-            || self.udp_read_again
+        let busy = self.udp_read_again
             || !self.reads_due.is_empty()
+            || !self.dirty.is_empty()
             || self.persist.has_pending();
-        if busy {
-            return Some(Duration::ZERO);
-        }
         let lingering = self
             .lingering
             .iter()
             .filter_map(|&k| self.conns.get(k)?.closing)
             .min();
-        [
-            self.engine.next_deadline(),
-            lingering,
-            self.delivery_sync_at,
-            self.fds.retry_at,
-            self.sniffing.front().map(|&(at, _)| at),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|at| at.saturating_duration_since(now))
+        sleep_for(
+            now,
+            busy,
+            [
+                self.engine.poll_timeout(),
+                lingering,
+                self.delivery_sync_at,
+                self.fds.retry_at,
+                self.sniffing.front().map(|&(at, _)| at),
+            ],
+        )
     }
 
     fn accept_all(&mut self, now: Instant) {
@@ -413,7 +419,7 @@ impl Driver {
                         gone: false,
                         udp_secret_given: false,
                     });
-                    self.engine.on_connect(now, key, addr);
+                    self.engine.handle(now, Input::Connect { conn: key, addr });
                     self.fds.accepted();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -441,9 +447,13 @@ impl Driver {
         self.udp_read_again = false;
         for _ in 0..UDP_BUDGET {
             match self.udp.recv_from(&mut buf) {
-                Ok((n, from)) => self
-                    .engine
-                    .on_datagram(now, netio::canonical(from), &buf[..n]),
+                Ok((n, from)) => self.engine.handle(
+                    now,
+                    Input::Datagram {
+                        from: netio::canonical(from),
+                        bytes: &buf[..n],
+                    },
+                ),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -466,7 +476,7 @@ impl Driver {
         if writable {
             if c.layer.flush(&mut c.out, &mut c.stream).is_err() {
                 c.gone = true;
-                self.engine.on_disconnect(now, key);
+                self.engine.handle(now, Input::Disconnect { conn: key });
                 return;
             }
             if c.gate.output_drained(c.out.len()) {
@@ -524,7 +534,7 @@ impl Driver {
 
     /// Decides plain or TLS from the first byte, without consuming it.
     /// False while no byte has come yet.
-    fn sniff(&mut self, key: usize) -> bool {
+    fn sniff(&mut self, now: Instant, key: usize) -> bool {
         let Some(c) = self.conns.get_mut(key) else {
             return false;
         };
@@ -537,7 +547,7 @@ impl Driver {
                 match rustls::ServerConnection::new(self.tls.config()) {
                     Ok(tls) => {
                         c.layer = Layer::tls(tls);
-                        self.engine.on_secure(key);
+                        self.engine.handle(now, Input::Secure { conn: key });
                     }
                     Err(e) => {
                         log::warn!("cannot start TLS on conn {key}: {e}");
@@ -563,7 +573,7 @@ impl Driver {
         if let Some(c) = self.conns.get_mut(key) {
             c.read_again = false;
         }
-        if !self.sniff(key) {
+        if !self.sniff(now, key) {
             return;
         }
         if self
@@ -611,7 +621,7 @@ impl Driver {
                 return;
             }
             if let Some(frame) = c.reader.next_frame() {
-                self.engine.on_frame(now, key, frame);
+                self.engine.handle(now, Input::Frame { conn: key, frame });
                 self.run_outputs(now);
                 let accepts = self.engine.accepts_input(key);
                 if let Some(c) = self.conns.get_mut(key) {
@@ -635,7 +645,8 @@ impl Driver {
                 // among them starts is sealed.
                 if let Some(secret) = c.layer.udp_secret() {
                     c.udp_secret_given = true;
-                    self.engine.on_transport_secret(key, secret);
+                    self.engine
+                        .handle(now, Input::TransportSecret { conn: key, secret });
                 }
             }
             match chunk {
@@ -647,7 +658,7 @@ impl Driver {
                     // dropped those replies (a piped `nc -N` session got
                     // nothing back).
                     c.input_ended = true;
-                    self.engine.on_input_end(now, key);
+                    self.engine.handle(now, Input::InputEnd { conn: key });
                     return;
                 }
                 Err(e) => {
@@ -655,7 +666,7 @@ impl Driver {
                     // Send rustls' alert if the socket takes it; then drop.
                     let _ = c.layer.flush(&mut c.out, &mut c.stream);
                     c.gone = true;
-                    self.engine.on_disconnect(now, key);
+                    self.engine.handle(now, Input::Disconnect { conn: key });
                     return;
                 }
             }
@@ -673,8 +684,11 @@ impl Driver {
 
     /// Executes the engine's outputs in order. Store writes are made here but
     /// confirmed only by `commit`, after their fsync.
-    fn run_outputs(&mut self, now: Instant) {
+    /// Returns how many outputs it took.
+    fn run_outputs(&mut self, now: Instant) -> usize {
+        let mut taken = 0;
         while let Some(out) = self.engine.poll_output() {
+            taken += 1;
             let Some(out) = self.persist.take(now, &mut self.engine, out) else {
                 continue;
             };
@@ -689,7 +703,7 @@ impl Driver {
                     };
                     mark_dirty(&mut self.dirty, conn, c);
                     if c.out.push_line(&line).is_err() {
-                        self.engine.on_overflow(now, conn);
+                        self.engine.handle(now, Input::Overflow { conn });
                     }
                 }
                 Output::Close { conn } => self.begin_close(now, conn),
@@ -721,6 +735,7 @@ impl Driver {
                 | Output::Compact => unreachable!("taken by Persist"),
             }
         }
+        taken
     }
 
     fn begin_close(&mut self, now: Instant, conn: usize) {
@@ -763,7 +778,7 @@ impl Driver {
             {
                 c.gone = true;
                 if c.closing.is_none() {
-                    self.engine.on_disconnect(now, key);
+                    self.engine.handle(now, Input::Disconnect { conn: key });
                 }
             }
             if !c.gone && c.gate.output_drained(c.out.len()) && !c.read_again {
@@ -823,7 +838,7 @@ impl Driver {
                 lines.push("OK".into());
                 self.admin.reply(conn, &lines);
             }
-            Ok(req) => self.engine.on_admin(now, conn, req),
+            Ok(req) => self.engine.handle(now, Input::Admin { conn, req }),
         }
     }
 
@@ -946,7 +961,7 @@ impl Driver {
                 c.layer = Layer::Plain;
             }
         }
-        self.engine.shutdown(now);
+        self.engine.handle(now, Input::Shutdown);
         self.run_outputs(now);
         self.commit(now);
         let deadline = now + SHUTDOWN_DRAIN;
@@ -976,10 +991,64 @@ impl Driver {
     }
 }
 
+/// How long a poll may sleep: not at all when `busy`, else until the earliest
+/// deadline (one already passed means now), forever without one.
+fn sleep_for<const N: usize>(
+    now: Instant,
+    busy: bool,
+    deadlines: [Option<Instant>; N],
+) -> Option<Duration> {
+    if busy {
+        return Some(Duration::ZERO);
+    }
+    deadlines
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
+}
+
 /// Puts a connection on the list `end_turn` visits, once per turn.
 fn mark_dirty(dirty: &mut Vec<usize>, key: usize, c: &mut Conn) {
     if !c.dirty {
         c.dirty = true;
         dirty.push(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::engine::EngineConfig;
+    use crate::server::records::BroadcastFile;
+
+    /// The loop's sleep asks the engine: queued outputs (left, say, by the
+    /// last round of `run`) make it return at once rather than wait for
+    /// the next event, and once drained it sleeps until the engine's timer.
+    #[test]
+    fn the_poll_does_not_sleep_on_undrained_outputs() {
+        let t0 = Instant::now();
+        let cfg = EngineConfig::default();
+        let idle = cfg.idle_timeout;
+        let mut engine = Engine::new(cfg, vec![], BroadcastFile::default(), vec![], t0, 0);
+        while engine.poll_output().is_some() {}
+        assert_eq!(sleep_for(t0, false, [engine.poll_timeout(), None]), None);
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        engine.handle(t0, Input::Connect { conn: 0, addr });
+        let later = t0 + Duration::from_millis(5);
+        assert_eq!(
+            sleep_for(later, false, [engine.poll_timeout(), None]),
+            Some(Duration::ZERO)
+        );
+        while engine.poll_output().is_some() {}
+        assert_eq!(
+            sleep_for(later, false, [engine.poll_timeout(), None]),
+            Some(idle - Duration::from_millis(5))
+        );
+        // The driver's own pending work (dirty connections, reads due).
+        assert_eq!(
+            sleep_for(later, true, [engine.poll_timeout(), None]),
+            Some(Duration::ZERO)
+        );
     }
 }

@@ -1,12 +1,16 @@
 //! The server engine: every rule of the control protocol, sessions, presence,
 //! introductions and broadcast delivery, as a pure state machine.
 //!
-//! It is fed `(now, input)` through the `on_*` methods, and the driver then
-//! drains [`Output`]s with [`Engine::poll_output`] and sleeps until
-//! [`Engine::next_deadline`] (or not at all while [`Engine::has_work`]). It
-//! never touches a socket, a file or the clock: time arrives as `now`, file
-//! writes leave as ordered outputs whose completion is reported back
-//! (`user_stored`, `broadcast_stored`) before the reply that depends on them.
+//! One API, the sans-IO shape of str0m and quinn-proto: the driver feeds
+//! `(now, input)` to [`Engine::handle`], drains [`Output`]s with
+//! [`Engine::poll_output`] until there are none, and sleeps until
+//! [`Engine::poll_timeout`]. Work that must run at once (queued outputs, a
+//! hash or a fan-out in progress) is a deadline that has already passed, so a
+//! driver that sleeps until the deadline cannot forget it. The engine never
+//! touches a socket, a file or the clock: time arrives as `now`, file writes
+//! leave as ordered outputs whose completion comes back as an input
+//! ([`Input::UserStored`], [`Input::BroadcastStored`]) before the reply that
+//! depends on them.
 //!
 //! The per-verb handlers live in `handlers.rs`, UDP and broadcast delivery in
 //! `delivery.rs`; this file holds the state, the plumbing and the timers.
@@ -106,6 +110,52 @@ pub const DEFAULT_MAX_PER_IP: u32 = 16;
 pub const DEFAULT_SIGNUP_RATE: u32 = 5;
 /// Default `--broadcast-rate` (per user per minute).
 pub const DEFAULT_BROADCAST_RATE: u32 = 30;
+
+/// What happened, for [`Engine::handle`].
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A TCP connection was accepted.
+    Connect { conn: ConnId, addr: SocketAddr },
+    /// The connection turned out to speak TLS: passwords may come on it from
+    /// anywhere. The only thing the engine knows of TLS.
+    Secure { conn: ConnId },
+    /// The TLS handshake of `conn` finished with this exporter secret; the
+    /// session that logs in on it seals its datagrams.
+    TransportSecret { conn: ConnId, secret: UdpSecret },
+    /// One frame from a connection's line reader.
+    Frame { conn: ConnId, frame: Frame },
+    /// The peer will send nothing more (it half-closed, or closed entirely).
+    InputEnd { conn: ConnId },
+    /// The peer closed the connection (or it failed).
+    Disconnect { conn: ConnId },
+    /// The connection's output buffer is full: it is not reading.
+    Overflow { conn: ConnId },
+    /// A datagram arrived on the UDP port (from a canonical address).
+    Datagram { from: SocketAddr, bytes: &'a [u8] },
+    /// The result of an [`Output::StoreUser`], once fsynced (or failed).
+    UserStored {
+        conn: ConnId,
+        row: UserRow,
+        ok: bool,
+    },
+    /// The result of an [`Output::StoreBroadcast`], once fsynced (or failed).
+    BroadcastStored {
+        conn: ConnId,
+        record: BroadcastRecord,
+        ok: bool,
+    },
+    /// A request from admin channel `conn` (an id the driver never gives a
+    /// TCP connection).
+    Admin {
+        conn: ConnId,
+        req: super::admin::AdminRequest,
+    },
+    /// [`Engine::poll_timeout`] passed: fire due timers and do one bounded
+    /// slice of pending work (hashes, fan-out).
+    Timeout,
+    /// SIGINT/SIGTERM: tell everyone, close everything.
+    Shutdown,
+}
 
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,6 +362,9 @@ pub struct Engine {
     /// When the one `Timer::Expiry` armed is due. Arming one per broadcast
     /// (and one per firing) piled up a timer per broadcast.
     expiry_at: Option<Instant>,
+    /// The latest `now` handed in: what [`Engine::poll_timeout`] answers
+    /// while work is waiting.
+    now: Instant,
     pub stats: Stats,
 }
 
@@ -380,6 +433,7 @@ impl Engine {
             last_compact: None,
             compact_armed: false,
             expiry_at: None,
+            now,
             stats: Stats::default(),
         };
         e.arm_expiry();
@@ -435,8 +489,31 @@ impl Engine {
 
     // ---- inputs -------------------------------------------------------------
 
+    /// Feeds one input. Then drain [`Engine::poll_output`] and sleep until
+    /// [`Engine::poll_timeout`].
+    pub fn handle(&mut self, now: Instant, input: Input<'_>) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Connect { conn, addr } => self.on_connect(now, conn, addr),
+            Input::Secure { conn } => self.on_secure(conn),
+            Input::TransportSecret { conn, secret } => self.on_transport_secret(conn, secret),
+            Input::Frame { conn, frame } => self.on_frame(now, conn, frame),
+            Input::InputEnd { conn } => self.on_input_end(now, conn),
+            Input::Disconnect { conn } => self.on_disconnect(now, conn),
+            Input::Overflow { conn } => self.on_overflow(now, conn),
+            Input::Datagram { from, bytes } => self.on_datagram(now, from, bytes),
+            Input::UserStored { conn, row, ok } => self.user_stored(now, conn, row, ok),
+            Input::BroadcastStored { conn, record, ok } => {
+                self.broadcast_stored(now, conn, record, ok)
+            }
+            Input::Admin { conn, req } => self.on_admin(now, conn, req),
+            Input::Timeout => self.on_timeout(now),
+            Input::Shutdown => self.shutdown(now),
+        }
+    }
+
     /// A TCP connection was accepted.
-    pub fn on_connect(&mut self, now: Instant, conn: ConnId, addr: SocketAddr) {
+    fn on_connect(&mut self, now: Instant, conn: ConnId, addr: SocketAddr) {
         if self.conns.len() >= self.cfg.max_clients {
             log::warn!(
                 "refusing {addr}: {} connections is the limit",
@@ -497,7 +574,7 @@ impl Engine {
 
     /// The connection turned out to speak TLS: passwords may come on it from
     /// anywhere. The only thing the engine knows of TLS.
-    pub fn on_secure(&mut self, conn: ConnId) {
+    fn on_secure(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.secure = true;
         }
@@ -529,7 +606,7 @@ impl Engine {
     }
 
     /// One frame from a connection's line reader.
-    pub fn on_frame(&mut self, now: Instant, conn: ConnId, frame: Frame) {
+    fn on_frame(&mut self, now: Instant, conn: ConnId, frame: Frame) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -554,7 +631,7 @@ impl Engine {
     }
 
     /// The peer closed the connection (or it failed).
-    pub fn on_disconnect(&mut self, now: Instant, conn: ConnId) {
+    pub(super) fn on_disconnect(&mut self, now: Instant, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
             log::info!("disconnect {} (conn {conn})", c.addr);
             self.conn_count
@@ -571,7 +648,7 @@ impl Engine {
     /// queued commands are answered first, then the session ends and the
     /// connection closes (a peer that is really gone makes the writes fail,
     /// which the driver reports as a disconnect).
-    pub fn on_input_end(&mut self, now: Instant, conn: ConnId) {
+    fn on_input_end(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -585,7 +662,7 @@ impl Engine {
     }
 
     /// The connection's output buffer is full: it is not reading.
-    pub fn on_overflow(&mut self, now: Instant, conn: ConnId) {
+    fn on_overflow(&mut self, now: Instant, conn: ConnId) {
         if let Some(c) = self.conns.get(&conn) {
             log::warn!(
                 "slow reader {} (conn {conn}): output buffer full, disconnecting",
@@ -603,7 +680,7 @@ impl Engine {
     }
 
     /// Result of an [`Output::StoreUser`].
-    pub fn user_stored(&mut self, now: Instant, conn: ConnId, row: UserRow, ok: bool) {
+    fn user_stored(&mut self, now: Instant, conn: ConnId, row: UserRow, ok: bool) {
         match self.store_waits.remove(&conn) {
             Some(StoreWait::Admin(op)) => return self.admin_stored(now, conn, op, row, ok),
             Some(StoreWait::Passwd) => {
@@ -632,13 +709,7 @@ impl Engine {
     }
 
     /// Result of an [`Output::StoreBroadcast`].
-    pub fn broadcast_stored(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        record: BroadcastRecord,
-        ok: bool,
-    ) {
+    fn broadcast_stored(&mut self, now: Instant, conn: ConnId, record: BroadcastRecord, ok: bool) {
         let reply = if ok {
             self.start_broadcast(now, record)
         } else {
@@ -648,7 +719,7 @@ impl Engine {
     }
 
     /// Fires due timers and does one bounded slice of pending work.
-    pub fn on_timeout(&mut self, now: Instant) {
+    fn on_timeout(&mut self, now: Instant) {
         while let Some(t) = self.timers.pop_due(now) {
             self.fire(now, t);
         }
@@ -670,7 +741,7 @@ impl Engine {
     }
 
     /// SIGINT/SIGTERM: tell everyone, close everything.
-    pub fn shutdown(&mut self, now: Instant) {
+    fn shutdown(&mut self, now: Instant) {
         let conns: Vec<ConnId> = self.conns.keys().collect();
         for conn in conns {
             self.close_with(
@@ -689,17 +760,21 @@ impl Engine {
         self.outputs.pop_front()
     }
 
-    pub fn has_output(&self) -> bool {
-        !self.outputs.is_empty()
-    }
-
-    /// The earliest timer; the driver may sleep until then unless [`Engine::has_work`].
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// When the engine next needs [`Input::Timeout`]. Work to do at once —
+    /// outputs not yet polled, a hash or a fan-out in progress — is the
+    /// latest `now` it was given, a deadline already passed: a driver that
+    /// sleeps until this cannot leave work behind.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.outputs.is_empty() || !self.kdf_queue.is_empty() || !self.fanout.is_empty() {
+            return Some(self.now);
+        }
         self.timers.next_deadline()
     }
 
-    /// True while hashes or fan-outs are in progress: poll without sleeping.
-    pub fn has_work(&self) -> bool {
+    /// Hashes or fan-outs in progress (tests look at the work itself;
+    /// drivers only ever need [`Engine::poll_timeout`]).
+    #[cfg(test)]
+    pub(super) fn has_work(&self) -> bool {
         !self.kdf_queue.is_empty() || !self.fanout.is_empty()
     }
 

@@ -51,7 +51,7 @@ fn connections_beyond_max_per_ip_are_closed_per_source() {
     welcomed(&mut sim, v2);
     closing(&mut sim, v3, "per-ip-limit");
     // A slot freed is a slot again.
-    sim.engine.on_disconnect(sim.now, a1);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: a1 });
     let a5 = sim.connect_from("10.0.0.1");
     welcomed(&mut sim, a5);
     assert_eq!(sim.engine.stats.rate_limited, 3);
@@ -118,10 +118,12 @@ fn guess_sim() -> Sim {
 
 /// Sends a LOGIN; returns the reply and whether a hash was queued for it.
 fn login_from(sim: &mut Sim, conn: ConnId, password: &str) -> (String, bool) {
-    sim.engine.on_frame(
+    sim.engine.handle(
         sim.now,
-        conn,
-        Frame::Line(format!("LOGIN alice {password}")),
+        Input::Frame {
+            conn,
+            frame: Frame::Line(format!("LOGIN alice {password}")),
+        },
     );
     let hashing = sim.engine.has_work();
     sim.settle();
@@ -250,7 +252,7 @@ fn broadcasts_per_user_are_rate_limited() {
 fn turns_until_reply(sim: &mut Sim, conn: ConnId, limit: u32) -> (u32, String) {
     for turn in 1..=limit {
         sim.now += Duration::from_millis(1);
-        sim.engine.on_timeout(sim.now);
+        sim.engine.handle(sim.now, Input::Timeout);
         while let Some(o) = sim.engine.poll_output() {
             if let Output::Line { conn: c, line } = o {
                 sim.lines.entry(c).or_default().push_back(line);
@@ -289,8 +291,13 @@ fn hashing_is_shared_per_source_so_a_hundred_guessers_cannot_delay_a_login() {
     // Alone.
     let solo = sim.connect_from("10.0.9.1");
     welcomed(&mut sim, solo);
-    sim.engine
-        .on_frame(sim.now, solo, Frame::Line("LOGIN alice pw".into()));
+    sim.engine.handle(
+        sim.now,
+        Input::Frame {
+            conn: solo,
+            frame: Frame::Line("LOGIN alice pw".into()),
+        },
+    );
     let (alone, reply) = turns_until_reply(&mut sim, solo, 10_000);
     assert!(reply.starts_with("OK LOGIN"), "{reply}");
     // A hundred guessing connections from one address, queued first.
@@ -300,21 +307,31 @@ fn hashing_is_shared_per_source_so_a_hundred_guessers_cannot_delay_a_login() {
         let c = sim.next_conn;
         sim.next_conn += 1;
         let addr = SocketAddr::new(ip.parse().unwrap(), 1000 + c as u16);
-        sim.engine.on_connect(sim.now, c, addr);
-        sim.engine.on_secure(c); // remote: over TLS
+        sim.engine.handle(sim.now, Input::Connect { conn: c, addr });
+        sim.engine.handle(sim.now, Input::Secure { conn: c }); // remote: over TLS
         c
     };
     let guessers: Vec<ConnId> = (0..100)
         .map(|_| {
             let c = open(&mut sim, "10.0.0.66");
-            sim.engine
-                .on_frame(sim.now, c, Frame::Line("LOGIN alice guess".into()));
+            sim.engine.handle(
+                sim.now,
+                Input::Frame {
+                    conn: c,
+                    frame: Frame::Line("LOGIN alice guess".into()),
+                },
+            );
             c
         })
         .collect();
     let other = open(&mut sim, "10.0.0.7");
-    sim.engine
-        .on_frame(sim.now, other, Frame::Line("LOGIN alice pw".into()));
+    sim.engine.handle(
+        sim.now,
+        Input::Frame {
+            conn: other,
+            frame: Frame::Line("LOGIN alice pw".into()),
+        },
+    );
     let (shared, reply) = turns_until_reply(&mut sim, other, 10_000);
     assert!(reply.starts_with("OK LOGIN"), "{reply}");
     // Two sources share the capacity: about twice as long as alone, not a
@@ -359,24 +376,35 @@ fn a_broadcast_costs_the_online_users_not_every_account() {
     let (a, _) = sim.login_new("alice");
     let (_b, _) = sim.login_new("bob");
     let (carol, _) = sim.login_new("carol");
-    sim.engine.on_disconnect(sim.now, carol);
+    sim.engine
+        .handle(sim.now, Input::Disconnect { conn: carol });
     sim.advance(secs(4));
     sim.lines.clear();
-    sim.engine
-        .on_frame(sim.now, a, Frame::Line("BROADCAST hello".into()));
+    sim.engine.handle(
+        sim.now,
+        Input::Frame {
+            conn: a,
+            frame: Frame::Line("BROADCAST hello".into()),
+        },
+    );
     // One turn finishes the whole fan-out: it visits the 2 online users, not
     // 200,002 accounts (that took 391 turns of FANOUT_BATCH).
     let mut turns = 0;
     let mut reply = None;
     loop {
         turns += 1;
-        sim.engine.on_timeout(sim.now);
+        sim.engine.handle(sim.now, Input::Timeout);
         while let Some(o) = sim.engine.poll_output() {
             match o {
                 Output::Line { conn, line } if conn == a => reply = Some(line),
-                Output::StoreBroadcast { conn, record } => {
-                    sim.engine.broadcast_stored(sim.now, conn, record, true)
-                }
+                Output::StoreBroadcast { conn, record } => sim.engine.handle(
+                    sim.now,
+                    Input::BroadcastStored {
+                        conn,
+                        record,
+                        ok: true,
+                    },
+                ),
                 _ => {}
             }
         }
@@ -439,9 +467,15 @@ fn at_once_from(sim: &mut Sim, ip: &str, n: usize, line: &str) -> Vec<String> {
             let c = sim.next_conn;
             sim.next_conn += 1;
             let addr = SocketAddr::new(ip.parse().unwrap(), 2000 + c as u16);
-            sim.engine.on_connect(sim.now, c, addr);
-            sim.engine.on_secure(c); // remote: over TLS
-            sim.engine.on_frame(sim.now, c, Frame::Line(line.into()));
+            sim.engine.handle(sim.now, Input::Connect { conn: c, addr });
+            sim.engine.handle(sim.now, Input::Secure { conn: c }); // remote: over TLS
+            sim.engine.handle(
+                sim.now,
+                Input::Frame {
+                    conn: c,
+                    frame: Frame::Line(line.into()),
+                },
+            );
             c
         })
         .collect();
@@ -496,8 +530,13 @@ fn passwd_counts_as_a_password_check() {
         assert!(sim.expect_line(c).starts_with("ERR bad-credentials"));
     }
     // Past the source's burst: refused, and no hash queued for it.
-    sim.engine
-        .on_frame(sim.now, c, Frame::Line("PASSWD pw new new".into()));
+    sim.engine.handle(
+        sim.now,
+        Input::Frame {
+            conn: c,
+            frame: Frame::Line("PASSWD pw new new".into()),
+        },
+    );
     assert!(!sim.engine.has_work(), "a refused PASSWD was hashed");
     sim.settle();
     let l = sim.expect_line(c);

@@ -5,7 +5,7 @@
 //!
 //! Invariants:
 //! - No `OK SIGNUP` / `OK BROADCAST` before the fsync that covers its row:
-//!   `user_stored` / `broadcast_stored` are called only from [`Persist::commit`],
+//!   `Input::UserStored` / `Input::BroadcastStored` are fed only by [`Persist::commit`],
 //!   after `sync_users` / `sync_broadcasts` returned.
 //! - Several rows written in one loop turn share one fsync per file.
 //! - A failed write or fsync fails every row of that file's batch (the store
@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use super::accounts::UserRow;
 use super::broadcast::BroadcastRecord;
-use super::engine::{ConnId, Engine, Output};
+use super::engine::{ConnId, Engine, Input, Output};
 use super::store::Store;
 
 /// Rows written to one file since its last fsync.
@@ -106,14 +106,14 @@ impl Persist {
             let batch = std::mem::take(&mut self.users);
             let ok = !batch.failed && self.sync_users();
             for (conn, row) in batch.rows {
-                engine.user_stored(now, conn, row, ok);
+                engine.handle(now, Input::UserStored { conn, row, ok });
             }
         }
         if !self.broadcasts.rows.is_empty() {
             let batch = std::mem::take(&mut self.broadcasts);
             let ok = !batch.failed && self.sync_broadcasts();
             for (conn, record) in batch.rows {
-                engine.broadcast_stored(now, conn, record, ok);
+                engine.handle(now, Input::BroadcastStored { conn, record, ok });
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::accounts::{UserIdx, UserRow};
 use super::broadcast::{BroadcastRecord, DeliveryRow};
-use super::engine::{ConnId, Engine, EngineConfig, Output};
+use super::engine::{ConnId, Engine, EngineConfig, Input, Output};
 use crate::proto::{Frame, ServerDatagram};
 use crate::transcript;
 
@@ -91,31 +91,42 @@ impl Sim {
         self.next_conn += 1;
         let ip: std::net::IpAddr = ip.parse().unwrap();
         let addr = SocketAddr::new(ip, 40000 + conn as u16);
-        self.engine.on_connect(self.now, conn, addr);
+        self.engine.handle(self.now, Input::Connect { conn, addr });
         // A client from a remote address speaks TLS (plaintext passwords
         // from there get `tls-required`, tested on their own).
         if !ip.is_loopback() {
-            self.engine.on_secure(conn);
+            self.engine.handle(self.now, Input::Secure { conn });
         }
         self.settle();
         conn
     }
 
     fn send(&mut self, conn: ConnId, line: &str) {
-        self.engine
-            .on_frame(self.now, conn, Frame::Line(line.to_owned()));
+        self.engine.handle(
+            self.now,
+            Input::Frame {
+                conn,
+                frame: Frame::Line(line.to_owned()),
+            },
+        );
         self.settle();
     }
 
     fn datagram(&mut self, from: SocketAddr, text: &str) {
-        self.engine.on_datagram(self.now, from, text.as_bytes());
+        self.engine.handle(
+            self.now,
+            Input::Datagram {
+                from,
+                bytes: text.as_bytes(),
+            },
+        );
         self.settle();
     }
 
     /// Runs pending work (hashes, fan-out) and executes outputs like the driver.
     fn settle(&mut self) {
         for _ in 0..10_000 {
-            self.engine.on_timeout(self.now);
+            self.engine.handle(self.now, Input::Timeout);
             while let Some(o) = self.engine.poll_output() {
                 match o {
                     Output::Line { conn, line } => {
@@ -132,11 +143,25 @@ impl Sim {
                     Output::Datagram { to, bytes } => self.datagrams.push((to, bytes.to_vec())),
                     Output::StoreUser { conn, row } => {
                         self.stored_users.push(row.clone());
-                        self.engine.user_stored(self.now, conn, row, true);
+                        self.engine.handle(
+                            self.now,
+                            Input::UserStored {
+                                conn,
+                                row,
+                                ok: true,
+                            },
+                        );
                     }
                     Output::StoreBroadcast { conn, record } => {
                         self.stored_broadcasts.push(record.clone());
-                        self.engine.broadcast_stored(self.now, conn, record, true);
+                        self.engine.handle(
+                            self.now,
+                            Input::BroadcastStored {
+                                conn,
+                                record,
+                                ok: true,
+                            },
+                        );
                     }
                     Output::StoreDelivery(row) => self.stored_deliveries.push(row),
                     Output::Compact => {}
@@ -155,7 +180,7 @@ impl Sim {
     /// Moves the virtual clock forward, firing every timer on the way in order.
     fn advance(&mut self, d: Duration) {
         let target = self.now + d;
-        while let Some(at) = self.engine.next_deadline().filter(|&at| at <= target) {
+        while let Some(at) = self.engine.poll_timeout().filter(|&at| at <= target) {
             self.now = self.now.max(at);
             self.settle();
         }
@@ -228,7 +253,8 @@ impl Sim {
     }
 
     fn datagram_bytes(&mut self, from: SocketAddr, bytes: &[u8]) {
-        self.engine.on_datagram(self.now, from, bytes);
+        self.engine
+            .handle(self.now, Input::Datagram { from, bytes });
         self.settle();
     }
 
@@ -295,6 +321,57 @@ fn every_fixture_transcript_replays_on_the_engine() {
     }
 }
 
+// ---- the engine API ---------------------------------------------------------------
+
+/// `poll_timeout` is the one thing a driver asks before sleeping: while outputs
+/// wait to be polled or a hash is in progress it is a deadline already passed,
+/// so a driver that forgets to drain (or to run the work) cannot sleep on it.
+#[test]
+fn poll_timeout_is_due_while_outputs_or_work_wait() {
+    let mut sim = Sim::new(EngineConfig {
+        kdf_iterations: 20_000,
+        ..cfg()
+    });
+    let idle_deadline = |sim: &Sim| sim.now + cfg().idle_timeout;
+    // Nothing connected, nothing queued: only the broadcast timers (none yet).
+    assert_eq!(sim.engine.poll_timeout(), None);
+    sim.engine.handle(
+        sim.now,
+        Input::Connect {
+            conn: 7,
+            addr: udp(7),
+        },
+    );
+    // `EVENT WELCOME` is queued: due now, not at the idle timer.
+    assert!(sim.engine.poll_timeout().is_some_and(|t| t <= sim.now));
+    while sim.engine.poll_output().is_some() {}
+    // Drained and idle: sleep until the pre-login idle limit.
+    assert_eq!(sim.engine.poll_timeout(), Some(idle_deadline(&sim)));
+    // A LOGIN being hashed is work: due now until the hash is done.
+    sim.engine.handle(
+        sim.now,
+        Input::Frame {
+            conn: 7,
+            frame: Frame::Line("LOGIN nobody pw".into()),
+        },
+    );
+    while sim.engine.poll_output().is_some() {}
+    assert!(sim.engine.poll_timeout().is_some_and(|t| t <= sim.now));
+    let mut turns = 0;
+    while sim.engine.poll_timeout().is_some_and(|t| t <= sim.now) {
+        sim.engine.handle(sim.now, Input::Timeout);
+        while let Some(o) = sim.engine.poll_output() {
+            if let Output::Line { line, .. } = o {
+                assert!(line.starts_with("ERR bad-credentials"), "{line}");
+            }
+        }
+        turns += 1;
+        assert!(turns < 100, "the hash never finished");
+    }
+    assert!(turns > 1, "20,000 iterations take several turns");
+    assert!(sim.engine.poll_timeout().is_some_and(|t| t > sim.now));
+}
+
 // ---- sessions -------------------------------------------------------------------
 
 #[test]
@@ -337,10 +414,27 @@ fn commands_queued_behind_a_login_are_answered_in_order() {
     });
     let c = sim.connect();
     sim.send(c, "SIGNUP alice pw pw");
-    sim.engine
-        .on_frame(sim.now, c, Frame::Line("LOGIN alice pw".into()));
-    sim.engine.on_frame(sim.now, c, Frame::Line("LIST".into()));
-    sim.engine.on_frame(sim.now, c, Frame::TooLong);
+    sim.engine.handle(
+        sim.now,
+        Input::Frame {
+            conn: c,
+            frame: Frame::Line("LOGIN alice pw".into()),
+        },
+    );
+    sim.engine.handle(
+        sim.now,
+        Input::Frame {
+            conn: c,
+            frame: Frame::Line("LIST".into()),
+        },
+    );
+    sim.engine.handle(
+        sim.now,
+        Input::Frame {
+            conn: c,
+            frame: Frame::TooLong,
+        },
+    );
     sim.settle();
     assert_eq!(sim.expect_line(c), "OK SIGNUP alice");
     assert!(sim.expect_line(c).starts_with("OK LOGIN alice "));
@@ -357,11 +451,22 @@ fn a_slow_hash_does_not_delay_other_connections() {
     });
     let a = sim.connect();
     let b = sim.connect();
-    sim.engine
-        .on_frame(sim.now, a, Frame::Line("LOGIN nobody pw".into()));
+    sim.engine.handle(
+        sim.now,
+        Input::Frame {
+            conn: a,
+            frame: Frame::Line("LOGIN nobody pw".into()),
+        },
+    );
     // One turn of work, then b's command: answered at once, a still hashing.
-    sim.engine.on_timeout(sim.now);
-    sim.engine.on_frame(sim.now, b, Frame::Line("PING".into()));
+    sim.engine.handle(sim.now, Input::Timeout);
+    sim.engine.handle(
+        sim.now,
+        Input::Frame {
+            conn: b,
+            frame: Frame::Line("PING".into()),
+        },
+    );
     let mut outs = Vec::new();
     while let Some(o) = sim.engine.poll_output() {
         outs.push(o);
@@ -386,10 +491,16 @@ fn unknown_user_costs_the_same_hashing_as_a_wrong_password() {
     let (_, _) = sim.login_new("alice");
     let turns = |sim: &mut Sim, line: &str| {
         let c = sim.connect();
-        sim.engine.on_frame(sim.now, c, Frame::Line(line.into()));
+        sim.engine.handle(
+            sim.now,
+            Input::Frame {
+                conn: c,
+                frame: Frame::Line(line.into()),
+            },
+        );
         let mut n = 0;
         while sim.engine.has_work() {
-            sim.engine.on_timeout(sim.now);
+            sim.engine.handle(sim.now, Input::Timeout);
             n += 1;
         }
         while sim.engine.poll_output().is_some() {}
@@ -408,7 +519,7 @@ fn closing_a_connection_removes_the_user_and_cancels_requests() {
     let (b, _) = sim.login_new("bob");
     sim.send(a, "CONNECT bob");
     assert_eq!(sim.expect_line(b), "EVENT REQUEST alice 127.0.0.1");
-    sim.engine.on_disconnect(sim.now, a);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: a });
     sim.settle();
     assert_eq!(sim.expect_line(b), "EVENT CANCELLED alice offline");
     sim.send(b, "LIST");
@@ -423,7 +534,13 @@ fn server_full_is_announced() {
         ..cfg()
     });
     sim.connect();
-    sim.engine.on_connect(sim.now, 99, udp(1));
+    sim.engine.handle(
+        sim.now,
+        Input::Connect {
+            conn: 99,
+            addr: udp(1),
+        },
+    );
     sim.settle();
     assert!(sim
         .next_line(99)
@@ -758,13 +875,18 @@ fn fanout_to_many_is_batched_across_turns() {
     }
     sim.advance(Duration::from_secs(4));
     sim.lines.clear();
-    sim.engine
-        .on_frame(sim.now, a, Frame::Line("BROADCAST to all".into()));
+    sim.engine.handle(
+        sim.now,
+        Input::Frame {
+            conn: a,
+            frame: Frame::Line("BROADCAST to all".into()),
+        },
+    );
     // Drive by hand: the reply comes first, then at most a batch per turn.
     let mut per_turn = Vec::new();
     let mut replied = false;
     for _ in 0..100 {
-        sim.engine.on_timeout(sim.now);
+        sim.engine.handle(sim.now, Input::Timeout);
         let mut lines = 0;
         while let Some(o) = sim.engine.poll_output() {
             match o {
@@ -772,9 +894,14 @@ fn fanout_to_many_is_batched_across_turns() {
                     replied |= line.starts_with("OK BROADCAST")
                 }
                 Output::Line { .. } => lines += 1,
-                Output::StoreBroadcast { conn, record } => {
-                    sim.engine.broadcast_stored(sim.now, conn, record, true)
-                }
+                Output::StoreBroadcast { conn, record } => sim.engine.handle(
+                    sim.now,
+                    Input::BroadcastStored {
+                        conn,
+                        record,
+                        ok: true,
+                    },
+                ),
                 _ => {}
             }
         }
@@ -861,7 +988,13 @@ mod sealed_udp {
         /// Like `login_new`, over a TLS connection whose exporter gave `secret`.
         fn login_tls(&mut self, user: &str, secret: &UdpSecret) -> (ConnId, String) {
             let c = self.connect();
-            self.engine.on_transport_secret(c, secret.clone());
+            self.engine.handle(
+                self.now,
+                Input::TransportSecret {
+                    conn: c,
+                    secret: secret.clone(),
+                },
+            );
             self.send(c, &format!("SIGNUP {user} pw pw"));
             assert_eq!(self.expect_line(c), format!("OK SIGNUP {user}"));
             self.send(c, &format!("LOGIN {user} pw"));
@@ -1057,14 +1190,21 @@ fn an_account_deleted_while_its_login_hashes_is_refused_not_a_panic() {
     let c = t.connect();
     t.send(c, "SIGNUP alice pw pw");
     assert_eq!(t.expect_line(c), "OK SIGNUP alice");
-    t.engine
-        .on_frame(t.now, c, Frame::Line("LOGIN alice pw".to_owned()));
-    const ADMIN: ConnId = usize::MAX / 2;
-    t.engine.on_admin(
+    t.engine.handle(
         t.now,
-        ADMIN,
-        super::admin::AdminRequest::Del {
-            user: "alice".into(),
+        Input::Frame {
+            conn: c,
+            frame: Frame::Line("LOGIN alice pw".to_owned()),
+        },
+    );
+    const ADMIN: ConnId = usize::MAX / 2;
+    t.engine.handle(
+        t.now,
+        Input::Admin {
+            conn: ADMIN,
+            req: super::admin::AdminRequest::Del {
+                user: "alice".into(),
+            },
         },
     );
     t.settle();
@@ -1127,7 +1267,7 @@ fn watch_is_capped_per_session_and_ends_with_it() {
     sim.send(a, "WATCH -u0x0 +bad*name");
     assert!(sim.expect_line(a).starts_with("ERR bad-username"));
     assert_eq!(sim.engine.presence.entries(), (100, 100));
-    sim.engine.on_disconnect(sim.now, a);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: a });
     sim.settle();
     assert_eq!(sim.engine.presence.entries(), (0, 0));
 }
