@@ -10,3 +10,4 @@ pub mod server;
 pub mod signals;
 pub mod tls;
 pub mod transcript;
+pub mod udpbatch;

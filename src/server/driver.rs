@@ -27,13 +27,14 @@ use super::persist::Persist;
 use super::store::Store;
 use super::tls::TlsIdentity;
 use crate::netio::{
-    self, enable_keepalive, set_int_option, Chunk, OutBuffer, ReadStatus, UdpQueue, READ_BUDGET,
+    self, enable_keepalive, set_int_option, Chunk, OutBuffer, ReadStatus, READ_BUDGET,
 };
 use crate::proto::datagram::MAX_DATAGRAM;
 use crate::proto::LineReader;
 use crate::signals::SignalPipe;
 use crate::tls::layer::TLS_HANDSHAKE_BYTE;
 use crate::tls::Layer;
+use crate::udpbatch::{Mmsg, RecvBatch, SendQueue};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const UDP: Token = Token(usize::MAX - 2);
@@ -91,7 +92,11 @@ pub struct Driver {
     poll: Poll,
     listener: TcpListener,
     udp: UdpSocket,
-    udp_queue: UdpQueue,
+    /// Outgoing datagrams, sent with `sendmmsg` (udpbatch.rs) at the end of
+    /// each `run_outputs`: a fan-out's datagrams go out in batches.
+    udp_queue: SendQueue<std::rc::Rc<[u8]>>,
+    /// Buffers for reading datagrams with `recvmmsg`.
+    udp_in: RecvBatch,
     /// A spare descriptor for refusing connections on `EMFILE`, and the retry timer.
     fds: FdReserve,
     udp_read_again: bool,
@@ -249,7 +254,8 @@ impl Driver {
             listener,
             udp,
             fds: FdReserve::new(),
-            udp_queue: UdpQueue::with_cap(65_536),
+            udp_queue: SendQueue::with_caps(65_536, usize::MAX),
+            udp_in: RecvBatch::new(MAX_DATAGRAM + 1, crate::udpbatch::BATCH),
             udp_read_again: false,
             udp_local: udp_addr,
             signals,
@@ -315,7 +321,7 @@ impl Driver {
                             self.recv_datagrams(now);
                         }
                         if ev.is_writable() {
-                            self.udp_queue.flush(&self.udp);
+                            self.udp_queue.flush(&mut Mmsg(&self.udp));
                         }
                     }
                     SIGNALS => {
@@ -443,26 +449,16 @@ impl Driver {
     }
 
     fn recv_datagrams(&mut self, now: Instant) {
-        let mut buf = [0u8; MAX_DATAGRAM + 1];
-        self.udp_read_again = false;
-        for _ in 0..UDP_BUDGET {
-            match self.udp.recv_from(&mut buf) {
-                Ok((n, from)) => self.engine.handle(
-                    now,
-                    Input::Datagram {
-                        from: netio::canonical(from),
-                        bytes: &buf[..n],
-                    },
-                ),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::debug!("udp receive error: {e}");
-                    return;
-                }
-            }
-        }
-        self.udp_read_again = true;
+        let engine = &mut self.engine;
+        self.udp_read_again = self.udp_in.drain(&self.udp, UDP_BUDGET, |from, bytes| {
+            engine.handle(
+                now,
+                Input::Datagram {
+                    from: netio::canonical(from),
+                    bytes,
+                },
+            )
+        });
     }
 
     fn conn_event(&mut self, now: Instant, key: usize, readable: bool, writable: bool) {
@@ -727,7 +723,7 @@ impl Driver {
                 }
                 Output::Datagram { to, bytes } => {
                     let to = netio::for_socket(to, self.udp_local);
-                    self.udp_queue.send(&self.udp, to, &*bytes)
+                    self.udp_queue.push(to, bytes)
                 }
                 Output::StoreUser { .. }
                 | Output::StoreBroadcast { .. }
@@ -735,6 +731,10 @@ impl Driver {
                 | Output::Compact => unreachable!("taken by Persist"),
             }
         }
+        // This call's datagrams (a fan-out's, the ACK answers of a receive
+        // batch) leave together; what the socket does not take waits for
+        // the writable event (interest set in `end_turn`).
+        self.udp_queue.flush(&mut Mmsg(&self.udp));
         taken
     }
 
@@ -862,6 +862,12 @@ impl Driver {
             ("sealed_replayed", e.sealed_replayed),
             // Of datagrams_dropped: outgoing ones a full send queue refused.
             ("udp_queue_dropped", self.udp_queue.dropped),
+            // System calls that sent / received datagrams (sendmmsg /
+            // recvmmsg, several datagrams each): against datagrams_sent they
+            // show the batching.
+            ("udp_send_calls", self.udp_queue.calls),
+            ("udp_recv_calls", self.udp_in.calls),
+            ("datagrams_received", self.udp_in.received),
             // Connections refused for want of file descriptors (accept.rs).
             ("accepts_refused", self.fds.shed),
             // fsyncs of users.csv / broadcasts.csv (one per file per turn at most).
@@ -974,7 +980,7 @@ impl Driver {
                 break;
             }
             let _ = self.poll.poll(&mut events, Some(Duration::from_millis(20)));
-            self.udp_queue.flush(&self.udp);
+            self.udp_queue.flush(&mut Mmsg(&self.udp));
         }
         self.persist
             .store_mut()
