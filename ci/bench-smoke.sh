@@ -19,6 +19,18 @@ timeout 90 target/release/peerline-bench run \
 grep -q '| 50 | peerline |' "$out/BENCHMARKS.md"
 grep -q '<polyline' "$out/bench-fanout.svg"
 
+# Scale mode: a tiny sessions axis (with the idle-after-logins window) and
+# accounts axis, spliced into the report the run above wrote.
+timeout 120 target/release/peerline-bench scale \
+    --server target/release/peerline-server \
+    --sizes 20,40 --accounts 100,2000 --online 20 --reps 2 --idle-secs 1 \
+    --per-worker 30 --no-mosquitto --no-pin --out-md "$out/BENCHMARKS.md" > /dev/null
+grep -q '<!-- scale:begin -->' "$out/BENCHMARKS.md"
+grep -q '| 41 | peerline |' "$out/BENCHMARKS.md"
+grep -q '| 2000 |' "$out/BENCHMARKS.md"
+grep -q '| 50 | peerline |' "$out/BENCHMARKS.md"
+grep -q '<polyline' "$out/bench-scale-accounts.svg"
+
 # Direct links, encrypted vs plaintext: a few links and messages each way.
 timeout 60 target/release/peerline-bench links \
     --server target/release/peerline-server --client target/release/peerline-client \

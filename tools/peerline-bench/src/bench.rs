@@ -175,7 +175,7 @@ pub struct Results {
     pub worker_errors: u64,
 }
 
-const PASSWORD: &str = "bench-pass-1";
+pub(crate) const PASSWORD: &str = "bench-pass-1";
 
 /// Runs every scenario against one system. Failures of a scenario are recorded
 /// in `errors` and the rest still runs where it can.
@@ -228,18 +228,18 @@ fn start(
 }
 
 /// The server's `/proc/PID/status` figures (RSS, threads, context switches).
-fn server_status(pid: u32) -> Res<procfs::Status> {
+pub(crate) fn server_status(pid: u32) -> Res<procfs::Status> {
     procfs::status(pid).map_err(|e| format!("/proc/{pid}/status: {e}"))
 }
 
 /// The server's CPU ticks so far, from `/proc/PID/stat`.
-fn server_cpu(pid: u32) -> Res<procfs::CpuTicks> {
+pub(crate) fn server_cpu(pid: u32) -> Res<procfs::CpuTicks> {
     procfs::cpu(pid).map_err(|e| format!("/proc/{pid}/stat: {e}"))
 }
 
 /// The load generator for one phase: `workers` processes holding at most
 /// `per_worker` sessions each, all speaking `system`'s protocol to `server`.
-fn spawn_fleet(
+pub(crate) fn spawn_fleet(
     system: System,
     plan: &Plan,
     server: &Server,
@@ -260,7 +260,7 @@ fn spawn_fleet(
 
 /// Runs `scenario` on `fleet`, then — whether it worked or not — counts the
 /// workers' errors into `r` and shuts the fleet down.
-fn with_fleet(
+pub(crate) fn with_fleet(
     mut fleet: Fleet,
     r: &mut Results,
     scenario: impl FnOnce(&mut Fleet, &mut Results) -> Res<()>,
@@ -372,7 +372,13 @@ fn fan_once(fleet: &mut Fleet, rep: u64, pad: usize) -> Res<(u64, u64, u64)> {
     Ok((n, if n == 0 { 0 } else { first }, last))
 }
 
-fn fan_reps(fleet: &mut Fleet, n: usize, reps: usize, rep0: u64, pad: usize) -> Res<Fan> {
+pub(crate) fn fan_reps(
+    fleet: &mut Fleet,
+    n: usize,
+    reps: usize,
+    rep0: u64,
+    pad: usize,
+) -> Res<Fan> {
     let mut fan = Fan {
         n,
         udp_drops: 0,

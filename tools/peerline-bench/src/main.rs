@@ -9,6 +9,7 @@ mod links;
 mod mqtt;
 mod procfs;
 mod report;
+mod scale;
 mod servers;
 mod stats;
 mod svg;
@@ -55,6 +56,8 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         pad: usize,
     },
+    /// Sessions to the host's limit and accounts to a million (scale.rs).
+    Scale(ScaleArgs),
     /// (internal) A session-driving worker, commanded over stdin/stdout.
     #[command(hide = true)]
     Worker {
@@ -144,6 +147,38 @@ struct RunArgs {
     strict: bool,
 }
 
+#[derive(clap::Args)]
+struct ScaleArgs {
+    #[arg(long, default_value = "target/release/peerline-server")]
+    server: PathBuf,
+    /// Session counts, one server growing through them.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000,19000")]
+    sizes: Vec<usize>,
+    /// Account counts in users.csv (peerline).
+    #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
+    accounts: Vec<usize>,
+    /// Sessions online on the accounts axis.
+    #[arg(long, default_value_t = 1000)]
+    online: usize,
+    /// Fan-outs per step.
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    #[arg(long, default_value_t = 2500)]
+    per_worker: usize,
+    #[arg(long, default_value_t = 1000)]
+    kdf_iterations: u32,
+    /// Idle window after the first login burst.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
+    #[arg(long)]
+    no_mosquitto: bool,
+    #[arg(long)]
+    no_pin: bool,
+    /// The report to put the scale section into (its plots go beside it).
+    #[arg(long)]
+    out_md: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
@@ -194,6 +229,44 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("peerline-bench links: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Scale(a) => {
+            let args = scale::Args {
+                server: a.server,
+                sizes: a.sizes,
+                accounts: a.accounts,
+                online: a.online.max(1),
+                reps: a.reps.max(1),
+                per_worker: a.per_worker.max(1),
+                kdf_iterations: a.kdf_iterations,
+                idle_secs: a.idle_secs,
+                no_mosquitto: a.no_mosquitto,
+                pin: (!a.no_pin).then_some((0, 1)),
+                svg_dir: a
+                    .out_md
+                    .as_ref()
+                    .and_then(|m| m.parent().map(PathBuf::from)),
+                out_md: a.out_md,
+            };
+            let res = scale::run(&args).and_then(|r| {
+                let machine = report::Machine::probe();
+                println!("{}", scale::markdown(&r, &args, &machine));
+                if let (Some(md), Some(dir)) = (&args.out_md, &args.svg_dir) {
+                    scale::write(&r, &args, md, dir)?;
+                    eprintln!("wrote {}", md.display());
+                }
+                Ok(r.errors.is_empty()
+                    && r.peer.errors.is_empty()
+                    && r.mosq.iter().all(|m| m.errors.is_empty()))
+            });
+            match res {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("peerline-bench scale: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -294,6 +367,8 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
             &notes,
             wall,
         );
+        // Sections other modes wrote (scale.rs) survive the rewrite.
+        let text = scale::carry(&std::fs::read_to_string(md).unwrap_or_default(), text);
         std::fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))?;
         std::fs::write(&svg_path, report::svg(&peer, mosq.as_ref()))
             .map_err(|e| format!("{}: {e}", svg_path.display()))?;

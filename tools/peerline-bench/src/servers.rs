@@ -92,11 +92,27 @@ impl Server {
             let iterations = kdf.unwrap_or(kdf::DEFAULT_ITERATIONS);
             provision_accounts(&dir, accounts, prefix, password, iterations)?;
         }
+        Server::spawn_peerline(bin, dir, kdf, cpu)
+    }
+
+    /// Starts `peerline-server` on `dir` as it is (accounts already written);
+    /// returns once it printed its `listening` line.
+    pub fn spawn_peerline(
+        bin: &Path,
+        dir: PathBuf,
+        kdf: Option<u32>,
+        cpu: Option<usize>,
+    ) -> Res<Server> {
+        // As many clients as the open-file limit allows (the server needs
+        // one descriptor each, plus some 64 of its own): 19,000 receivers
+        // fit under a limit of 20,000.
+        let max_clients = crate::procfs::fd_limit().saturating_sub(100).max(1000);
         let mut cmd = pinned(cpu, bin);
         cmd.args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(&dir)
-            // Room for 10,000 receivers plus the sender and spare; the default is 10,000.
-            .args(["--max-clients", "10100", "--session-ttl", "2h"])
+            .arg("--max-clients")
+            .arg(max_clients.to_string())
+            .args(["--session-ttl", "2h"])
             // The fleet connects from one address; the abuse limits would refuse it.
             .args([
                 "--max-per-ip",

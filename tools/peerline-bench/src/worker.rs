@@ -26,10 +26,11 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use peerline::netio::{read_frames, OutBuffer, ReadStatus, UdpQueue};
+use peerline::netio::{read_frames, OutBuffer, ReadStatus};
 use peerline::proto::{
     ClientDatagram, Command, Cookie, Event, Frame, LineReader, OkReply, ServerDatagram, ServerLine,
 };
+use peerline::udpbatch::{Mmsg, RecvBatch, SendQueue};
 
 use crate::clock::{now_ns, parse_stamp, stamp};
 use crate::mqtt;
@@ -81,7 +82,8 @@ struct Session {
     signup: bool,
     tcp: TcpStream,
     udp: Option<UdpSocket>,
-    udp_queue: UdpQueue,
+    /// REGISTERs and ACKs; the ACKs of one receive batch leave in one `sendmmsg`.
+    udp_queue: SendQueue<Vec<u8>>,
     lines: LineReader,
     out: OutBuffer,
     mq_in: mqtt::Reader,
@@ -149,6 +151,13 @@ pub struct Worker {
     next_pid: u16,
     to_free: Vec<usize>,
     quit: bool,
+    /// `recvmmsg` buffers shared by every session's UDP socket: a
+    /// receiver's whole backlog in one call (and no extra call to learn it
+    /// would block), so the tool is less of a bottleneck than the server.
+    udp_in: RecvBatch,
+    /// Datagrams of the current `on_udp`, back to back, and where each ends.
+    udp_got: Vec<u8>,
+    udp_ends: Vec<usize>,
 }
 
 fn say(line: &str) {
@@ -182,6 +191,9 @@ impl Worker {
             next_pid: 1,
             to_free: Vec::new(),
             quit: false,
+            udp_in: RecvBatch::new(1500, 32),
+            udp_got: Vec::new(),
+            udp_ends: Vec::new(),
         })
     }
 
@@ -419,7 +431,7 @@ impl Worker {
             signup: self.setup.signup,
             tcp,
             udp: None,
-            udp_queue: UdpQueue::with_cap(64),
+            udp_queue: SendQueue::with_caps(64, usize::MAX),
             lines: LineReader::new(),
             out: OutBuffer::with_cap(256 * 1024),
             mq_in: mqtt::Reader::default(),
@@ -722,27 +734,30 @@ impl Worker {
             cookie,
         };
         if let Some(u) = s.udp.as_ref() {
-            s.udp_queue.send(u, server, d.to_string().into_bytes());
+            s.udp_queue.push(server, d.to_string().into_bytes());
+            s.udp_queue.flush(&mut Mmsg(u));
         }
     }
 
     fn on_udp(&mut self, key: usize) {
-        let mut buf = [0u8; 1500];
-        let mut got = Vec::new();
+        let mut got = std::mem::take(&mut self.udp_got);
+        let mut ends = std::mem::take(&mut self.udp_ends);
+        got.clear();
+        ends.clear();
         {
             let s = &mut self.sessions[key];
             let Some(u) = s.udp.as_ref() else { return };
-            s.udp_queue.flush(u);
-            for _ in 0..1024 {
-                match u.recv_from(&mut buf) {
-                    Ok((n, _)) => got.push(buf[..n].to_vec()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                }
-            }
+            s.udp_queue.flush(&mut Mmsg(u));
+            self.udp_in.drain(u, 1024, |_, d| {
+                got.extend_from_slice(d);
+                ends.push(got.len());
+            });
         }
-        for d in got {
-            match ServerDatagram::parse(&d) {
+        let mut at = 0;
+        for &end in &ends {
+            let d = &got[at..end];
+            at = end;
+            match ServerDatagram::parse(d) {
                 Some(ServerDatagram::Challenge { cookie })
                     if self.sessions[key].phase == Phase::RegisterWait =>
                 {
@@ -760,14 +775,19 @@ impl Worker {
                         token: s.token.clone(),
                         id,
                     };
-                    if let Some(u) = s.udp.as_ref() {
-                        s.udp_queue.send(u, server, ack.to_string().into_bytes());
-                    }
+                    s.udp_queue.push(server, ack.to_string().into_bytes());
                     self.delivered(key, id, &text);
                 }
                 _ => {}
             }
         }
+        // This batch's ACKs, in one call.
+        let s = &mut self.sessions[key];
+        if let Some(u) = s.udp.as_ref() {
+            s.udp_queue.flush(&mut Mmsg(u));
+        }
+        self.udp_got = got;
+        self.udp_ends = ends;
     }
 
     /// One broadcast reached one session (UDP or TCP); duplicates are dropped.
