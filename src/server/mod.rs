@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod persist;
 pub mod presence;
 pub mod records;
+pub mod resume;
 pub mod service;
 pub mod sockets;
 pub mod store;
