@@ -14,7 +14,7 @@ use super::input::{self, UserCommand, UserInput};
 use super::links::{
     LinkId, LinkState, Links, P2pToken, Refusal, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING,
 };
-use super::reconnect::{Backoff, Beat, ConnState, Heartbeat};
+use super::reconnect::{Backoff, Beat, ConnState, Heartbeat, HeldTicket};
 use super::render::{Kind as ShownKind, Shown};
 use super::reverse::{self, Reverse};
 use crate::proto::link_noise::{self, LinkError, LinkWire, WireEvent};
@@ -272,6 +272,9 @@ pub struct Engine {
     me: Option<String>,
     /// Credentials of the last successful login, for REAUTH (memory only).
     creds: Option<(String, String)>,
+    /// The session resumption ticket (memory only, never shown or logged):
+    /// a reconnect offers it before the password (`RESUME`).
+    ticket: Option<HeldTicket>,
     list_rows: Vec<(String, IpAddr)>,
     /// Requests to us, waiting for /accept or /deny.
     incoming: BTreeMap<String, IpAddr>,
@@ -315,6 +318,7 @@ impl Engine {
             sent: VecDeque::new(),
             me: None,
             creds: None,
+            ticket: None,
             list_rows: Vec::new(),
             incoming: BTreeMap::new(),
             outgoing: BTreeSet::new(),
@@ -885,6 +889,18 @@ impl Engine {
             }
             ServerLine::Err { code, text } => {
                 let sent = self.sent.pop_front();
+                if let Some(Sent {
+                    command: Command::Ticket | Command::Resume { .. },
+                    automatic: true,
+                }) = &sent
+                {
+                    // Our own ticket business: fall back quietly.
+                    log::info!(
+                        "{} refused: {code}",
+                        sent.as_ref().map_or("", |s| s.command.verb())
+                    );
+                    return self.on_ticket_refused(sent.as_ref());
+                }
                 let verb = sent.as_ref().map_or("command", |s| s.command.verb());
                 let detail = display::sanitize(&text);
                 let line = format!("{verb} failed: {} ({code}: {detail})", code.plain_words());
@@ -922,6 +938,30 @@ impl Engine {
                 }
                 "password changed".to_owned()
             }
+            OkReply::Ticket { ticket, expires } => {
+                // Silent: nothing for the user to see (and never the ticket).
+                if let Some(user) = self.me.clone() {
+                    self.ticket = Some(HeldTicket {
+                        user,
+                        ticket,
+                        expires,
+                    });
+                }
+                return;
+            }
+            OkReply::Resume {
+                user,
+                token,
+                ticket,
+                expires,
+            } => {
+                self.ticket = Some(HeldTicket {
+                    user: user.clone(),
+                    ticket,
+                    expires,
+                });
+                return self.on_ok(now, OkReply::Login { user, token }, sent);
+            }
             OkReply::Login { user, token } => {
                 let renewed = self.me.as_deref() == Some(user.as_str());
                 if let Some(Sent {
@@ -930,6 +970,11 @@ impl Engine {
                 }) = &sent
                 {
                     self.creds = Some((user.clone(), password.clone()));
+                    // A password login (or re-login: a later deadline) earns
+                    // a ticket for the next reconnect.
+                    if self.tickets_allowed() {
+                        self.send(Command::Ticket, true);
+                    }
                 }
                 self.me = Some(user.clone());
                 self.auth_refused = false;
@@ -1340,6 +1385,29 @@ impl Engine {
         }
         self.conn = ConnState::Up;
         self.heartbeat = Heartbeat::new(now.mono);
+        let me = self
+            .me
+            .clone()
+            .or_else(|| self.creds.as_ref().map(|c| c.0.clone()));
+        if let Some(user) = me {
+            if let Some(held) = HeldTicket::take_usable(&mut self.ticket, &user, now.unix) {
+                // Skips the server's password hash (the restart storm).
+                self.rejoining = true;
+                return self.send(
+                    Command::Resume {
+                        user: held.user,
+                        ticket: held.ticket,
+                    },
+                    true,
+                );
+            }
+        }
+        self.login_again();
+    }
+
+    /// After a reconnect (or a refused ticket): log in with the password we
+    /// hold, or ask for it.
+    fn login_again(&mut self) {
         match self.creds.clone() {
             Some((user, password)) if !self.cfg.reauth_prompt => {
                 self.rejoining = true;
@@ -1359,6 +1427,23 @@ impl Engine {
                 );
             }
         }
+    }
+
+    /// Tickets travel only over TLS or to a loopback server (the server
+    /// refuses them elsewhere anyway): a TLS session is one with a UDP secret.
+    fn tickets_allowed(&self) -> bool {
+        self.udp_secret.is_some() || self.cfg.server.ip().to_canonical().is_loopback()
+    }
+
+    /// An automatic `TICKET` or `RESUME` was refused. A refused `RESUME`
+    /// falls back to the password login the client would have made without
+    /// a ticket (or to the prompt), as if it had just reconnected.
+    fn on_ticket_refused(&mut self, sent: Option<&Sent>) {
+        if !matches!(sent.map(|s| &s.command), Some(Command::Resume { .. })) {
+            return;
+        }
+        self.rejoining = false;
+        self.login_again();
     }
 
     /// `/reconnect`: try now, or drop a live connection and make a new one.

@@ -81,7 +81,21 @@ impl T {
         self.input(Input::Stdin(Frame::Line(line.into())))
     }
 
+    /// A line from the server. The fake server is one from before
+    /// resumption tickets: it answers the client's automatic `TICKET` (sent
+    /// after each password login) with `ERR unknown-verb` at once, which the
+    /// client must take quietly; the ticket tests use [`T::server_raw`].
     fn server(&mut self, line: &str) -> Vec<Output> {
+        let mut out = self.server_raw(line);
+        let asked = out.len();
+        out.retain(|o| *o != Output::ToServer("TICKET".into()));
+        if out.len() < asked {
+            out.extend(self.server_raw("ERR unknown-verb unknown command"));
+        }
+        out
+    }
+
+    fn server_raw(&mut self, line: &str) -> Vec<Output> {
         self.input(Input::Server(Frame::Line(line.into())))
     }
 
@@ -1610,4 +1624,109 @@ fn a_dialback_that_never_comes_says_there_is_no_direct_path_once() {
     t.link_accepted(7);
     let out = t.link_bytes(7, &hello);
     assert!(!any_contains(&printed(&out), "is up"), "{out:?}");
+}
+
+// ---- session resumption tickets ----------------------------------------------------
+
+mod tickets {
+    use super::*;
+
+    const T1: &str = "01000000010000000000000001000000006553f100aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const T2: &str = "01000000010000000000000002000000006553f100bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    /// 1_700_000_000 + 30 min: the session's re-login deadline.
+    const EXPIRES: u64 = 1_700_001_800;
+
+    /// Logged in as bob by password against a server that gives tickets.
+    fn logged_in_with_ticket() -> T {
+        let mut t = T::new();
+        t.typed("/login bob pw");
+        let out = t.server_raw(&format!("OK LOGIN bob {TOKEN}"));
+        assert_eq!(to_server(&out), vec!["TICKET"], "a ticket is asked for");
+        let out = t.server_raw(&format!("OK TICKET {T1} expires={EXPIRES}"));
+        assert!(
+            printed(&out).is_empty(),
+            "the ticket is never shown: {out:?}"
+        );
+        t
+    }
+
+    /// Loses the server and reconnects after the first backoff step.
+    fn reconnect(t: &mut T) -> Vec<Output> {
+        t.input(Input::ServerClosed);
+        let mut out = Vec::new();
+        for _ in 0..70 {
+            out = t.advance(Duration::from_secs(1));
+            if connects(&out) == 1 {
+                break;
+            }
+        }
+        assert_eq!(connects(&out), 1, "reconnects within a minute");
+        t.input(Input::ServerConnected)
+    }
+
+    #[test]
+    fn a_reconnect_resumes_with_the_ticket_and_keeps_the_fresh_one() {
+        let mut t = logged_in_with_ticket();
+        let out = reconnect(&mut t);
+        assert_eq!(to_server(&out), vec![format!("RESUME bob {T1}")]);
+        let out = t.server_raw(&format!("OK RESUME bob {TOKEN2} {T2} expires={EXPIRES}"));
+        assert!(
+            any_contains(&printed(&out), "logged in again as bob"),
+            "{out:?}"
+        );
+        // The new session's UDP token, and no TICKET: OK RESUME brought one.
+        assert_eq!(datagrams(&out), vec![format!("REGISTER {TOKEN2}")]);
+        assert!(to_server(&out).is_empty(), "{out:?}");
+        // The next reconnect offers the fresh ticket, never the used one.
+        let out = reconnect(&mut t);
+        assert_eq!(to_server(&out), vec![format!("RESUME bob {T2}")]);
+    }
+
+    #[test]
+    fn a_refused_ticket_falls_back_to_the_password_quietly() {
+        let mut t = logged_in_with_ticket();
+        let out = reconnect(&mut t);
+        assert_eq!(to_server(&out), vec![format!("RESUME bob {T1}")]);
+        let out = t.server_raw("ERR bad-ticket resumption ticket refused");
+        assert_eq!(to_server(&out), vec!["LOGIN bob pw"]);
+        assert!(printed(&out).is_empty(), "nothing to see: {out:?}");
+        let out = t.server_raw(&format!("OK LOGIN bob {TOKEN2}"));
+        assert!(any_contains(&printed(&out), "logged in again as bob"));
+        assert_eq!(to_server(&out), vec!["TICKET"], "and a new ticket");
+        // Not offered twice: without a new ticket the next reconnect uses the password.
+        t.server_raw("ERR unknown-verb unknown command");
+        let out = reconnect(&mut t);
+        assert_eq!(to_server(&out), vec!["LOGIN bob pw"]);
+    }
+
+    #[test]
+    fn an_expired_ticket_is_not_offered() {
+        let mut t = logged_in_with_ticket();
+        t.elapsed += Duration::from_secs(EXPIRES - 1_700_000_000);
+        let out = reconnect(&mut t);
+        assert_eq!(to_server(&out), vec!["LOGIN bob pw"]);
+    }
+
+    #[test]
+    fn no_ticket_is_asked_for_in_clear_over_a_network() {
+        let remote = Config {
+            server: "192.0.2.7:4400".parse().unwrap(),
+            ..config()
+        };
+        let mut t = T::with(remote.clone());
+        t.typed("/login bob pw");
+        let out = t.server_raw(&format!("OK LOGIN bob {TOKEN}"));
+        assert!(
+            to_server(&out).is_empty(),
+            "plaintext to 192.0.2.7: {out:?}"
+        );
+        // Over TLS (the driver hands over the session's secret) it is.
+        let mut t = T::with(remote);
+        t.input(Input::UdpSecret(
+            crate::proto::sealed::UdpSecret::from_bytes([3; 32]),
+        ));
+        t.typed("/login bob pw");
+        let out = t.server_raw(&format!("OK LOGIN bob {TOKEN}"));
+        assert_eq!(to_server(&out), vec!["TICKET"]);
+    }
 }

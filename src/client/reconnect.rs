@@ -15,6 +15,9 @@
 //!   that sends nothing at all for [`PING_IDLE`] + [`PING_DEADLINE`] while we
 //!   wait for that ping is declared dead. Nothing is sent on a busy
 //!   connection: any line from the server proves it alive.
+//! - A resumption ticket ([`HeldTicket`]) lives in memory only, is handed
+//!   out once ([`HeldTicket::take_usable`]: the server takes each once) and
+//!   never printed: its `Debug` shows the user and the expiry, not the ticket.
 
 use std::time::{Duration, Instant};
 
@@ -103,6 +106,35 @@ impl Backoff {
 
     pub fn reset(&mut self) {
         self.attempt = 0;
+    }
+}
+
+/// The session resumption ticket the server gave (`OK TICKET`, `OK RESUME`):
+/// after a reconnect, `RESUME` with it skips the server's password hash
+/// until `expires` (the session's re-login deadline).
+#[derive(Debug, Clone)]
+pub struct HeldTicket {
+    pub user: String,
+    pub ticket: crate::proto::Ticket,
+    /// Unix seconds.
+    pub expires: u64,
+}
+
+/// Seconds before `expires` after which a ticket is not worth offering: a
+/// RESUME that lands after the deadline costs a round trip for an `ERR`.
+pub const TICKET_MARGIN_SECS: u64 = 5;
+
+impl HeldTicket {
+    /// Takes the ticket out of `slot` if it can still be redeemed at
+    /// `now_unix` for `user`; an unusable one is dropped as well.
+    pub fn take_usable(
+        slot: &mut Option<HeldTicket>,
+        user: &str,
+        now_unix: u64,
+    ) -> Option<HeldTicket> {
+        let t = slot.take()?;
+        (t.user.eq_ignore_ascii_case(user) && now_unix + TICKET_MARGIN_SECS < t.expires)
+            .then_some(t)
     }
 }
 
@@ -215,6 +247,27 @@ mod tests {
         for (i, n) in buckets.iter().enumerate() {
             assert!((700..1300).contains(n), "bucket {i} has {n}: {buckets:?}");
         }
+    }
+
+    #[test]
+    fn a_held_ticket_is_given_out_once_for_its_user_before_it_expires() {
+        let held = || {
+            Some(HeldTicket {
+                user: "alice".into(),
+                ticket: crate::proto::Ticket::parse(&"5a".repeat(37)).unwrap(),
+                expires: 1000,
+            })
+        };
+        let mut slot = held();
+        assert!(HeldTicket::take_usable(&mut slot, "Alice", 900).is_some());
+        assert!(slot.is_none(), "single use: taken out");
+        let mut slot = held();
+        assert!(HeldTicket::take_usable(&mut slot, "bob", 900).is_none());
+        assert!(slot.is_none(), "another user's is dropped");
+        let mut slot = held();
+        assert!(HeldTicket::take_usable(&mut slot, "alice", 1000 - TICKET_MARGIN_SECS).is_none());
+        let shown = format!("{:?}", held());
+        assert!(!shown.contains("5a5a"), "{shown}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::fmt;
 
 use super::error::ErrorCode;
 use super::names::{is_valid_password, is_valid_username};
+use super::ticket::Ticket;
 
 /// Longest broadcast text in bytes: keeps `BCAST …` under 1200 bytes and
 /// `EVENT BROADCAST …` under the 1024-byte line cap.
@@ -51,6 +52,13 @@ pub enum Command {
     Watch {
         changes: Vec<WatchChange>,
     },
+    /// Ask for a resumption ticket for the logged-in session (`OK TICKET`).
+    Ticket,
+    /// Log in with a resumption ticket instead of the password.
+    Resume {
+        user: String,
+        ticket: Ticket,
+    },
 }
 
 /// One field of `WATCH`: `+user` or `-user`.
@@ -90,6 +98,8 @@ impl Command {
             Command::Quit => "QUIT",
             Command::Passwd { .. } => "PASSWD",
             Command::Watch { .. } => "WATCH",
+            Command::Ticket => "TICKET",
+            Command::Resume { .. } => "RESUME",
         }
     }
 
@@ -217,6 +227,17 @@ impl Command {
                     new_again: password(fields[2])?,
                 }
             }
+            "TICKET" => {
+                want(0)?;
+                Command::Ticket
+            }
+            "RESUME" => {
+                want(2)?;
+                Command::Resume {
+                    user: user(fields[0])?,
+                    ticket: Ticket::parse(fields[1]).ok_or(err(ErrorCode::BadTicket))?,
+                }
+            }
             "PING" => Command::Ping,
             "QUIT" => {
                 want(0)?;
@@ -264,6 +285,8 @@ const VERBS: &[&str] = &[
     "QUIT",
     "PASSWD",
     "WATCH",
+    "TICKET",
+    "RESUME",
 ];
 
 impl fmt::Display for Command {
@@ -290,7 +313,10 @@ impl fmt::Display for Command {
             Command::Accept { user, port } => write!(f, "ACCEPT {user} {port}"),
             Command::Deny { user } => write!(f, "DENY {user}"),
             Command::Broadcast { text } => write!(f, "BROADCAST {text}"),
-            Command::List | Command::Ping | Command::Quit => f.write_str(self.verb()),
+            Command::List | Command::Ping | Command::Quit | Command::Ticket => {
+                f.write_str(self.verb())
+            }
+            Command::Resume { user, ticket } => write!(f, "RESUME {user} {ticket}"),
             Command::Watch { changes } => {
                 f.write_str("WATCH")?;
                 for c in changes {
@@ -364,6 +390,11 @@ mod tests {
                     },
                 ],
             },
+            Command::Ticket,
+            Command::Resume {
+                user: "alice".into(),
+                ticket: crate::proto::Ticket::parse(&"0a".repeat(37)).unwrap(),
+            },
         ];
         for c in all {
             assert_eq!(Command::parse(&c.to_string()), Ok(c.clone()), "{c}");
@@ -391,6 +422,9 @@ mod tests {
         assert_eq!(code_of("WATCH +bob *carol"), ErrorCode::BadSyntax);
         assert_eq!(code_of("WATCH +9lives"), ErrorCode::BadUsername);
         assert_eq!(code_of("WATCH +"), ErrorCode::BadUsername);
+        assert_eq!(code_of("RESUME alice"), ErrorCode::BadSyntax);
+        assert_eq!(code_of("RESUME alice nothex"), ErrorCode::BadTicket);
+        assert_eq!(code_of("TICKET x"), ErrorCode::BadSyntax);
         let long = format!("BROADCAST {}", "x".repeat(MAX_BROADCAST_TEXT + 1));
         assert_eq!(code_of(&long), ErrorCode::TextTooLong);
         let max = format!("BROADCAST {}", "x".repeat(MAX_BROADCAST_TEXT));

@@ -89,6 +89,8 @@ error_codes! {
         "Send PEER <user> <token> first.";
     AccountDisabled => "account-disabled", "this account is disabled; ask the administrator",
         "This account has been disabled by the server's administrator.";
+    BadTicket => "bad-ticket", "resumption ticket refused (expired, used, revoked or not yours); LOGIN with the password",
+        "The server refused the resumption ticket; log in with the password.";
     EncryptionRequired => "encryption-required",
         "this client accepts encrypted links only (peerline-client), not plaintext",
         "The peer accepts encrypted links only; plaintext (nc) links need --allow-plaintext-links there.";

@@ -11,6 +11,7 @@ pub mod link_noise;
 pub mod names;
 pub mod sealed;
 pub mod server_line;
+pub mod ticket;
 
 pub use command::{Command, WatchChange};
 pub use datagram::{ClientDatagram, Cookie, ServerDatagram, UdpRequest};
@@ -18,6 +19,7 @@ pub use error::ErrorCode;
 pub use framing::{Frame, LineReader, MAX_LINE};
 pub use link::LinkLine;
 pub use server_line::{CancelReason, CloseReason, Event, OkReply, ServerLine};
+pub use ticket::Ticket;
 
 #[cfg(test)]
 mod prop_tests;

@@ -108,6 +108,20 @@ pub enum OkReply {
     Watch {
         count: usize,
     },
+    /// A resumption ticket for this session, good until `expires` (unix
+    /// seconds, the session's re-login deadline).
+    Ticket {
+        ticket: super::Ticket,
+        expires: u64,
+    },
+    /// Logged in by ticket: the session token, and the ticket that replaces
+    /// the one just used.
+    Resume {
+        user: String,
+        token: String,
+        ticket: super::Ticket,
+        expires: u64,
+    },
 }
 
 impl OkReply {
@@ -124,6 +138,8 @@ impl OkReply {
             OkReply::Quit => "QUIT",
             OkReply::Passwd => "PASSWD",
             OkReply::Watch { .. } => "WATCH",
+            OkReply::Ticket { .. } => "TICKET",
+            OkReply::Resume { .. } => "RESUME",
         }
     }
 }
@@ -290,6 +306,16 @@ fn parse_ok(rest: &str) -> Option<OkReply> {
         ("WATCH", [count]) => OkReply::Watch {
             count: count.parse().ok()?,
         },
+        ("TICKET", [ticket, expires]) => OkReply::Ticket {
+            ticket: super::Ticket::parse(ticket)?,
+            expires: kv(expires, "expires")?.parse().ok()?,
+        },
+        ("RESUME", [user, token, ticket, expires]) => OkReply::Resume {
+            user: user.to_string(),
+            token: token.to_string(),
+            ticket: super::Ticket::parse(ticket)?,
+            expires: kv(expires, "expires")?.parse().ok()?,
+        },
         _ => return None,
     })
 }
@@ -393,6 +419,13 @@ impl fmt::Display for OkReply {
                 )
             }
             OkReply::Ping | OkReply::Quit | OkReply::Passwd => Ok(()),
+            OkReply::Ticket { ticket, expires } => write!(f, " {ticket} expires={expires}"),
+            OkReply::Resume {
+                user,
+                token,
+                ticket,
+                expires,
+            } => write!(f, " {user} {token} {ticket} expires={expires}"),
         }
     }
 }
@@ -465,6 +498,16 @@ mod tests {
             }),
             ServerLine::Ok(OkReply::Ping),
             ServerLine::Ok(OkReply::Quit),
+            ServerLine::Ok(OkReply::Ticket {
+                ticket: crate::proto::Ticket::parse(&"01".repeat(37)).unwrap(),
+                expires: 1_800_000_000,
+            }),
+            ServerLine::Ok(OkReply::Resume {
+                user: "a".into(),
+                token: "ab".repeat(16),
+                ticket: crate::proto::Ticket::parse(&"02".repeat(37)).unwrap(),
+                expires: 1_800_000_001,
+            }),
             ServerLine::Ok(OkReply::Passwd),
             ServerLine::err(ErrorCode::BadCredentials),
             ServerLine::Client {

@@ -216,6 +216,7 @@ impl Engine {
             }
         }
         log::info!("admin: {op:?} {name}");
+        self.revoke_tickets(now, row.seq());
         self.accounts.apply(row);
         self.admin_reply(conn, Ok(()));
     }

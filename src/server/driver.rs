@@ -192,7 +192,13 @@ impl Driver {
     pub fn start(cfg: Config) -> Result<Driver, String> {
         ensure_fd_limit(cfg.engine.max_clients)?;
         // Locks the data dir first: a second server on it stops here.
-        let (store, loaded) = Store::open(&cfg.data_dir)?;
+        let (mut store, loaded) = Store::open(&cfg.data_dir)?;
+        let resume_key = store.resume_key().map_err(|e| {
+            format!(
+                "cannot make the resume key in {}: {e}",
+                cfg.data_dir.display()
+            )
+        })?;
         log::info!(
             "data dir {}: {} account row(s), {} broadcast(s), {} delivery row(s), {} line(s) skipped",
             cfg.data_dir.display(),
@@ -214,7 +220,8 @@ impl Driver {
             loaded.deliveries,
             Instant::now(),
             unix_ms_now(),
-        );
+        )
+        .with_resume_key(resume_key);
         let (mut listener, mut udp) = super::sockets::bind(cfg.bind, cfg.port, cfg.bind_is_default)
             .map_err(|e| format!("cannot bind {}: {e}", SocketAddr::new(cfg.bind, cfg.port)))?;
         enlarge_udp_receive_buffer(&udp);
@@ -872,6 +879,9 @@ impl Driver {
             ("accepts_refused", self.fds.shed),
             // fsyncs of users.csv / broadcasts.csv (one per file per turn at most).
             ("store_syncs", self.persist.syncs),
+            // Sessions resumed by ticket (no hash), and tickets refused.
+            ("resumes_ok", e.resumes_ok),
+            ("tickets_refused", e.tickets_refused),
         ]);
         all
     }

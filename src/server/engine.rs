@@ -205,6 +205,9 @@ pub struct Stats {
     /// Requests refused with `ERR rate-limited` (the rate limiter counts them),
     /// and connections refused by `--max-per-ip`.
     pub rate_limited: u64,
+    /// Sessions resumed by ticket (no password hash), and tickets refused.
+    pub resumes_ok: u64,
+    pub tickets_refused: u64,
 }
 
 #[derive(Debug)]
@@ -357,6 +360,9 @@ pub struct Engine {
     pub(super) dummy: PasswordHash,
     /// Signs `CHALLENGE` cookies; random per process.
     pub(super) cookies: CookieKey,
+    /// Session resumption tickets (`resume.rs`); the key comes from the data
+    /// dir ([`Engine::with_resume_key`]), random until then.
+    pub(super) tickets: super::resume::Tickets,
     last_compact: Option<Instant>,
     compact_armed: bool,
     /// When the one `Timer::Expiry` armed is due. Arming one per broadcast
@@ -430,6 +436,7 @@ impl Engine {
                 hash: [0; kdf::HASH_LEN],
             },
             cookies: CookieKey::random(),
+            tickets: super::resume::Tickets::new(super::resume::ResumeKey::random()),
             last_compact: None,
             compact_armed: false,
             expiry_at: None,
@@ -444,6 +451,12 @@ impl Engine {
     /// Replaces the random cookie secret (tests make cookies predictable).
     pub fn with_cookie_key(mut self, key: CookieKey) -> Engine {
         self.cookies = key;
+        self
+    }
+
+    /// The data dir's resume key: tickets survive a restart.
+    pub fn with_resume_key(mut self, key: super::resume::ResumeKey) -> Engine {
+        self.tickets = super::resume::Tickets::new(key);
         self
     }
 
@@ -686,6 +699,7 @@ impl Engine {
             Some(StoreWait::Passwd) => {
                 let reply = if ok {
                     log::info!("password changed for {}", row.username());
+                    self.revoke_tickets(now, row.seq());
                     self.accounts.apply(row);
                     ServerLine::Ok(crate::proto::OkReply::Passwd)
                 } else {
@@ -809,7 +823,7 @@ impl Engine {
         now.saturating_duration_since(self.epoch).as_secs() / cookie::BUCKET.as_secs()
     }
 
-    fn instant_of_unix(&self, unix_secs: u64) -> Instant {
+    pub(super) fn instant_of_unix(&self, unix_secs: u64) -> Instant {
         let ms = (unix_secs * 1000).saturating_sub(self.epoch_unix_ms);
         self.epoch + Duration::from_millis(ms)
     }
@@ -1226,10 +1240,20 @@ impl Engine {
 }
 
 /// Protocol lines are logged at debug; tokens never are.
+#[cfg(test)]
+pub(super) fn redact_for_test(line: &str) -> String {
+    redact(line)
+}
+
 fn redact(line: &str) -> String {
     let mut words: Vec<&str> = line.split(' ').collect();
     match words.as_slice() {
         ["OK", "LOGIN", _, _] | ["OK", "ACCEPT", _, _] => words[3] = "<token>",
+        ["OK", "TICKET", _, _] => words[2] = "<ticket>",
+        ["OK", "RESUME", _, _, _, _] => {
+            words[3] = "<token>";
+            words[4] = "<ticket>";
+        }
         ["EVENT", "PEER", _, _, _] => words[4] = "<token>",
         _ => {}
     }

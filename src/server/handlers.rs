@@ -24,7 +24,7 @@ impl Engine {
                 let text = match e.verb {
                     Some(v) => format!("{v}: {}", e.code.default_text()),
                     None => format!(
-                        "{}; try SIGNUP, LOGIN, LIST, CONNECT, ACCEPT, DENY, BROADCAST, WATCH, PING, QUIT",
+                        "{}; try SIGNUP, LOGIN, RESUME, LIST, CONNECT, ACCEPT, DENY, BROADCAST, WATCH, PING, QUIT",
                         e.code.default_text()
                     ),
                 };
@@ -53,6 +53,9 @@ impl Engine {
                 },
                 current,
             ) => self.login(now, conn, current, name, password),
+            (Command::Resume { user: name, ticket }, current) => {
+                self.resume_command(now, conn, current, &name, &ticket)
+            }
             (Command::Ping, _) => self.line(conn, ServerLine::Ok(OkReply::Ping)),
             (Command::Quit, _) => {
                 self.line(conn, ServerLine::Ok(OkReply::Quit));
@@ -76,6 +79,7 @@ impl Engine {
                 Some(me),
             ) => self.passwd(now, conn, me, old, new, new_again),
             (Command::Watch { changes }, Some(me)) => self.watch(conn, me, &changes),
+            (Command::Ticket, Some(me)) => self.ticket_command(now, conn, me),
         }
     }
 

@@ -39,6 +39,8 @@ use super::records::{self, BroadcastFile, Skipped};
 pub const USERS: &str = "users.csv";
 pub const BROADCASTS: &str = "broadcasts.csv";
 pub const DELIVERIES: &str = "deliveries.csv";
+/// The key that signs session resumption tickets (`resume.rs`).
+pub const RESUME_KEY: &str = "resume.key";
 pub const LOCK: &str = "peerline.lock";
 /// Longest the delivery log goes without an fsync while deliveries come in.
 const DELIVERY_SYNC_EVERY: Duration = Duration::from_secs(1);
@@ -523,6 +525,26 @@ impl Store {
 
     /// Writes this turn's delivery rows; fsyncs if the last fsync is a second old.
     /// Returns when the next fsync is due, if rows are unsynced.
+    /// The resume key, created once (0600, fsynced, renamed into place) by
+    /// the process holding the data dir lock. A damaged key file is replaced:
+    /// that only makes the tickets issued so far unusable (their holders log
+    /// in with the password), which beats refusing to start.
+    pub fn resume_key(&mut self) -> io::Result<super::resume::ResumeKey> {
+        use super::resume::ResumeKey;
+        if let Some(bytes) = self.fs.read(RESUME_KEY)? {
+            match ResumeKey::from_file_text(&bytes) {
+                Some(k) => return Ok(k),
+                None => log::warn!("{RESUME_KEY} is damaged: making a new one (tickets issued so far stop working)"),
+            }
+        }
+        let key = ResumeKey::random();
+        let tmp = format!("{RESUME_KEY}.tmp");
+        self.fs.write_synced(&tmp, key.to_file_text().as_bytes())?;
+        self.fs.rename(&tmp, RESUME_KEY)?;
+        self.fs.sync_dir()?;
+        Ok(key)
+    }
+
     pub fn flush_deliveries(
         &mut self,
         now: Instant,

@@ -305,6 +305,9 @@ impl transcript::Player for SimPlayer {
 #[path = "limits_tests.rs"]
 mod limits_tests;
 
+#[path = "resume_tests.rs"]
+mod resume_tests;
+
 #[test]
 fn every_fixture_transcript_replays_on_the_engine() {
     let fixtures = transcript::load_dir(std::path::Path::new(concat!(

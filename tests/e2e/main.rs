@@ -12,6 +12,7 @@ mod nat;
 mod netns;
 mod p2p;
 mod pin;
+mod resume;
 mod sealed;
 mod server;
 mod store;

@@ -218,14 +218,14 @@ fn openssl_s_client_is_a_working_client() {
 }
 
 /// A network namespace with a veth pair, removed on drop.
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
 }
 
 impl Netns {
     /// `10.<a>.<b>.1` on our side, `.2` inside; `None` (with a message) when
     /// it cannot be made here.
-    fn create(tag: &str) -> Option<(Netns, String, String)> {
+    pub(crate) fn create(tag: &str) -> Option<(Netns, String, String)> {
         if !is_root() || !have("ip") {
             println!("SKIPPED: needs root and iproute2 to create a network namespace");
             return None;
