@@ -46,8 +46,14 @@
 
 use std::collections::HashMap;
 
+use std::time::Instant;
+
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+
+use super::accounts::UserIdx;
+use super::engine::{ConnId, Engine};
+use crate::proto::{ErrorCode, OkReply, ServerLine, Ticket};
 
 /// Bytes of a resume key.
 pub const KEY_LEN: usize = 32;
@@ -275,6 +281,150 @@ impl Tickets {
     }
 }
 
+// ---- the engine's hooks: `TICKET`, `RESUME`, revocation ----------------------
+
+impl Engine {
+    /// Tickets leave and enter only over TLS or plaintext from loopback,
+    /// whatever `--plaintext` allows for passwords: a ticket is a password
+    /// that needs no hash to try, so it is never exposed on a network path.
+    fn ticket_transport_ok(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.secure || c.addr.ip().to_canonical().is_loopback())
+    }
+
+    fn tls_required_for_tickets(&mut self, conn: ConnId, verb: &str) {
+        let text = format!("{verb}: resumption tickets travel only over TLS or loopback");
+        self.line(conn, ServerLine::err_with(ErrorCode::TlsRequired, text));
+    }
+
+    fn binding(&self, user: UserIdx) -> Option<Binding> {
+        let u = self.accounts.try_get(user)?;
+        let h = &u.password_hash;
+        Some(Binding::of(
+            &u.username,
+            u.seq.0,
+            u.created_unix,
+            &h.salt,
+            &h.hash,
+        ))
+    }
+
+    /// `TICKET`: a ticket for the logged-in session `me`, good until its
+    /// re-login deadline.
+    pub(super) fn ticket_command(&mut self, now: Instant, conn: ConnId, me: UserIdx) {
+        if !self.ticket_transport_ok(conn) {
+            return self.tls_required_for_tickets(conn, "TICKET");
+        }
+        let Some(s) = self.sessions.get(&me) else {
+            return self.line(conn, ServerLine::err(ErrorCode::NotLoggedIn));
+        };
+        if s.reauth_at <= now {
+            let text = "a re-login is due: LOGIN with the password first";
+            return self.line(conn, ServerLine::err_with(ErrorCode::BadTicket, text));
+        }
+        let deadline = self.unix_secs(s.reauth_at);
+        let Some(binding) = self.binding(me) else {
+            return self.line(conn, ServerLine::err(ErrorCode::NotLoggedIn));
+        };
+        let ticket = self
+            .tickets
+            .issue(self.unix_ms(now), me.0, deadline, &binding);
+        let ticket = Ticket::parse(&ticket).expect("issued tickets are hex");
+        self.line(
+            conn,
+            ServerLine::Ok(OkReply::Ticket {
+                ticket,
+                expires: deadline,
+            }),
+        );
+    }
+
+    /// `RESUME <user> <ticket>`: a session without the password hash, with
+    /// the deadline the ticket carries, and a fresh ticket in its place.
+    pub(super) fn resume_command(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        current: Option<UserIdx>,
+        name: &str,
+        ticket: &Ticket,
+    ) {
+        if !self.ticket_transport_ok(conn) {
+            return self.tls_required_for_tickets(conn, "RESUME");
+        }
+        if current.is_some() {
+            return self.line(conn, ServerLine::err(ErrorCode::AlreadyLoggedIn));
+        }
+        let now_ms = self.unix_ms(now);
+        let account = self.accounts.find(name);
+        let checked = match account.and_then(|a| Some((a, self.binding(a)?))) {
+            Some((a, binding)) => self
+                .tickets
+                .redeem(now_ms, ticket.expose(), a.0, &binding)
+                .map(|d| (a, d)),
+            None => Err(Refusal::OtherUser),
+        };
+        let (user, deadline) = match checked {
+            Ok(x) => x,
+            Err(why) => {
+                self.stats.tickets_refused += 1;
+                // Never the ticket itself; the name sanitised as for LOGIN.
+                log::info!(
+                    "refused resumption ticket for user {} from {} (conn {conn}): {}",
+                    super::limits::sanitize_for_log(name),
+                    self.conns.get(&conn).map_or_else(
+                        || "?".to_owned(),
+                        |c| c.addr.ip().to_canonical().to_string()
+                    ),
+                    why.as_str()
+                );
+                return self.line(conn, ServerLine::err(ErrorCode::BadTicket));
+            }
+        };
+        if !self.accounts.get(user).enabled {
+            self.stats.tickets_refused += 1;
+            return self.line(conn, ServerLine::err(ErrorCode::AccountDisabled));
+        }
+        // The deadline never moves: at most the ticket's, at most a TTL away.
+        let reauth_at = self
+            .instant_of_unix(deadline)
+            .min(now + self.cfg.session_ttl);
+        let token = self.start_session(now, conn, user);
+        let serial = {
+            let s = self.sessions.get_mut(&user).expect("just started");
+            s.reauth_at = reauth_at;
+            s.serial
+        };
+        self.timers
+            .arm(reauth_at, super::engine::Timer::Reauth(user, serial));
+        self.stats.resumes_ok += 1;
+        log::info!(
+            "resumed {} by ticket (conn {conn})",
+            self.accounts.name(user)
+        );
+        let deadline = self.unix_secs(reauth_at);
+        let binding = self.binding(user).expect("the account exists");
+        let fresh = self.tickets.issue(now_ms, user.0, deadline, &binding);
+        self.line(
+            conn,
+            ServerLine::Ok(OkReply::Resume {
+                user: self.accounts.name(user).to_owned(),
+                token,
+                ticket: Ticket::parse(&fresh).expect("issued tickets are hex"),
+                expires: deadline,
+            }),
+        );
+    }
+
+    /// The account changed (password, deleted, disabled, enabled): no ticket
+    /// issued before redeems.
+    pub(super) fn revoke_tickets(&mut self, now: Instant, user: UserIdx) {
+        let now_ms = self.unix_ms(now);
+        self.tickets.revoke(now_ms, user.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,155 +591,5 @@ mod tests {
         let shown = format!("{k:?} {:?}", Tickets::new(k.clone()));
         assert!(!shown.contains(&hex::encode(k.0)), "{shown}");
         assert!(!shown.contains(&hex::encode(&k.0[..4])), "{shown}");
-    }
-}
-
-// ---- the engine's hooks: `TICKET`, `RESUME`, revocation ----------------------
-
-use std::time::Instant;
-
-use super::accounts::UserIdx;
-use super::engine::{ConnId, Engine};
-use crate::proto::{ErrorCode, OkReply, ServerLine, Ticket};
-
-impl Engine {
-    /// Tickets leave and enter only over TLS or plaintext from loopback,
-    /// whatever `--plaintext` allows for passwords: a ticket is a password
-    /// that needs no hash to try, so it is never exposed on a network path.
-    fn ticket_transport_ok(&self, conn: ConnId) -> bool {
-        self.conns
-            .get(&conn)
-            .is_some_and(|c| c.secure || c.addr.ip().to_canonical().is_loopback())
-    }
-
-    fn tls_required_for_tickets(&mut self, conn: ConnId, verb: &str) {
-        let text = format!("{verb}: resumption tickets travel only over TLS or loopback");
-        self.line(conn, ServerLine::err_with(ErrorCode::TlsRequired, text));
-    }
-
-    fn binding(&self, user: UserIdx) -> Option<Binding> {
-        let u = self.accounts.try_get(user)?;
-        let h = &u.password_hash;
-        Some(Binding::of(
-            &u.username,
-            u.seq.0,
-            u.created_unix,
-            &h.salt,
-            &h.hash,
-        ))
-    }
-
-    /// `TICKET`: a ticket for the logged-in session `me`, good until its
-    /// re-login deadline.
-    pub(super) fn ticket_command(&mut self, now: Instant, conn: ConnId, me: UserIdx) {
-        if !self.ticket_transport_ok(conn) {
-            return self.tls_required_for_tickets(conn, "TICKET");
-        }
-        let Some(s) = self.sessions.get(&me) else {
-            return self.line(conn, ServerLine::err(ErrorCode::NotLoggedIn));
-        };
-        if s.reauth_at <= now {
-            let text = "a re-login is due: LOGIN with the password first";
-            return self.line(conn, ServerLine::err_with(ErrorCode::BadTicket, text));
-        }
-        let deadline = self.unix_secs(s.reauth_at);
-        let Some(binding) = self.binding(me) else {
-            return self.line(conn, ServerLine::err(ErrorCode::NotLoggedIn));
-        };
-        let ticket = self
-            .tickets
-            .issue(self.unix_ms(now), me.0, deadline, &binding);
-        let ticket = Ticket::parse(&ticket).expect("issued tickets are hex");
-        self.line(
-            conn,
-            ServerLine::Ok(OkReply::Ticket {
-                ticket,
-                expires: deadline,
-            }),
-        );
-    }
-
-    /// `RESUME <user> <ticket>`: a session without the password hash, with
-    /// the deadline the ticket carries, and a fresh ticket in its place.
-    pub(super) fn resume_command(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        current: Option<UserIdx>,
-        name: &str,
-        ticket: &Ticket,
-    ) {
-        if !self.ticket_transport_ok(conn) {
-            return self.tls_required_for_tickets(conn, "RESUME");
-        }
-        if current.is_some() {
-            return self.line(conn, ServerLine::err(ErrorCode::AlreadyLoggedIn));
-        }
-        let now_ms = self.unix_ms(now);
-        let account = self.accounts.find(name);
-        let checked = match account.and_then(|a| Some((a, self.binding(a)?))) {
-            Some((a, binding)) => self
-                .tickets
-                .redeem(now_ms, ticket.expose(), a.0, &binding)
-                .map(|d| (a, d)),
-            None => Err(Refusal::OtherUser),
-        };
-        let (user, deadline) = match checked {
-            Ok(x) => x,
-            Err(why) => {
-                self.stats.tickets_refused += 1;
-                // Never the ticket itself; the name sanitised as for LOGIN.
-                log::info!(
-                    "refused resumption ticket for user {} from {} (conn {conn}): {}",
-                    super::limits::sanitize_for_log(name),
-                    self.conns.get(&conn).map_or_else(
-                        || "?".to_owned(),
-                        |c| c.addr.ip().to_canonical().to_string()
-                    ),
-                    why.as_str()
-                );
-                return self.line(conn, ServerLine::err(ErrorCode::BadTicket));
-            }
-        };
-        if !self.accounts.get(user).enabled {
-            self.stats.tickets_refused += 1;
-            return self.line(conn, ServerLine::err(ErrorCode::AccountDisabled));
-        }
-        // The deadline never moves: at most the ticket's, at most a TTL away.
-        let reauth_at = self
-            .instant_of_unix(deadline)
-            .min(now + self.cfg.session_ttl);
-        let token = self.start_session(now, conn, user);
-        let serial = {
-            let s = self.sessions.get_mut(&user).expect("just started");
-            s.reauth_at = reauth_at;
-            s.serial
-        };
-        self.timers
-            .arm(reauth_at, super::engine::Timer::Reauth(user, serial));
-        self.stats.resumes_ok += 1;
-        log::info!(
-            "resumed {} by ticket (conn {conn})",
-            self.accounts.name(user)
-        );
-        let deadline = self.unix_secs(reauth_at);
-        let binding = self.binding(user).expect("the account exists");
-        let fresh = self.tickets.issue(now_ms, user.0, deadline, &binding);
-        self.line(
-            conn,
-            ServerLine::Ok(OkReply::Resume {
-                user: self.accounts.name(user).to_owned(),
-                token,
-                ticket: Ticket::parse(&fresh).expect("issued tickets are hex"),
-                expires: deadline,
-            }),
-        );
-    }
-
-    /// The account changed (password, deleted, disabled, enabled): no ticket
-    /// issued before redeems.
-    pub(super) fn revoke_tickets(&mut self, now: Instant, user: UserIdx) {
-        let now_ms = self.unix_ms(now);
-        self.tickets.revoke(now_ms, user.0);
     }
 }

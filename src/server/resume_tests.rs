@@ -35,7 +35,7 @@ fn resume(sim: &mut Sim, user: &str, t: &str) -> Result<(ConnId, String, String)
 }
 
 fn refused(r: Result<(ConnId, String, String), String>) -> String {
-    let l = r.err().expect("refused");
+    let l = r.expect_err("refused");
     assert!(
         l.starts_with("ERR bad-ticket") || l.starts_with("ERR account-disabled"),
         "{l}"
