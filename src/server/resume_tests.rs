@@ -53,7 +53,7 @@ fn a_ticket_resumes_once_without_a_hash_and_the_fresh_one_works_next() {
     let (a, token) = sim.login_new("alice");
     let (t1, expires) = ticket(&mut sim, a);
     assert_eq!(expires, T0_UNIX_MS / 1000 + TTL);
-    sim.engine.on_disconnect(sim.now, a);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: a });
     sim.advance(Duration::from_secs(60));
     let hashes_before = sim.engine.stats.logins_ok;
     let (b, token2, t2) = resume(&mut sim, "alice", &t1).unwrap();
@@ -66,7 +66,7 @@ fn a_ticket_resumes_once_without_a_hash_and_the_fresh_one_works_next() {
     assert_eq!(sim.expect_line(b), "CLIENT alice 127.0.0.1");
     assert_eq!(sim.expect_line(b), "OK LIST 1");
     // The used ticket is refused (replay), the fresh one works once.
-    sim.engine.on_disconnect(sim.now, b);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: b });
     refused(resume(&mut sim, "alice", &t1));
     let (_, _, t3) = resume(&mut sim, "alice", &t2).unwrap();
     refused(resume(&mut sim, "alice", &t2));
@@ -79,7 +79,7 @@ fn a_resumed_session_keeps_the_original_relogin_deadline() {
     let mut sim = Sim::new(cfg());
     let (a, _) = sim.login_new("alice");
     let (t1, _) = ticket(&mut sim, a);
-    sim.engine.on_disconnect(sim.now, a);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: a });
     sim.advance(Duration::from_secs(20 * 60));
     let (b, _, t2) = resume(&mut sim, "alice", &t1).unwrap();
     // REAUTH at 30 min after the LOGIN, not 30 min after the RESUME.
@@ -88,7 +88,7 @@ fn a_resumed_session_keeps_the_original_relogin_deadline() {
     sim.advance(Duration::from_secs(1));
     assert_eq!(sim.expect_line(b), "EVENT REAUTH 120");
     // Past the deadline the fresh ticket is expired too: the password is due.
-    sim.engine.on_disconnect(sim.now, b);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: b });
     refused(resume(&mut sim, "alice", &t2));
 }
 
@@ -106,7 +106,7 @@ fn an_expired_ticket_is_refused_and_a_relogin_gives_a_later_one() {
     assert!(sim.expect_line(a).starts_with("OK LOGIN alice "));
     let (t2, e2) = ticket(&mut sim, a);
     assert_eq!(e2, e1 + TTL);
-    sim.engine.on_disconnect(sim.now, a);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: a });
     refused(resume(&mut sim, "alice", &t1));
     assert!(resume(&mut sim, "alice", &t2).is_ok());
 }
@@ -134,7 +134,7 @@ fn another_users_ticket_a_forged_one_and_an_unknown_user_are_refused_alike() {
     let (foreign, _) = ticket(&mut other, oa);
     refused(resume(&mut sim, "alice", &foreign));
     // None of that used the real one up.
-    sim.engine.on_disconnect(sim.now, a);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: a });
     assert!(resume(&mut sim, "alice", &ta).is_ok());
 }
 
@@ -146,25 +146,35 @@ fn passwd_disable_and_del_revoke_tickets() {
     let (t, _) = ticket(&mut sim, a);
     sim.send(a, "PASSWD pw pw2 pw2");
     assert_eq!(sim.expect_line(a), "OK PASSWD");
-    sim.engine.on_disconnect(sim.now, a);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: a });
     refused(resume(&mut sim, "alice", &t));
     // The administrator's disable, then enable: the old ticket stays dead.
     let (b, _) = sim.login_new("bob");
     let (t, _) = ticket(&mut sim, b);
-    sim.engine
-        .on_admin(sim.now, ADMIN, AdminRequest::Disable { user: "bob".into() });
+    sim.engine.handle(
+        sim.now,
+        Input::Admin {
+            conn: ADMIN,
+            req: AdminRequest::Disable { user: "bob".into() },
+        },
+    );
     sim.settle();
     assert_eq!(sim.next_line(ADMIN).as_deref(), Some("OK"));
     refused(resume(&mut sim, "bob", &t));
-    sim.engine
-        .on_admin(sim.now, ADMIN, AdminRequest::Enable { user: "bob".into() });
+    sim.engine.handle(
+        sim.now,
+        Input::Admin {
+            conn: ADMIN,
+            req: AdminRequest::Enable { user: "bob".into() },
+        },
+    );
     sim.settle();
     assert_eq!(sim.next_line(ADMIN).as_deref(), Some("OK"));
     refused(resume(&mut sim, "bob", &t));
     // Delete.
     let (c, _) = sim.login_new("carol");
     let (t, _) = ticket(&mut sim, c);
-    sim.engine.on_disconnect(sim.now, c);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: c });
     sim.engine.on_admin(
         sim.now,
         ADMIN,
@@ -177,7 +187,7 @@ fn passwd_disable_and_del_revoke_tickets() {
     refused(resume(&mut sim, "carol", &t));
     // Signed up again under the same name: the old ticket is not theirs.
     let (c2, _) = sim.login_new("carol");
-    sim.engine.on_disconnect(sim.now, c2);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: c2 });
     refused(resume(&mut sim, "carol", &t));
 }
 
@@ -190,11 +200,11 @@ fn tickets_never_travel_in_clear_from_a_network_address() {
     });
     let (a, _) = sim.login_new("alice");
     let (t, _) = ticket(&mut sim, a);
-    sim.engine.on_disconnect(sim.now, a);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: a });
     // A plaintext connection from 10.0.0.9 (no `on_secure`).
     let c = 999;
     let addr: SocketAddr = "10.0.0.9:5555".parse().unwrap();
-    sim.engine.on_connect(sim.now, c, addr);
+    sim.engine.handle(sim.now, Input::Connect { conn: c, addr });
     sim.settle();
     assert!(sim.expect_line(c).starts_with("EVENT WELCOME"));
     sim.send(c, &format!("RESUME alice {t}"));
@@ -207,7 +217,7 @@ fn tickets_never_travel_in_clear_from_a_network_address() {
     // The same from that address over TLS is fine.
     let s = sim.connect_from("10.0.0.9");
     assert!(sim.expect_line(s).starts_with("EVENT WELCOME"));
-    sim.engine.on_disconnect(sim.now, c);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: c });
     sim.send(s, &format!("RESUME alice {t}"));
     assert!(sim.expect_line(s).starts_with("OK RESUME alice "));
 }
@@ -228,7 +238,7 @@ fn tickets_survive_a_restart_with_the_same_key_once() {
     sim.settle();
     let (a, _) = sim.login_new("alice");
     let (t1, _) = ticket(&mut sim, a);
-    sim.engine.on_disconnect(sim.now, a);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: a });
     let (_, _, t2) = resume(&mut sim, "alice", &t1).unwrap();
     // kill -9 and restart: the same users and key; the floors are gone.
     let mut after = Sim::new(cfg());
