@@ -36,4 +36,11 @@ timeout 60 target/release/peerline-bench links \
     --server target/release/peerline-server --client target/release/peerline-client \
     --links 3 --messages 500 > "$out/links.md"
 grep -q '| link setup' "$out/links.md"
+# The restart storm: a few sessions killed with the server and back, by
+# ticket and by password (cheap hashes here; the figures use the default cost).
+timeout 120 target/release/peerline-bench restart \
+    --server target/release/peerline-server \
+    --sessions 20 --bystanders 2 --kdf-iterations 1000 --timeout-secs 60 > "$out/restart.md"
+grep -q '| sessions back and logged in | 20 of 20 | 20 of 20 |' "$out/restart.md"
+grep -q '| by ticket / by password / ticket refused → password | 20 / 0 / 0 | 0 / 20 / 0 |' "$out/restart.md"
 echo "bench smoke: ok"

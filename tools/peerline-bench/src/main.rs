@@ -9,6 +9,7 @@ mod links;
 mod mqtt;
 mod procfs;
 mod report;
+mod restart;
 mod scale;
 mod servers;
 mod stats;
@@ -58,6 +59,9 @@ enum Cmd {
     },
     /// Sessions to the host's limit and accounts to a million (scale.rs).
     Scale(ScaleArgs),
+    /// The restart storm: N sessions back after kill -9 and restart, with
+    /// resumption tickets and by password, side by side.
+    Restart(restart::Args),
     /// (internal) A session-driving worker, commanded over stdin/stdout.
     #[command(hide = true)]
     Worker {
@@ -271,6 +275,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Restart(args) => match restart::main(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("peerline-bench restart: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Run(args) => match run(args) {
             Ok(code) => code,
             Err(e) => {
@@ -368,7 +379,9 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
             wall,
         );
         // Sections other modes wrote (scale.rs) survive the rewrite.
-        let text = scale::carry(&std::fs::read_to_string(md).unwrap_or_default(), text);
+        let old = std::fs::read_to_string(md).unwrap_or_default();
+        let text = scale::carry(&old, text);
+        let text = restart::carry(&old, text);
         std::fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))?;
         std::fs::write(&svg_path, report::svg(&peer, mosq.as_ref()))
             .map_err(|e| format!("{}: {e}", svg_path.display()))?;

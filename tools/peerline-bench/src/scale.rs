@@ -609,13 +609,20 @@ const END: &str = "<!-- scale:end -->";
 
 /// `md` with its scale section replaced by `section` (appended if absent).
 pub fn splice(md: &str, section: &str) -> String {
-    let block = format!("{BEGIN}\n{section}{END}\n");
-    match (md.find(BEGIN), md.find(END)) {
+    splice_between(md, BEGIN, END, section)
+}
+
+/// `md` with the section between the markers `begin` and `end` replaced by
+/// `section` (appended if absent). Other modes (`restart.rs`) keep their own
+/// sections in `docs/BENCHMARKS.md` the same way.
+pub fn splice_between(md: &str, begin: &str, end: &str, section: &str) -> String {
+    let block = format!("{begin}\n{section}{end}\n");
+    match (md.find(begin), md.find(end)) {
         (Some(b), Some(e)) if e > b => {
             format!(
                 "{}{block}{}",
                 &md[..b],
-                md[e + END.len()..].trim_start_matches('\n')
+                md[e + end.len()..].trim_start_matches('\n')
             )
         }
         _ => format!("{}\n{block}", md.trim_end_matches('\n').to_string() + "\n"),
@@ -625,8 +632,15 @@ pub fn splice(md: &str, section: &str) -> String {
 /// The scale section of `old`, if any, carried into a freshly written `new`
 /// (the main `run` rewrites the whole file).
 pub fn carry(old: &str, new: String) -> String {
-    match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if e > b => splice(&new, &old[b + BEGIN.len() + 1..e]),
+    carry_between(old, new, BEGIN, END)
+}
+
+/// [`carry`] for the section between `begin` and `end`.
+pub fn carry_between(old: &str, new: String, begin: &str, end: &str) -> String {
+    match (old.find(begin), old.find(end)) {
+        (Some(b), Some(e)) if e > b => {
+            splice_between(&new, begin, end, &old[b + begin.len() + 1..e])
+        }
         _ => new,
     }
 }
