@@ -140,7 +140,8 @@ impl Server {
             addr: "127.0.0.1:0".parse().expect("literal"),
             dir,
         };
-        match listening::wait_for(stdout, Duration::from_secs(15)) {
+        // Generous: loading a million accounts takes seconds, more on a busy machine.
+        match listening::wait_for(stdout, Duration::from_secs(120)) {
             Ok(announced) => {
                 server.addr = announced.tcp;
                 Ok(server)
