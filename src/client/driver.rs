@@ -233,7 +233,8 @@ fn connect_server(host: &str, port: u16) -> io::Result<std::net::TcpStream> {
     let host = unbracket(host);
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
     for addr in (host, port).to_socket_addrs()? {
-        match std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        // Its local port is shared with punch attempts (`shared_port.rs`).
+        match super::shared_port::connect_blocking(addr, CONNECT_TIMEOUT) {
             Ok(s) => return Ok(s),
             Err(e) => last = e,
         }
@@ -555,6 +556,7 @@ impl Driver {
                     self.udp_queue.send(&self.udp, self.server_addr, bytes);
                 }
                 Output::Dial { user, addr, token } => self.dial(user, addr, token),
+                Output::Punch { user, addr } => self.punch(user, addr),
                 Output::Exit(code) => {
                     // An identity refusal decided the code already.
                     self.exit.get_or_insert(code);
@@ -631,7 +633,7 @@ impl Driver {
     /// A new server connection for a reconnect: non-blocking, so links keep
     /// running meanwhile; writable readiness tells the engine how it went.
     fn reconnect_server(&mut self) {
-        match TcpStream::connect(self.server_addr) {
+        match super::shared_port::connect_nonblocking(None, self.server_addr) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 enable_keepalive(&stream, KEEPALIVE_IDLE_SECS);
@@ -680,6 +682,35 @@ impl Driver {
                 addr,
             },
         );
+    }
+
+    /// A simultaneous-open attempt: from the server connection's local
+    /// address and port (where the server saw our NAT's mapping) to `addr`.
+    fn punch(&mut self, user: String, addr: SocketAddr) {
+        let local = self
+            .server_key()
+            .map(|k| &self.conns[k])
+            .filter(|c| !c.connecting)
+            .map(|c| c.stream.local_addr());
+        let opened = match local {
+            Some(Ok(local)) => super::shared_port::connect_nonblocking(Some(local), addr),
+            Some(Err(e)) => Err(e),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "no server connection to share a port with",
+            )),
+        };
+        let input = match opened {
+            Ok(stream) => {
+                let link = self.add_link(stream, true);
+                Input::Punched { link, user, addr }
+            }
+            Err(e) => Input::PunchFailed {
+                user,
+                reason: e.to_string(),
+            },
+        };
+        self.engine.handle(now(), input);
     }
 
     /// Marks a connection dead and tells the engine, if it still cares.

@@ -14,6 +14,7 @@ use super::input::{self, UserCommand, UserInput};
 use super::links::{
     LinkId, LinkState, Links, P2pToken, Refusal, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING,
 };
+use super::punch::{self, Punches};
 use super::reconnect::{Backoff, Beat, ConnState, Heartbeat, HeldTicket};
 use super::render::{Kind as ShownKind, Shown};
 use super::reverse::{self, Reverse};
@@ -110,6 +111,17 @@ pub enum Input {
         user: String,
         reason: String,
     },
+    /// The driver opened the punch attempt asked for by [`Output::Punch`]
+    /// (a connect in progress from our control connection's port).
+    Punched {
+        link: LinkId,
+        user: String,
+        addr: SocketAddr,
+    },
+    PunchFailed {
+        user: String,
+        reason: String,
+    },
     /// Bytes received on a link (plaintext lines or encrypted frames).
     LinkBytes {
         link: LinkId,
@@ -158,6 +170,13 @@ pub enum Output {
         user: String,
         addr: SocketAddr,
         token: String,
+    },
+    /// Open a TCP connection to `addr` from the server connection's local
+    /// address and port (simultaneous open), then report [`Input::Punched`]
+    /// or [`Input::PunchFailed`].
+    Punch {
+        user: String,
+        addr: SocketAddr,
     },
     Exit(i32),
 }
@@ -283,6 +302,8 @@ pub struct Engine {
     links: Links,
     /// Reverse connections: dial-backs to make or to wait for.
     reverse: Reverse,
+    /// Simultaneous opens (hole punching) scheduled by the server.
+    punches: Punches,
     /// `PEER` hellos that arrived before the `OK ACCEPT` carrying their token:
     /// the server tells both sides at once, and the peer's connection can win
     /// the race against our server socket. Decided when the reply comes.
@@ -324,6 +345,7 @@ impl Engine {
             outgoing: BTreeSet::new(),
             links: Links::default(),
             reverse: Reverse::default(),
+            punches: Punches::default(),
             parked_hellos: Vec::new(),
             udp: Udp::default(),
             udp_secret: None,
@@ -409,6 +431,7 @@ impl Engine {
             conn,
             self.timeout_at,
             self.reverse.next_deadline(),
+            self.punches.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -460,6 +483,11 @@ impl Engine {
                 &user,
                 &format!("could not connect to {user}: {reason}"),
             ),
+            Input::Punched { link, user, addr } => self.on_punched(now, link, user, addr),
+            Input::PunchFailed { user, reason } => {
+                log::info!("punch to {user}: {reason}");
+                self.punch_failed(now, &user);
+            }
             Input::LinkBytes { link, bytes } => self.on_link_bytes(now, link, &bytes),
             Input::LinkClosed { link } => self.on_link_closed(now, link),
             Input::Interrupt => self.quit(now),
@@ -490,6 +518,7 @@ impl Engine {
             self.close_link(id);
         }
         self.reverse_tick(now);
+        self.punch_tick(now);
         if self.quit_deadline.is_some_and(|d| d <= now.mono) {
             return self.finish(0);
         }
@@ -1038,6 +1067,7 @@ impl Engine {
             OkReply::Accept { user, token } => {
                 self.incoming.remove(&user);
                 self.links.issue(&user, &token, now.mono);
+                self.punches.introduced(&user, punch::Role::Acceptor);
                 format!("accepted {user}; they will now connect to you directly")
             }
             OkReply::Deny { user } => {
@@ -1058,6 +1088,8 @@ impl Engine {
                 )
             }
             OkReply::Ping if sent.as_ref().is_some_and(|s| s.automatic) => return,
+            // The answer to our automatic SYNC: nothing to show.
+            OkReply::Sync { .. } => return,
             OkReply::Ping => "pong: the server is there".to_owned(),
             OkReply::Watch { count } => {
                 if sent.as_ref().is_some_and(|s| s.automatic) {
@@ -1105,14 +1137,29 @@ impl Engine {
                 );
                 // If our dial cannot get through, they may dial us back with it.
                 self.links.issue(&user, &token, now.mono);
+                self.punches.introduced(&user, punch::Role::Requester);
+                self.reverse.introduced(&user, now.mono);
                 self.out.push_back(Output::Dial { user, addr, token });
             }
             Event::Dialback { user, addr } => {
                 if self.links.token_for(&user, now.mono).is_some() {
                     log::info!("{user} can be dialled back at {addr}");
                     self.reverse.schedule(&user, addr, now.mono);
+                    self.reverse.introduced(&user, now.mono);
                 }
             }
+            Event::Sync { user } => {
+                // Answered at once: the server times this round trip.
+                if self.links.token_for(&user, now.mono).is_some() {
+                    self.send(Command::Sync { user }, true);
+                }
+            }
+            Event::Punch {
+                user,
+                addr,
+                in_ms,
+                rtt_ms,
+            } => self.on_punch_event(now, user, addr, in_ms, rtt_ms),
             Event::Denied { user } => {
                 self.outgoing.remove(&user);
                 let user = display::sanitize(&user);
@@ -1586,6 +1633,8 @@ impl Engine {
     /// Bytes from a link, through its wire, one event at a time. Stops as soon
     /// as the link is closed: nothing after a failure is looked at.
     fn on_link_bytes(&mut self, now: Now, id: LinkId, bytes: &[u8]) {
+        // A punch attempt that carries bytes has connected.
+        self.punches.connected(id);
         match self.links.get_mut(id) {
             Some(link) => link.wire.push(bytes),
             None => return,
@@ -1891,6 +1940,11 @@ impl Engine {
         // is dropped quietly and its token can no longer start one.
         self.links.revoke(user);
         self.reverse.linked(user);
+        if let Some(attempt) = self.punches.end(user) {
+            if attempt != id {
+                self.close_link(attempt);
+            }
+        }
         for other in self.links.handshaking_with(user, id) {
             self.close_link(other);
         }
@@ -1932,10 +1986,10 @@ impl Engine {
             }
         }
         for user in self.reverse.gave_up(now.mono) {
-            if self.links.find_up(&user).is_none() {
-                self.links.revoke(&user);
-                self.say(Origin::Peer, &reverse::no_path_line(&user));
-            }
+            self.maybe_no_path(&user);
+        }
+        for user in self.reverse.windows_over(now.mono) {
+            self.no_path(&user);
         }
     }
 
@@ -1946,8 +2000,7 @@ impl Engine {
         if self.reverse.is_dialling(user) {
             self.reverse.dial_ended(user);
             log::info!("{text}");
-            self.links.revoke(user);
-            self.say(Origin::Peer, &reverse::no_path_line(user));
+            self.maybe_no_path(user);
         } else if self.links.token_for(user, now.mono).is_some() {
             self.reverse.await_dialback(user, now.mono);
             self.say(
@@ -1962,6 +2015,11 @@ impl Engine {
     fn on_link_closed(&mut self, now: Now, id: LinkId) {
         // A hello parked for this connection dies with it.
         self.parked_hellos.retain(|(l, ..)| *l != id);
+        if let Some(user) = self.punches.owner(id).map(str::to_owned) {
+            // A punch attempt refused or cut before a link: retried, quietly.
+            self.links.remove(id);
+            return self.punch_failed(now, &user);
+        }
         let Some(link) = self.links.remove(id) else {
             return;
         };
@@ -1984,6 +2042,108 @@ impl Engine {
                 log::info!("incoming link {id} closed before its handshake{cut}")
             }
         }
+    }
+}
+
+// ---- simultaneous open (src/client/punch.rs) ------------------------------
+
+impl Engine {
+    /// `EVENT PUNCH`: dial at the moment the server timed; and the dial-back,
+    /// if one is scheduled, waits until the punch had its chance (RTT-timed).
+    fn on_punch_event(
+        &mut self,
+        now: Now,
+        user: String,
+        addr: SocketAddr,
+        in_ms: u64,
+        rtt_ms: u64,
+    ) {
+        if self.links.token_for(&user, now.mono).is_none() || self.links.find_up(&user).is_some() {
+            return;
+        }
+        let at = now.mono + Duration::from_millis(in_ms.min(10_000));
+        if self.punches.schedule(&user, addr, at) {
+            log::info!("punching through to {user} at {addr} in {in_ms} ms");
+            let path = Duration::from_millis(rtt_ms.min(10_000));
+            self.reverse
+                .retime(&user, at + 2 * path + reverse::DIALBACK_GRACE);
+        }
+    }
+
+    /// Punch attempts that are due, and those given up.
+    fn punch_tick(&mut self, now: Now) {
+        for (user, link) in self.punches.timed_out(now.mono) {
+            self.close_link(link);
+            self.punch_failed(now, &user);
+        }
+        for (user, addr, _) in self.punches.due(now.mono) {
+            self.out.push_back(Output::Punch { user, addr });
+        }
+    }
+
+    /// The driver opened a punch attempt: the requester sends the hello (as
+    /// on a forward dial), the acceptor waits for it (as on an incoming link).
+    fn on_punched(&mut self, now: Now, link: LinkId, user: String, addr: SocketAddr) {
+        let token = self.links.token_for(&user, now.mono);
+        let (Some(role), Some(token)) = (self.punches.role(&user), token) else {
+            // Linked or given up meanwhile.
+            self.out.push_back(Output::CloseLink(link));
+            return;
+        };
+        if !self.punches.in_progress(&user) {
+            self.out.push_back(Output::CloseLink(link));
+            return;
+        }
+        self.punches.started(&user, link, now.mono);
+        match role {
+            punch::Role::Requester => {
+                let me = self.me.clone().unwrap_or_default();
+                let (wire, hello) = LinkWire::dial(token.as_str(), &me, &user);
+                self.links.add_dialed(link, &user, addr, wire, now.mono);
+                self.out.push_back(Output::LinkBytes(link, hello));
+            }
+            punch::Role::Acceptor => self.links.add_incoming(link, addr, now.mono),
+        }
+    }
+
+    /// A punch attempt ended without a link: retry, or, if that was the last,
+    /// see whether anything else can still link.
+    fn punch_failed(&mut self, now: Now, user: &str) {
+        if !self.punches.failed(user, now.mono) {
+            log::info!("punching through to {user} did not work");
+            self.maybe_no_path(user);
+        }
+    }
+
+    /// Says there is no direct path if nothing with `user` is still trying
+    /// (punch, dial-back, a dial or an incoming handshake naming them).
+    fn maybe_no_path(&mut self, user: &str) {
+        let trying = self.punches.in_progress(user)
+            || self.reverse.is_pending(user)
+            || self
+                .links
+                .all()
+                .any(|(_, l)| l.user() == Some(user) && !l.is_up());
+        if !trying {
+            self.no_path(user);
+        }
+    }
+
+    /// No direct path to `user`: whatever still tries is closed, the token
+    /// can start nothing more, and the user is told once.
+    fn no_path(&mut self, user: &str) {
+        if self.links.find_up(user).is_some() {
+            return;
+        }
+        self.links.revoke(user);
+        self.reverse.linked(user);
+        if let Some(attempt) = self.punches.end(user) {
+            self.close_link(attempt);
+        }
+        for other in self.links.handshaking_with(user, LinkId::MAX) {
+            self.close_link(other);
+        }
+        self.say(Origin::Peer, &reverse::no_path_line(user));
     }
 }
 

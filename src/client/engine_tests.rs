@@ -1730,3 +1730,206 @@ mod tickets {
         assert_eq!(to_server(&out), vec!["TICKET"]);
     }
 }
+
+// ---- simultaneous open (src/client/punch.rs) ------------------------------
+
+fn punches(out: &[Output]) -> Vec<(String, SocketAddr)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Punch { user, addr } => Some((user.clone(), *addr)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn nat_b() -> SocketAddr {
+    "10.99.0.3:40001".parse().unwrap()
+}
+
+impl T {
+    /// The punch attempt to `peer` is open as link `id`.
+    fn punched(&mut self, id: LinkId, peer: &str) -> Vec<Output> {
+        self.input(Input::Punched {
+            link: id,
+            user: peer.into(),
+            addr: nat_b(),
+        })
+    }
+
+    /// `bob` accepted `alice`, who named her port; the server synced both and
+    /// says to punch in 20 ms (path round trip 10 ms).
+    fn acceptor_told_to_punch() -> T {
+        let mut t = accepted_with_dialback();
+        let out = t.server("EVENT SYNC alice");
+        assert_eq!(to_server(&out), ["SYNC alice"], "answered at once");
+        let out = t.server("OK SYNC alice");
+        assert!(printed(&out).is_empty(), "{out:?}");
+        let out = t.server("EVENT PUNCH alice 10.99.0.3:40001 20 10");
+        assert!(punches(&out).is_empty(), "not before the moment: {out:?}");
+        let out = t.advance(Duration::from_millis(20));
+        assert_eq!(punches(&out), vec![("alice".to_owned(), nat_b())]);
+        t
+    }
+}
+
+/// The requester sends the hello on a punched connection (it is the link's
+/// initiator by role, though both sides connected), and the forward dial
+/// still in its handshake is dropped once the punched link is up.
+#[test]
+fn the_requester_speaks_first_on_a_punched_link_and_keeps_only_it() {
+    let mut t = T::logged_in("alice");
+    t.typed("/connect bob");
+    t.server("OK CONNECT bob");
+    let out = t.server(&format!("EVENT PEER bob 127.0.0.1:50000 {P2P}"));
+    assert_eq!(dials(&out).len(), 1);
+    t.dialed(3, "bob"); // forward dial: its SYN is dropped by bob's NAT
+    assert_eq!(to_server(&t.server("EVENT SYNC bob")), ["SYNC bob"]);
+    t.server("OK SYNC bob");
+    t.server("EVENT PUNCH bob 10.99.0.3:40001 0 10");
+    let out = t.advance(Duration::ZERO);
+    assert_eq!(punches(&out), vec![("bob".to_owned(), nat_b())]);
+    let out = t.punched(9, "bob");
+    let hello = bytes_to(&out, 9);
+    assert!(hello.starts_with(link_noise::MAGIC), "{out:?}");
+    let (mut bob, answer) = answer(&hello, "bob", ("alice", P2P));
+    let out = t.link_bytes(9, &answer);
+    assert_eq!(
+        wire_events(&mut bob, &bytes_to(&out, 9)),
+        vec![wire_line("PEER alice")]
+    );
+    let out = t.link_bytes(9, &bob.seal("OK PEER bob").unwrap());
+    assert!(
+        any_contains(&printed(&out), "direct link with bob is up (encrypted)"),
+        "{out:?}"
+    );
+    assert!(out.contains(&Output::CloseLink(3)), "{out:?}");
+    // Nothing more is tried, and no failure line ever comes.
+    let out = t.advance(reverse::LINK_WINDOW * 2);
+    assert!(
+        punches(&out).is_empty() && dials(&out).is_empty(),
+        "{out:?}"
+    );
+    assert!(!any_contains(&printed(&out), "no direct path"), "{out:?}");
+}
+
+/// The acceptor answers the hello on its punched connection, as on an
+/// incoming link; the dial-back is not needed and not made.
+#[test]
+fn the_acceptor_answers_on_a_punched_link_and_does_not_dial_back() {
+    let mut t = T::acceptor_told_to_punch();
+    let out = t.punched(9, "alice");
+    assert!(bytes_to(&out, 9).is_empty(), "the acceptor waits: {out:?}");
+    let (mut alice, hello) = LinkWire::dial(P2P, "alice", "bob");
+    let out = t.link_bytes(9, &hello);
+    assert_eq!(
+        wire_events(&mut alice, &bytes_to(&out, 9)),
+        vec![WireEvent::Secured]
+    );
+    let out = t.link_bytes(9, &alice.seal("PEER alice").unwrap());
+    assert!(
+        any_contains(&printed(&out), "alice connected; direct link is up"),
+        "{out:?}"
+    );
+    let out = t.advance(reverse::DIALBACK_DELAY * 2);
+    assert!(dials(&out).is_empty(), "{out:?}");
+}
+
+/// On a punched connection only the introduced user, in its role, links:
+/// a hello made for another pair of names (or the reflected direction) is
+/// refused, and the punch goes on.
+#[test]
+fn a_punched_connection_never_links_a_wrong_peer() {
+    for (from, to) in [("carol", "bob"), ("bob", "alice")] {
+        let mut t = T::acceptor_told_to_punch();
+        t.punched(9, "alice");
+        let (_, hello) = LinkWire::dial(P2P, from, to);
+        let out = t.link_bytes(9, &hello);
+        assert!(!any_contains(&printed(&out), "is up"), "{out:?}");
+        assert!(out.contains(&Output::CloseLink(9)), "{from}→{to}: {out:?}");
+    }
+}
+
+/// The dial-back is timed from the round trips the server measured: the
+/// punch moment, two path round trips and a grace; not a fixed second.
+#[test]
+fn the_dialback_waits_for_the_punch_moment_plus_round_trips() {
+    let mut t = T::acceptor_told_to_punch(); // 20 ms in, rtt 10 ms
+    let due = Duration::from_millis(20) + reverse::DIALBACK_GRACE;
+    // The punch is in flight but silent (its SYN not answered yet).
+    t.punched(9, "alice");
+    let out = t.advance(due - Duration::from_millis(1));
+    assert!(dials(&out).is_empty(), "{out:?}");
+    let out = t.advance(Duration::from_millis(1));
+    assert_eq!(
+        dials(&out),
+        vec![("alice".into(), peer_addr(), P2P.into())],
+        "{out:?}"
+    );
+}
+
+/// Refused punch attempts are retried quietly within the window; when the
+/// punch and the dial-back both failed, the no-path line comes once.
+#[test]
+fn when_punch_and_dialback_fail_no_path_is_said_once() {
+    let mut t = T::acceptor_told_to_punch();
+    let mut all = Vec::new();
+    let mut attempts = 1;
+    let mut link = 20;
+    t.punched(link, "alice");
+    for _ in 0..200 {
+        // Each attempt is refused at once (RST).
+        let out = t.input(Input::LinkClosed { link });
+        let last = attempts == punch::MAX_ATTEMPTS;
+        assert!(
+            last || printed(&out).is_empty(),
+            "retries are quiet: {out:?}"
+        );
+        all.extend(out);
+        let out = t.advance(punch::RETRY_GAP);
+        for d in dials(&out) {
+            // The dial-back fails too.
+            all.extend(t.input(Input::DialFailed {
+                user: d.0,
+                reason: "refused".into(),
+            }));
+        }
+        let again = !punches(&out).is_empty();
+        all.extend(out);
+        if !again {
+            break;
+        }
+        attempts += 1;
+        link += 1;
+        t.punched(link, "alice");
+    }
+    assert_eq!(attempts, punch::MAX_ATTEMPTS, "bounded attempts");
+    all.extend(t.advance(reverse::LINK_WINDOW));
+    let p = printed(&all);
+    assert_eq!(
+        p.iter()
+            .filter(|l| l.contains("no direct path to alice"))
+            .count(),
+        1,
+        "{p:?}"
+    );
+}
+
+/// Attempts that never connect (SYNs dropped) are cut at the attempt bound
+/// and the introduction's window ends everything with the one line.
+#[test]
+fn silent_attempts_are_bounded_by_the_window() {
+    let mut t = T::acceptor_told_to_punch();
+    t.punched(30, "alice");
+    let out = t.advance(punch::ATTEMPT_TIMEOUT);
+    assert!(out.contains(&Output::CloseLink(30)), "{out:?}");
+    let mut all = t.advance(punch::RETRY_GAP);
+    let mut link = 31;
+    while !punches(&all).is_empty() {
+        t.punched(link, "alice");
+        link += 1;
+        all = t.advance(punch::ATTEMPT_TIMEOUT + punch::RETRY_GAP);
+    }
+    let rest = t.advance(reverse::LINK_WINDOW);
+    let p: Vec<String> = printed(&all).into_iter().chain(printed(&rest)).collect();
+    assert!(any_contains(&p, "no direct path to alice"), "{p:?}");
+}

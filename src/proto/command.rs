@@ -59,6 +59,11 @@ pub enum Command {
         user: String,
         ticket: Ticket,
     },
+    /// The answer to `EVENT SYNC <user>`: the server times this round trip to
+    /// schedule the simultaneous open with `<user>` (`EVENT PUNCH`).
+    Sync {
+        user: String,
+    },
 }
 
 /// One field of `WATCH`: `+user` or `-user`.
@@ -100,6 +105,7 @@ impl Command {
             Command::Watch { .. } => "WATCH",
             Command::Ticket => "TICKET",
             Command::Resume { .. } => "RESUME",
+            Command::Sync { .. } => "SYNC",
         }
     }
 
@@ -208,6 +214,12 @@ impl Command {
                     user: user(fields[0])?,
                 }
             }
+            "SYNC" => {
+                want(1)?;
+                Command::Sync {
+                    user: user(fields[0])?,
+                }
+            }
             "BROADCAST" => {
                 if rest.trim().is_empty() {
                     return Err(err(ErrorCode::BadSyntax));
@@ -280,6 +292,7 @@ const VERBS: &[&str] = &[
     "CONNECT",
     "ACCEPT",
     "DENY",
+    "SYNC",
     "BROADCAST",
     "PING",
     "QUIT",
@@ -312,6 +325,7 @@ impl fmt::Display for Command {
             } => write!(f, "CONNECT {target} {port}"),
             Command::Accept { user, port } => write!(f, "ACCEPT {user} {port}"),
             Command::Deny { user } => write!(f, "DENY {user}"),
+            Command::Sync { user } => write!(f, "SYNC {user}"),
             Command::Broadcast { text } => write!(f, "BROADCAST {text}"),
             Command::List | Command::Ping | Command::Quit | Command::Ticket => {
                 f.write_str(self.verb())
@@ -368,6 +382,7 @@ mod tests {
                 port: 5555,
             },
             Command::Deny { user: "bob".into() },
+            Command::Sync { user: "bob".into() },
             Command::Broadcast {
                 text: "hello  world, spaces kept ".into(),
             },

@@ -122,6 +122,10 @@ pub enum OkReply {
         ticket: super::Ticket,
         expires: u64,
     },
+    /// `SYNC <user>` was timed.
+    Sync {
+        user: String,
+    },
 }
 
 impl OkReply {
@@ -140,6 +144,7 @@ impl OkReply {
             OkReply::Watch { .. } => "WATCH",
             OkReply::Ticket { .. } => "TICKET",
             OkReply::Resume { .. } => "RESUME",
+            OkReply::Sync { .. } => "SYNC",
         }
     }
 }
@@ -165,6 +170,22 @@ pub enum Event {
     Dialback {
         user: String,
         addr: SocketAddr,
+    },
+    /// To both sides of an introduction between peerline clients: answer
+    /// `SYNC <user>` at once (the server times the round trip).
+    Sync {
+        user: String,
+    },
+    /// To both sides once both answered `SYNC`: dial `addr` (the other side's
+    /// control connection as the server sees it) from our own control
+    /// connection's local port in `in_ms` milliseconds, so both SYNs cross
+    /// (TCP simultaneous open). `rtt_ms` is the sum of both sides' round
+    /// trips to the server, an estimate of the path between them.
+    Punch {
+        user: String,
+        addr: SocketAddr,
+        in_ms: u64,
+        rtt_ms: u64,
     },
     Denied {
         user: String,
@@ -316,6 +337,9 @@ fn parse_ok(rest: &str) -> Option<OkReply> {
             ticket: super::Ticket::parse(ticket)?,
             expires: kv(expires, "expires")?.parse().ok()?,
         },
+        ("SYNC", [user]) => OkReply::Sync {
+            user: user.to_string(),
+        },
         _ => return None,
     })
 }
@@ -346,6 +370,18 @@ fn parse_event(rest: &str) -> Option<Event> {
             Event::Dialback {
                 user: f[0].to_owned(),
                 addr: f[1].parse().ok()?,
+            }
+        }
+        "SYNC" if !args.is_empty() && !args.contains(' ') => Event::Sync {
+            user: args.to_owned(),
+        },
+        "PUNCH" => {
+            let f = fields(args, 4)?;
+            Event::Punch {
+                user: f[0].to_owned(),
+                addr: f[1].parse().ok()?,
+                in_ms: f[2].parse().ok()?,
+                rtt_ms: f[3].parse().ok()?,
             }
         }
         "DENIED" => Event::Denied {
@@ -400,9 +436,10 @@ impl fmt::Display for OkReply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "OK {}", self.verb())?;
         match self {
-            OkReply::Signup { user } | OkReply::Connect { user } | OkReply::Deny { user } => {
-                write!(f, " {user}")
-            }
+            OkReply::Signup { user }
+            | OkReply::Connect { user }
+            | OkReply::Deny { user }
+            | OkReply::Sync { user } => write!(f, " {user}"),
             OkReply::Login { user, token } | OkReply::Accept { user, token } => {
                 write!(f, " {user} {token}")
             }
@@ -437,6 +474,13 @@ impl fmt::Display for Event {
             Event::Request { from, ip } => write!(f, "EVENT REQUEST {from} {ip}"),
             Event::Peer { user, addr, token } => write!(f, "EVENT PEER {user} {addr} {token}"),
             Event::Dialback { user, addr } => write!(f, "EVENT DIALBACK {user} {addr}"),
+            Event::Sync { user } => write!(f, "EVENT SYNC {user}"),
+            Event::Punch {
+                user,
+                addr,
+                in_ms,
+                rtt_ms,
+            } => write!(f, "EVENT PUNCH {user} {addr} {in_ms} {rtt_ms}"),
             Event::Denied { user } => write!(f, "EVENT DENIED {user}"),
             Event::Cancelled { user, reason } => {
                 write!(f, "EVENT CANCELLED {user} {}", reason.as_str())
@@ -530,6 +574,14 @@ mod tests {
                 user: "a".into(),
                 addr: "[::1]:4001".parse().unwrap(),
             }),
+            ServerLine::Event(Event::Sync { user: "a".into() }),
+            ServerLine::Event(Event::Punch {
+                user: "a".into(),
+                addr: "203.0.113.5:40123".parse().unwrap(),
+                in_ms: 12,
+                rtt_ms: 30,
+            }),
+            ServerLine::Ok(OkReply::Sync { user: "a".into() }),
             ServerLine::Event(Event::Denied { user: "a".into() }),
             ServerLine::Event(Event::Cancelled {
                 user: "a".into(),

@@ -337,6 +337,8 @@ pub struct Engine {
     /// pending request (from, to): the acceptor gets `EVENT DIALBACK`. Always
     /// removed together with the request.
     pub(super) dialback_ports: HashMap<(UserIdx, UserIdx), u16>,
+    /// Introductions whose simultaneous open is being timed (`punch.rs`).
+    pub(super) punches: super::punch::Punches<UserIdx>,
     pub(super) pending_signups: HashSet<String>,
     /// Account rows in flight that are not signups, by the connection (or
     /// admin channel) waiting for them.
@@ -417,6 +419,7 @@ impl Engine {
             list_order: BTreeMap::new(),
             requests: HashMap::new(),
             dialback_ports: HashMap::new(),
+            punches: Default::default(),
             pending_signups: HashSet::new(),
             store_waits: HashMap::new(),
             kdf_queue: FairQueue::default(),
@@ -986,6 +989,7 @@ impl Engine {
             .copied()
             .collect();
         let name = self.accounts.name(user).to_owned();
+        self.punches.forget(user);
         for key in involved {
             self.requests.remove(&key);
             self.dialback_ports.remove(&key);

@@ -67,7 +67,8 @@ impl Engine {
             (Command::Connect { target, port }, Some(me)) => {
                 self.connect(now, conn, me, &target, port)
             }
-            (Command::Accept { user, port }, Some(me)) => self.accept(conn, me, &user, port),
+            (Command::Accept { user, port }, Some(me)) => self.accept(now, conn, me, &user, port),
+            (Command::Sync { user }, Some(me)) => self.sync(now, conn, me, &user),
             (Command::Deny { user }, Some(me)) => self.deny(conn, me, &user),
             (Command::Broadcast { text }, Some(me)) => self.broadcast(now, conn, me, text),
             (
@@ -518,7 +519,7 @@ impl Engine {
         Ok(from)
     }
 
-    fn accept(&mut self, conn: ConnId, me: UserIdx, name: &str, port: u16) {
+    fn accept(&mut self, now: Instant, conn: ConnId, me: UserIdx, name: &str, port: u16) {
         let from = match self.take_request(me, name) {
             Ok(u) => u,
             Err(reply) => return self.line(conn, reply),
@@ -551,6 +552,9 @@ impl Engine {
                 let addr = std::net::SocketAddr::new(ip, port);
                 self.line(conn, Event::Dialback { user, addr });
             }
+            // A peerline requester (it named its port): time both round
+            // trips for a simultaneous open, in case neither can be dialled.
+            self.start_punch(now, from, me);
         }
     }
 

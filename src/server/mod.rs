@@ -20,6 +20,7 @@ pub mod limits;
 pub mod metrics;
 pub mod persist;
 pub mod presence;
+pub mod punch;
 pub mod records;
 pub mod resume;
 pub mod service;

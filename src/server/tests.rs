@@ -1292,3 +1292,69 @@ fn a_ping_with_an_unknown_token_gets_a_small_error_and_nothing_else_does() {
     sim.datagram(udp(5000), &format!("PING {tb}"));
     assert_eq!(sim.take_datagrams(), vec![(udp(5000), "PONG".to_owned())]);
 }
+
+/// Hole punching (`punch.rs`): an introduction between peerline clients (the
+/// requester named its port) is timed with `EVENT SYNC`; once both answered,
+/// each gets `EVENT PUNCH` with the *other's observed control address* and a
+/// delay that makes both dial together. Nobody else can take part.
+#[test]
+fn an_introduction_is_synced_then_both_get_the_others_observed_address() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    let (b, _) = sim.login_new("bob");
+    let (c, _) = sim.login_new("carol");
+    let addr_of = |conn: ConnId| format!("127.0.0.1:{}", 40000 + conn as u16);
+    sim.send(a, "CONNECT bob 7001");
+    assert_eq!(sim.expect_line(a), "OK CONNECT bob");
+    assert_eq!(sim.expect_line(b), "EVENT REQUEST alice 127.0.0.1");
+    sim.send(b, "ACCEPT alice 7002");
+    assert!(sim
+        .expect_line(a)
+        .starts_with("EVENT PEER bob 127.0.0.1:7002 "));
+    assert_eq!(sim.expect_line(a), "EVENT SYNC bob");
+    assert!(sim.expect_line(b).starts_with("OK ACCEPT alice "));
+    assert_eq!(sim.expect_line(b), "EVENT DIALBACK alice 127.0.0.1:7001");
+    assert_eq!(sim.expect_line(b), "EVENT SYNC alice");
+    // A third user cannot join or trigger it.
+    sim.send(c, "SYNC alice");
+    assert!(sim.expect_line(c).starts_with("ERR no-request"));
+    // Bob answers after 30 ms, alice after 10 ms more.
+    sim.advance(Duration::from_millis(30));
+    sim.send(b, "SYNC alice");
+    assert_eq!(sim.expect_line(b), "OK SYNC alice");
+    assert_eq!(sim.next_line(a), None, "nothing before both answered");
+    sim.advance(Duration::from_millis(10));
+    sim.send(a, "SYNC bob");
+    assert_eq!(sim.expect_line(a), "OK SYNC bob");
+    // Alice (40 ms away) dials at once; bob (30 ms) 5 ms later; each gets
+    // the other's control connection address, and both the path estimate.
+    assert_eq!(
+        sim.expect_line(a),
+        format!("EVENT PUNCH bob {} 0 70", addr_of(b))
+    );
+    assert_eq!(
+        sim.expect_line(b),
+        format!("EVENT PUNCH alice {} 5 70", addr_of(a))
+    );
+    // Used up: a repeated answer is refused.
+    sim.send(a, "SYNC bob");
+    assert!(sim.expect_line(a).starts_with("ERR no-request"));
+    assert_eq!(sim.next_line(c), None);
+}
+
+/// `CONNECT` without a port (an `nc` user) gets no SYNC and no DIALBACK.
+#[test]
+fn an_introduction_without_a_port_is_not_synced() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    let (b, _) = sim.login_new("bob");
+    sim.send(a, "CONNECT bob");
+    assert_eq!(sim.expect_line(a), "OK CONNECT bob");
+    sim.expect_line(b);
+    sim.send(b, "ACCEPT alice 7002");
+    assert!(sim.expect_line(a).starts_with("EVENT PEER bob"));
+    assert!(sim.expect_line(b).starts_with("OK ACCEPT alice"));
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.next_line(a), None);
+    assert_eq!(sim.next_line(b), None);
+}

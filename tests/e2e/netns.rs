@@ -4,7 +4,8 @@
 //!                 "public" 10.99.0.0/24 (bridge br0 in ns pub; the server runs there, 10.99.0.1)
 //!     ┌──────────────┬─────────────────────┬──────────────────────┐
 //!   c0 10.99.0.10   ra wan 10.99.0.2         rb wan 10.99.0.3
-//!   (public client) │ masquerade             │ masquerade (or random ports: symmetric)
+//!   (public client) │ masquerade             │ masquerade (or random ports: symmetric);
+//!                   │ + drop unsolicited     │ both drop unsolicited inbound (home router)
 //!                   ra lan 192.168.1.1       rb lan 192.168.2.1
 //!                   ca 192.168.1.2           cb 192.168.2.2
 //!                   (client behind NAT A)    (client behind NAT B)
@@ -241,9 +242,19 @@ impl Topology {
                 Mapping::EndpointIndependent => "masquerade",
                 Mapping::Symmetric => "masquerade random",
             };
+            // Masquerade, and a home router's firewall: what arrives on the
+            // WAN side is let in only as part of a connection the LAN side
+            // made (unsolicited SYNs are dropped, not answered with RST).
+            // A SYN that crosses ours in a simultaneous open is the reply
+            // direction of our own mapping, so it is let in.
             let rules = format!(
                 "table ip nat {{\n chain post {{\n type nat hook postrouting priority 100;\n \
-                 oifname \"wan\" {masq}\n }}\n}}\n"
+                 oifname \"wan\" {masq}\n }}\n}}\n\
+                 table inet fw {{\n \
+                 chain input {{\n type filter hook input priority 0;\n \
+                 iifname \"wan\" ct state {{ new, invalid, untracked }} drop\n }}\n \
+                 chain forward {{\n type filter hook forward priority 0;\n \
+                 iifname \"wan\" ct state {{ new, invalid, untracked }} drop\n }}\n}}\n"
             );
             nft(router, &rules)?;
         }
