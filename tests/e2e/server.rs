@@ -624,6 +624,15 @@ fn connect_with_a_port_gets_the_acceptor_a_dialback() {
     bob.cmd_ok("ACCEPT alice 45678");
     expect_line(&mut bob, "EVENT DIALBACK alice 127.0.0.1:5000");
     alice.expect_prefix("EVENT PEER bob 127.0.0.1:45678 ");
+    // A peerline requester: both are timed for a simultaneous open, and
+    // once both answered, each gets the other's control address to punch to.
+    expect_line(&mut bob, "EVENT SYNC alice");
+    expect_line(&mut alice, "EVENT SYNC bob");
+    assert_eq!(bob.cmd("SYNC alice"), "OK SYNC alice");
+    assert_eq!(alice.cmd("SYNC bob"), "OK SYNC bob");
+    expect_start(&mut alice, "EVENT PUNCH bob 127.0.0.1:");
+    expect_start(&mut bob, "EVENT PUNCH alice 127.0.0.1:");
+    alice.cmd_err("SYNC bob", "no-request");
     // Denied: the port goes with the request.
     alice.cmd_ok("CONNECT bob 5001");
     expect_line(&mut bob, "EVENT REQUEST alice 127.0.0.1");
