@@ -9,7 +9,8 @@
 //!
 //! Invariants:
 //! - The server connection is made with `SO_REUSEADDR` and `SO_REUSEPORT`
-//!   set before it connects, so a later socket may bind its local port.
+//!   set, and bound to a port of its own (`bind` to port 0) before it
+//!   connects, so a later socket may bind that port.
 //! - A punch socket sets both too and binds our control connection's exact
 //!   local address before it connects; the 4-tuple (that port, the other
 //!   side) is new, so the kernel keeps the two apart.
@@ -33,9 +34,23 @@ fn shareable(family: &SocketAddr) -> io::Result<Socket> {
     Ok(s)
 }
 
+/// Binds the server connection's port before it connects. Left to
+/// `connect()`, the kernel may pick a port that another connection (to
+/// another destination, without these flags, or in TIME_WAIT) already uses;
+/// a later `bind()` of a punch socket to it would then fail (`EADDRINUSE`).
+/// `bind()` to port 0 picks a port nobody holds.
+fn bind_any_port(s: &Socket, to: &SocketAddr) -> io::Result<()> {
+    let any: SocketAddr = match to {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    s.bind(&any.into())
+}
+
 /// A blocking connect to the server (at start), bounded by `timeout`.
 pub fn connect_blocking(addr: SocketAddr, timeout: Duration) -> io::Result<std::net::TcpStream> {
     let s = shareable(&addr)?;
+    bind_any_port(&s, &addr)?;
     s.connect_timeout(&addr.into(), timeout)?;
     Ok(s.into())
 }
@@ -48,8 +63,9 @@ pub fn connect_nonblocking(
     addr: SocketAddr,
 ) -> io::Result<mio::net::TcpStream> {
     let s = shareable(&addr)?;
-    if let Some(local) = local {
-        s.bind(&local.into())?;
+    match local {
+        Some(local) => s.bind(&local.into())?,
+        None => bind_any_port(&s, &addr)?,
     }
     s.set_nonblocking(true)?;
     match s.connect(&addr.into()) {
