@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use peerline::server::admin_cli;
 use peerline::server::config::{self, Command, Config, ConfigError};
 use peerline::server::driver::Driver;
-use peerline::server::tls;
 
 fn main() -> ExitCode {
     let (cfg, command) = match Config::from_env() {
@@ -44,7 +43,7 @@ fn main() -> ExitCode {
             .map_err(|e| format!("cannot write the man page: {e}")),
         Command::User(cmd) => admin_cli::user(&cfg, cmd, &mut std::io::stdout()),
         Command::Stats => admin_cli::stats(&cfg, &mut std::io::stdout()),
-        Command::Fingerprint => tls::fingerprint_of_paths(&cfg.tls).map(|fp| println!("{fp}")),
+        Command::Fingerprint => admin_cli::fingerprint(&cfg, &mut std::io::stdout()),
         Command::Run => Driver::start(cfg).and_then(Driver::run),
     };
     match result {

@@ -1,4 +1,4 @@
-//! The administration subcommands (`user …`, `stats`): through the running
+//! The administration subcommands (`user …`, `stats`, `fingerprint`): through the running
 //! server's admin socket when one runs on the data dir, else on the files
 //! directly under the data-dir lock (`store::AccountsFile`), so the server's
 //! state and its files never disagree.
@@ -7,18 +7,24 @@
 //! - Online or offline, a password is hashed here, with the configured
 //!   `--kdf-iterations`; only the hash goes to the server or the file.
 //! - Every wait on the server is bounded (`TIMEOUT`).
+//! - `fingerprint` generates the data dir's TLS pair only while it holds the
+//!   data-dir lock; when a server holds it, the pair is the server's to make
+//!   and is only read (two writers would leave a key that does not match its
+//!   certificate).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::admin::{list_line, AdminRequest};
 use super::admin_socket::SOCKET_NAME;
 use super::config::{Config, UserCommand};
 use super::kdf::{self, PasswordHash};
-use super::store::AccountsFile;
+use super::store::{AccountsFile, DirLock, LockError};
+use super::tls::{self, TlsPaths};
 use crate::proto::names::is_valid_password;
+use crate::tls::Fingerprint;
 
 /// How long a running server has to answer (a password change waits for an fsync).
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -146,6 +152,41 @@ fn offline(dir: &Path, req: AdminRequest) -> Result<Vec<String>, String> {
     Ok(Vec::new())
 }
 
+/// `peerline-server fingerprint`: what clients will pin.
+pub fn fingerprint(cfg: &Config, out: &mut dyn Write) -> Result<(), String> {
+    let fp = fingerprint_in(&cfg.data_dir, &cfg.tls, TIMEOUT)?;
+    writeln!(out, "{fp}").map_err(|e| e.to_string())
+}
+
+/// The fingerprint of `paths`: generated first under the data-dir lock when
+/// no server runs; when one does (or is starting), its pair read, waiting
+/// up to `wait` for it to appear, never generated.
+pub fn fingerprint_in(dir: &Path, paths: &TlsPaths, wait: Duration) -> Result<Fingerprint, String> {
+    if !paths.generated {
+        // --tls-cert/--tls-key: the operator's files, never written here.
+        return tls::read_fingerprint(paths);
+    }
+    let pid = match DirLock::acquire(dir) {
+        Ok(_lock) => return tls::fingerprint_of_paths(paths),
+        Err(LockError::Held { pid, .. }) => pid,
+        Err(LockError::Io(e)) => return Err(e),
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        match tls::read_fingerprint(paths) {
+            Ok(fp) => return Ok(fp),
+            Err(e) if Instant::now() >= deadline => {
+                let holder = pid.map_or("another process".into(), |p| format!("process {p}"));
+                return Err(format!(
+                    "{holder} holds data dir {} and has no TLS certificate there yet: {e}",
+                    dir.display()
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// `peerline-server stats`: from the running server only.
 pub fn stats(cfg: &Config, out: &mut dyn Write) -> Result<(), String> {
     let s = connect(&cfg.data_dir).ok_or_else(|| {
@@ -159,4 +200,69 @@ pub fn stats(cfg: &Config, out: &mut dyn Write) -> Result<(), String> {
         writeln!(out, "{l}").map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::tls::{GENERATED_CERT, GENERATED_KEY};
+
+    fn paths(dir: &Path) -> TlsPaths {
+        TlsPaths::resolve(dir, None, None).unwrap()
+    }
+
+    #[test]
+    fn fingerprint_never_generates_while_a_server_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        // A server that has locked the dir and not yet made its pair
+        // (it loads the store first).
+        let _server = DirLock::acquire(dir.path()).unwrap();
+        let e =
+            fingerprint_in(dir.path(), &paths(dir.path()), Duration::from_millis(200)).unwrap_err();
+        assert!(e.contains("has no TLS certificate"), "{e}");
+        assert!(
+            !dir.path().join(GENERATED_KEY).exists(),
+            "a second key writer"
+        );
+        assert!(!dir.path().join(GENERATED_CERT).exists());
+    }
+
+    #[test]
+    fn fingerprint_reads_the_pair_the_running_server_makes() {
+        let dir = tempfile::tempdir().unwrap();
+        let _server = DirLock::acquire(dir.path()).unwrap();
+        let p = paths(dir.path());
+        let server_side = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(150));
+                tls::TlsIdentity::load(p).unwrap().fingerprint()
+            })
+        };
+        let fp = fingerprint_in(dir.path(), &p, Duration::from_secs(10)).unwrap();
+        assert_eq!(fp, server_side.join().unwrap());
+    }
+
+    #[test]
+    fn fingerprint_offline_generates_once_under_the_lock_and_releases_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        let fp = fingerprint_in(dir.path(), &p, Duration::ZERO).unwrap();
+        assert!(p.key.exists() && p.cert.exists());
+        let lock = DirLock::acquire(dir.path()).expect("the lock was released");
+        drop(lock);
+        assert_eq!(fingerprint_in(dir.path(), &p, Duration::ZERO).unwrap(), fp);
+    }
+
+    #[test]
+    fn fingerprint_of_given_files_never_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = TlsPaths {
+            cert: dir.path().join("c.pem"),
+            key: dir.path().join("k.pem"),
+            generated: false,
+        };
+        assert!(fingerprint_in(dir.path(), &p, Duration::ZERO).is_err());
+        assert!(!p.cert.exists() && !p.key.exists());
+    }
 }

@@ -25,7 +25,7 @@ use super::flow::{ReadGate, OUT_CAP};
 use super::metrics::{self, MetricsServer};
 use super::persist::Persist;
 use super::store::Store;
-use super::tls::TlsIdentity;
+use super::tls::{HandshakeBudget, TlsIdentity};
 use crate::netio::{
     self, enable_keepalive, set_int_option, Chunk, OutBuffer, ReadStatus, READ_BUDGET,
 };
@@ -53,10 +53,6 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 /// plaintext client that sends anything first (even an empty line) is
 /// classified at once too, so only a silent `nc` waits this long.
 const SNIFF_WAIT: Duration = Duration::from_millis(250);
-/// TLS connections whose handshake may advance per turn: a burst of
-/// handshakes is sliced like password hashing, so other clients' lines are
-/// still answered within a turn's time.
-const HANDSHAKE_BUDGET: usize = 64;
 /// Rounds of "end the turn, run what that produced" per loop turn (see `run`).
 const END_ROUNDS: usize = 16;
 
@@ -133,8 +129,8 @@ pub struct Driver {
     /// Connections still sniffing, in accept order (so in deadline order);
     /// an entry whose slot moved on is skipped when it comes up.
     sniffing: VecDeque<(Instant, usize)>,
-    /// What is left of [`HANDSHAKE_BUDGET`] this turn.
-    handshakes_left: usize,
+    /// Handshake work left this turn (`tls::HANDSHAKE_BUDGET`).
+    handshakes: HandshakeBudget,
 }
 
 fn unix_ms_now() -> u64 {
@@ -280,7 +276,7 @@ impl Driver {
             cfg,
             tls,
             sniffing: VecDeque::new(),
-            handshakes_left: HANDSHAKE_BUDGET,
+            handshakes: HandshakeBudget::default(),
         };
         d.run_outputs(Instant::now());
         Ok(d)
@@ -300,7 +296,7 @@ impl Driver {
             let now = Instant::now();
             let mut stop = false;
             let mut reload = false;
-            self.handshakes_left = HANDSHAKE_BUDGET;
+            self.handshakes.new_turn();
             self.end_sniffing(now);
             for ev in events.iter() {
                 match ev.token() {
@@ -579,16 +575,13 @@ impl Driver {
         if !self.sniff(now, key) {
             return;
         }
-        if self
+        let handshaking = self
             .conns
             .get(key)
-            .is_some_and(|c| c.layer.is_handshaking())
-        {
-            if self.handshakes_left == 0 {
-                self.read_next_turn(key);
-                return;
-            }
-            self.handshakes_left -= 1;
+            .is_some_and(|c| c.layer.is_handshaking());
+        if !self.handshakes.admit(handshaking) {
+            self.read_next_turn(key);
+            return;
         }
         let Some(c) = self.conns.get_mut(key) else {
             return;

@@ -24,6 +24,45 @@ use rustls::ServerConfig;
 
 use crate::tls::Fingerprint;
 
+/// TLS connections whose handshake may advance per loop turn: a burst of
+/// handshakes is sliced like password hashing, so other clients' lines are
+/// still answered within a turn's time.
+pub const HANDSHAKE_BUDGET: usize = 64;
+
+/// What is left of [`HANDSHAKE_BUDGET`] in this loop turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeBudget {
+    left: usize,
+}
+
+impl Default for HandshakeBudget {
+    fn default() -> Self {
+        HandshakeBudget {
+            left: HANDSHAKE_BUDGET,
+        }
+    }
+}
+
+impl HandshakeBudget {
+    /// At the start of every loop turn.
+    pub fn new_turn(&mut self) {
+        self.left = HANDSHAKE_BUDGET;
+    }
+
+    /// May a connection's input be worked on now? Only handshake work
+    /// counts; false means "read it next turn" (it is not lost).
+    pub fn admit(&mut self, handshaking: bool) -> bool {
+        if !handshaking {
+            return true;
+        }
+        if self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+}
+
 /// File names of the generated pair inside the data dir.
 pub const GENERATED_CERT: &str = "tls-cert.pem";
 pub const GENERATED_KEY: &str = "tls-key.pem";
@@ -184,10 +223,17 @@ pub fn fingerprint_of(
 }
 
 /// [`fingerprint_of`] for already resolved paths (a validated `Config::tls`).
+/// Generating is only safe under the data-dir lock, or where no server can
+/// run: `peerline-server fingerprint` goes through `admin_cli::fingerprint`.
 pub fn fingerprint_of_paths(paths: &TlsPaths) -> Result<Fingerprint, String> {
     if paths.generated {
         ensure_generated(paths)?;
     }
+    read_fingerprint(paths)
+}
+
+/// The fingerprint of the certificate as it is on disk; never generates.
+pub fn read_fingerprint(paths: &TlsPaths) -> Result<Fingerprint, String> {
     let chain = read_chain(&paths.cert)?;
     Fingerprint::of_cert(&chain[0]).map_err(|e| format!("{}: {e}", paths.cert.display()))
 }
@@ -341,6 +387,24 @@ mod tests {
         };
         let e = TlsIdentity::load(paths).unwrap_err();
         assert!(e.contains("usable pair"), "{e}");
+    }
+
+    #[test]
+    fn handshake_work_is_bounded_per_turn_and_other_input_never_waits() {
+        let mut b = HandshakeBudget::default();
+        for i in 0..HANDSHAKE_BUDGET {
+            assert!(b.admit(true), "handshake {i} of the turn");
+            assert!(b.admit(false), "established connections are not counted");
+        }
+        assert!(!b.admit(true), "the 65th handshake waits for the next turn");
+        assert!(!b.admit(true));
+        assert!(b.admit(false), "lines of logged-in clients still go");
+        b.new_turn();
+        assert_eq!(
+            (0..1000).filter(|_| b.admit(true)).count(),
+            HANDSHAKE_BUDGET,
+            "a storm of 1000 advances 64 per turn"
+        );
     }
 
     #[test]
