@@ -27,9 +27,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is out of range"))
 }
 
+/// [`parse_duration`] for waits that must be able to end in time: zero is
+/// refused (`--timeout 0` would end a run before anything could arrive).
+pub fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be longer than zero"));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonzero_refuses_zero_in_every_unit() {
+        for z in ["0", "0s", "0ms", "0m", "0h", "0d"] {
+            let e = parse_nonzero_duration(z).unwrap_err();
+            assert!(e.contains("longer than zero"), "{z}: {e}");
+        }
+        assert_eq!(parse_nonzero_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert!(parse_nonzero_duration("x").is_err());
+    }
 
     #[test]
     fn forms() {

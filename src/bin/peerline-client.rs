@@ -61,7 +61,7 @@ struct Args {
     count: Option<u64>,
     /// Exit 5 when DUR (90s, 2m, …) passes before --count is reached
     /// (implies --stay).
-    #[arg(long, value_name = "DUR", value_parser = peerline::duration::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = peerline::duration::parse_nonzero_duration)]
     timeout: Option<std::time::Duration>,
     /// Speak plain lines to the server instead of TLS (for loopback and
     /// testing: servers refuse passwords in clear from other addresses).

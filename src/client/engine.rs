@@ -209,6 +209,9 @@ enum Prompt {
     SignupAgain { user: String, password: String },
     LoginUser,
     LoginPassword { user: String, reauth: bool },
+    PasswdOld,
+    PasswdNew { old: String },
+    PasswdAgain { old: String, new: String },
 }
 
 /// A command sent to the server and not yet answered. The server answers in
@@ -744,6 +747,10 @@ impl Engine {
             UserCommand::Broadcast(text) => self.send(Command::Broadcast { text }, false),
             UserCommand::Ping => self.send(Command::Ping, false),
             UserCommand::Quit => self.quit(now),
+            UserCommand::PasswdPrompt if self.me.is_none() => {
+                self.say(Origin::Client, "not logged in; /login first, then /passwd")
+            }
+            UserCommand::PasswdPrompt => self.ask(Prompt::PasswdOld, "passwd"),
             UserCommand::Passwd { old, new, again } => self.send(
                 Command::Passwd {
                     old,
@@ -841,6 +848,9 @@ impl Engine {
             Prompt::SignupUser | Prompt::LoginUser => ("username: ", false),
             Prompt::SignupPassword { .. } | Prompt::LoginPassword { .. } => ("password: ", true),
             Prompt::SignupAgain { .. } => ("password again: ", true),
+            Prompt::PasswdOld => ("old password: ", true),
+            Prompt::PasswdNew { .. } => ("new password: ", true),
+            Prompt::PasswdAgain { .. } => ("new password again: ", true),
         };
         if hidden {
             self.out.push_back(Output::Echo(false));
@@ -892,6 +902,21 @@ impl Engine {
                     password: answer.to_owned(),
                 },
                 reauth,
+            ),
+            Prompt::PasswdOld => self.show_prompt(Prompt::PasswdNew {
+                old: answer.to_owned(),
+            }),
+            Prompt::PasswdNew { old } => self.show_prompt(Prompt::PasswdAgain {
+                old,
+                new: answer.to_owned(),
+            }),
+            Prompt::PasswdAgain { old, new } => self.send(
+                Command::Passwd {
+                    old,
+                    new,
+                    new_again: answer.to_owned(),
+                },
+                false,
             ),
         }
     }

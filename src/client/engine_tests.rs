@@ -352,6 +352,63 @@ fn prompts_on_a_terminal_hide_passwords_and_ask_twice_for_signup() {
 }
 
 #[test]
+fn bare_passwd_on_a_terminal_asks_three_times_without_echo() {
+    let mut t = T::with(Config {
+        interactive: true,
+        ..config()
+    });
+    t.login("alice");
+    let out = t.typed("/passwd");
+    assert_eq!(
+        out,
+        vec![Output::Echo(false), Output::Prompt("old password: ".into())]
+    );
+    let out = t.typed("old-pw");
+    assert!(
+        out.contains(&Output::Prompt("new password: ".into())),
+        "{out:?}"
+    );
+    assert!(
+        to_server(&out).is_empty(),
+        "nothing is sent before all three"
+    );
+    let out = t.typed("new-pw");
+    assert!(out.contains(&Output::Prompt("new password again: ".into())));
+    let out = t.typed("new-pw");
+    assert_eq!(to_server(&out), vec!["PASSWD old-pw new-pw new-pw"]);
+    // Echo is back on after the last answer, and no answer was ever printed.
+    assert!(out.contains(&Output::Echo(true)));
+    for o in t.typed("/passwd").iter().chain(&out) {
+        if let Output::Print(p) = o {
+            assert!(!p.contains("old-pw") && !p.contains("new-pw"), "{p}");
+        }
+    }
+}
+
+#[test]
+fn bare_passwd_without_a_terminal_is_a_usage_error_and_sends_nothing() {
+    let mut t = T::logged_in("alice");
+    let out = t.typed("/passwd");
+    assert!(!out.iter().any(|o| matches!(o, Output::Prompt(_))));
+    assert!(to_server(&out).is_empty());
+    assert!(
+        any_contains(&printed(&out), "/passwd <old> <new> <new-again>"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn bare_passwd_before_login_says_to_log_in() {
+    let mut t = T::with(Config {
+        interactive: true,
+        ..config()
+    });
+    let out = t.typed("/passwd");
+    assert!(!out.iter().any(|o| matches!(o, Output::Prompt(_))));
+    assert!(any_contains(&printed(&out), "not logged in"), "{out:?}");
+}
+
+#[test]
 fn without_a_terminal_bare_login_explains_instead_of_prompting() {
     let mut t = T::new();
     let out = t.typed("/login");

@@ -91,7 +91,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "passwd",
         aliases: &[],
         usage: "/passwd <old> <new> <new-again>",
-        about: "change your password (never kept in history); re-logins use the new one",
+        about: "change your password (on a terminal, /passwd alone asks, without echo; never kept in history); re-logins use the new one",
     },
     Spec {
         name: "watch",
@@ -150,6 +150,8 @@ pub enum UserCommand {
         new: String,
         again: String,
     },
+    /// `/passwd` alone: ask for the passwords (terminal only).
+    PasswdPrompt,
     Watch(String),
     Unwatch(String),
     Reconnect,
@@ -285,6 +287,7 @@ pub fn parse(line: &str) -> Result<UserInput, InputError> {
         }
         "ping" => no_args(UserCommand::Ping)?,
         "passwd" => match words.as_slice() {
+            [] => UserCommand::PasswdPrompt,
             [o, n, a] => UserCommand::Passwd {
                 old: password(o)?,
                 new: password(n)?,
@@ -396,6 +399,7 @@ mod tests {
             }
         );
         assert!(parse("/passwd a b").is_err());
+        assert_eq!(cmd("/passwd"), UserCommand::PasswdPrompt);
     }
 
     #[test]

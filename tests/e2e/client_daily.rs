@@ -140,6 +140,35 @@ fn exit_statuses_follow_the_contract() {
 }
 
 #[test]
+fn timeout_zero_is_a_usage_error() {
+    let server = Server::start(&[]);
+    let mut c = Client::command(&server)
+        .args(["--listen-addr", "127.0.0.1", "--stay", "--timeout", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = c.stderr.take().unwrap();
+    let status = wait_exit_or_kill(&mut c, Duration::from_secs(20));
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{err}");
+    assert!(
+        err.contains("--timeout") && err.contains("longer than zero"),
+        "{err}"
+    );
+    // The same flag with a real duration is accepted (exit 5 when it passes).
+    let (code, out) = run(
+        server.tcp.port(),
+        &["--stay", "--timeout", "500ms"],
+        "",
+        &[],
+    );
+    assert_eq!(code, Some(5), "{out}");
+}
+
+#[test]
 fn json_lines_parse_and_count_ends_the_run() {
     let server = Server::start(&[]);
     let (mut raw, _) = server.login_new("bob");

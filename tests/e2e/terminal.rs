@@ -209,3 +209,50 @@ fn typing_while_lines_arrive_history_completion_and_restore() {
     pty2.wait();
     assert_eq!(pty2.lflag(), cooked, "terminal not restored after SIGTERM");
 }
+
+#[test]
+fn bare_passwd_asks_without_echo_and_keeps_nothing_in_history() {
+    let server = Server::start(&[]);
+    let (mut raw, _) = server.login_new("carol");
+    raw.cmd_ok("QUIT");
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().display().to_string();
+    let mut pty = Pty::spawn(
+        &server,
+        &["--user", "carol"],
+        &[
+            ("PEERLINE_PASSWORD", "pw-carol"),
+            ("XDG_STATE_HOME", &state_dir),
+            ("NO_COLOR", "1"),
+        ],
+    );
+    pty.wait_for("logged in as carol");
+    pty.type_keys("/passwd\r");
+    pty.wait_for("old password: ");
+    pty.type_keys("pw-carol\r");
+    pty.wait_for("new password: ");
+    pty.type_keys("Fresh-Secret-1\r");
+    pty.wait_for("new password again: ");
+    pty.type_keys("Fresh-Secret-1\r");
+    pty.wait_for("password changed");
+    pty.type_keys("/quit\r");
+    assert_eq!(pty.wait(), Some(0), "{:?}", pty.text());
+    let screen = pty.text();
+    assert!(
+        !screen.contains("Fresh-Secret-1") && !screen.contains("pw-carol"),
+        "a password was echoed: {screen:?}"
+    );
+    let history =
+        std::fs::read_to_string(state.path().join("peerline/history")).expect("history file");
+    assert!(history.contains("/passwd\n"), "{history}");
+    assert!(
+        !history.contains("Fresh-Secret-1") && !history.contains("pw-carol"),
+        "a password reached the history: {history}"
+    );
+    // The server took it: the new password logs in, the old one does not.
+    let mut c = server.connect();
+    assert!(c
+        .cmd("LOGIN carol pw-carol")
+        .starts_with("ERR bad-credentials"));
+    assert!(c.cmd("LOGIN carol Fresh-Secret-1").starts_with("OK LOGIN"));
+}
