@@ -43,4 +43,13 @@ timeout 120 target/release/peerline-bench restart \
     --sessions 20 --bystanders 2 --kdf-iterations 1000 --timeout-secs 60 > "$out/restart.md"
 grep -q '| sessions back and logged in | 20 of 20 | 20 of 20 |' "$out/restart.md"
 grep -q '| by ticket / by password / ticket refused → password | 20 / 0 / 0 | 0 / 20 / 0 |' "$out/restart.md"
+
+# TLS beside plaintext (peerline only): a few handshakes, sessions with sealed
+# datagrams, acknowledged deliveries; spliced into a copy of the report.
+timeout 90 target/release/peerline-bench tls \
+    --server target/release/peerline-server \
+    --handshakes 40 --sessions 10 --broadcasts 5 \
+    --no-mosquitto --no-pin --strict --out-md "$out/BENCHMARKS.md"
+grep -q '| opens/s (TLS: handshakes/s) |' "$out/BENCHMARKS.md"
+grep -q '| 50 | peerline |' "$out/BENCHMARKS.md"
 echo "bench smoke: ok"

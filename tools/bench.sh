@@ -40,4 +40,13 @@ args=(run --server target/release/peerline-server
 if [ -n "$note" ]; then
     args+=(--no-mosquitto --mosquitto-note "$note")
 fi
-exec target/release/peerline-bench "${args[@]}" "$@"
+target/release/peerline-bench "${args[@]}" "$@"
+
+# TLS beside plaintext, and mosquitto over TLS beside both: its own section of
+# docs/BENCHMARKS.md (spliced in after the tables above).
+tls_args=(tls --server target/release/peerline-server --out-md docs/BENCHMARKS.md
+          --shown-command "tools/bench.sh")
+if [ -n "$note" ]; then
+    tls_args+=(--no-mosquitto)
+fi
+exec target/release/peerline-bench "${tls_args[@]}"

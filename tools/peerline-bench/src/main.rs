@@ -14,6 +14,7 @@ mod scale;
 mod servers;
 mod stats;
 mod svg;
+mod tls;
 mod worker;
 
 use std::path::PathBuf;
@@ -62,6 +63,9 @@ enum Cmd {
     /// The restart storm: N sessions back after kill -9 and restart, with
     /// resumption tickets and by password, side by side.
     Restart(restart::Args),
+    /// TLS beside plaintext (handshakes/s, memory per session, acknowledged
+    /// deliveries with sealed datagrams), mosquitto over TLS beside both.
+    Tls(TlsArgs),
     /// (internal) A session-driving worker, commanded over stdin/stdout.
     #[command(hide = true)]
     Worker {
@@ -76,6 +80,49 @@ enum Cmd {
         #[arg(long)]
         cpu: Option<usize>,
     },
+}
+
+#[derive(clap::Args)]
+struct TlsArgs {
+    #[arg(long, default_value = "target/release/peerline-server")]
+    server: PathBuf,
+    /// Connections opened (and closed) for the handshake rate.
+    #[arg(long, default_value_t = 1000)]
+    handshakes: usize,
+    /// Connections opening at once.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Receiving sessions (plus one sender).
+    #[arg(long, default_value_t = 200)]
+    sessions: usize,
+    /// Broadcasts sent; each receiver acknowledges each.
+    #[arg(long, default_value_t = 100)]
+    broadcasts: usize,
+    /// Most unanswered broadcasts.
+    #[arg(long, default_value_t = 16)]
+    broadcast_window: usize,
+    #[arg(long, default_value_t = 64)]
+    pad: usize,
+    #[arg(long, default_value_t = 1000)]
+    kdf_iterations: u32,
+    #[arg(long, default_value_t = 0)]
+    server_cpu: usize,
+    #[arg(long, default_value_t = 1)]
+    tool_cpu: usize,
+    #[arg(long)]
+    no_pin: bool,
+    /// peerline only.
+    #[arg(long)]
+    no_mosquitto: bool,
+    /// Splice the TLS section into this report (replacing the previous one).
+    #[arg(long)]
+    out_md: Option<PathBuf>,
+    /// The command line to show in the report.
+    #[arg(long, default_value = "tools/bench.sh")]
+    shown_command: String,
+    /// Fail (exit 1) if any phase failed.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(clap::Args)]
@@ -282,6 +329,35 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Tls(t) => {
+            let pin = |c: usize| (!t.no_pin && t.server_cpu != t.tool_cpu).then_some(c);
+            let args = tls::Args {
+                server: t.server,
+                handshakes: t.handshakes,
+                window: t.window,
+                sessions: t.sessions,
+                broadcasts: t.broadcasts,
+                bwindow: t.broadcast_window.max(1),
+                pad: t.pad,
+                kdf_iterations: t.kdf_iterations,
+                server_cpu: pin(t.server_cpu),
+                tool_cpu: pin(t.tool_cpu),
+                no_mosquitto: t.no_mosquitto,
+                out_md: t.out_md,
+                strict: t.strict,
+            };
+            match tls::main(&args, &t.shown_command) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("peerline-bench tls: some phases failed (see above)");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("peerline-bench tls: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Run(args) => match run(args) {
             Ok(code) => code,
             Err(e) => {

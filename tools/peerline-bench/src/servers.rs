@@ -21,6 +21,12 @@ pub struct Server {
     dir: PathBuf,
 }
 
+/// A certificate and key (PEM) for mosquitto's TLS listener.
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// A fresh directory under the system temp dir, removed by `Server::stop`.
 pub fn temp_dir(tag: &str) -> Res<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
@@ -161,6 +167,17 @@ impl Server {
         password: &str,
         cpu: Option<usize>,
     ) -> Res<Server> {
+        Server::start_mosquitto_with(users, prefix, password, cpu, None)
+    }
+
+    /// [`Server::start_mosquitto`], its listener speaking TLS with `tls`.
+    pub fn start_mosquitto_with(
+        users: usize,
+        prefix: &str,
+        password: &str,
+        cpu: Option<usize>,
+        tls: Option<&TlsFiles>,
+    ) -> Res<Server> {
         let bin = which("mosquitto").ok_or("mosquitto is not installed")?;
         let passwd = which("mosquitto_passwd").ok_or("mosquitto_passwd is not installed")?;
         let dir = temp_dir("mosquitto")?;
@@ -185,10 +202,18 @@ impl Server {
             .map_err(|e| e.to_string())?
             .port();
         let conf = dir.join("mosquitto.conf");
+        let tls_lines = tls.map_or(String::new(), |t| {
+            format!(
+                "certfile {}\nkeyfile {}\n",
+                t.cert.display(),
+                t.key.display()
+            )
+        });
         std::fs::write(
             &conf,
             format!(
                 "listener {port} 127.0.0.1\n\
+                 {tls_lines}\
                  allow_anonymous false\n\
                  password_file {}\n\
                  persistence false\n\
@@ -226,6 +251,11 @@ impl Server {
         }
         server.stop();
         Err("mosquitto did not accept connections within 10 s".into())
+    }
+
+    /// The server's data dir (peerline: where its TLS pair is).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn is_running(&mut self) -> bool {
