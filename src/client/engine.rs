@@ -19,6 +19,7 @@ use super::reconnect::{Backoff, Beat, ConnState, Heartbeat, HeldTicket};
 use super::render::{Kind as ShownKind, Shown};
 use super::reverse::{self, Reverse};
 use crate::proto::link_noise::{self, LinkError, LinkWire, WireEvent};
+use crate::proto::names::Token;
 use crate::proto::sealed::{self, Channel, Role, UdpSecret};
 use crate::proto::{
     CancelReason, ClientDatagram, CloseReason, Command, Cookie, ErrorCode, Event, Frame, LinkLine,
@@ -226,7 +227,7 @@ struct Sent {
 /// The UDP side: registration with retries, then keep-alive pings.
 #[derive(Debug, Default)]
 struct Udp {
-    token: Option<String>,
+    token: Option<Token>,
     /// A TLS session's keys: every datagram both ways is sealed, and the
     /// token is never sent on UDP.
     sealed: Option<Channel>,
@@ -600,7 +601,7 @@ impl Engine {
                 .udp
                 .token
                 .clone()
-                .map(|t| ClientDatagram::new(t, req).to_string().into_bytes()),
+                .map(|t| ClientDatagram::new(t, req).wire()),
         };
         if let Some(b) = bytes {
             self.out.push_back(Output::Datagram(b));
@@ -1032,7 +1033,7 @@ impl Engine {
                 }
                 self.me = Some(user.clone());
                 self.auth_refused = false;
-                let fresh = self.udp.token.as_deref() != Some(token.as_str());
+                let fresh = self.udp.token.as_ref() != Some(&token);
                 if fresh {
                     let sealed = self
                         .udp_secret
@@ -1090,6 +1091,7 @@ impl Engine {
                 format!("asked {user} for a direct link; waiting for them to accept")
             }
             OkReply::Accept { user, token } => {
+                let token = token.expose().to_string();
                 self.incoming.remove(&user);
                 self.links.issue(&user, &token, now.mono);
                 self.punches.introduced(&user, punch::Role::Acceptor);
@@ -1154,6 +1156,7 @@ impl Engine {
                 });
             }
             Event::Peer { user, addr, token } => {
+                let token = token.expose().to_string();
                 self.outgoing.remove(&user);
                 let user_shown = display::sanitize(&user);
                 self.say(

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use super::names::{is_valid_token, is_valid_username};
+use super::names::{is_valid_username, Token};
 
 /// The largest datagram either side sends or accepts.
 pub const MAX_DATAGRAM: usize = 1200;
@@ -45,15 +45,15 @@ pub enum ClientDatagram {
     /// `cookie` is the answer to a `CHALLENGE`; without one the server
     /// challenges any address not yet validated for the session.
     Register {
-        token: String,
+        token: Token,
         cookie: Option<Cookie>,
     },
     Ack {
-        token: String,
+        token: Token,
         id: u64,
     },
     Ping {
-        token: String,
+        token: Token,
     },
 }
 
@@ -102,7 +102,7 @@ impl ClientDatagram {
     pub fn parse(bytes: &[u8]) -> Option<ClientDatagram> {
         let s = text_of(bytes)?;
         let f: Vec<&str> = s.split(' ').collect();
-        let token = |t: &str| is_valid_token(t).then(|| t.to_ascii_lowercase());
+        let token = Token::parse;
         match f.as_slice() {
             ["REGISTER", t] => Some(ClientDatagram::Register {
                 token: token(t)?,
@@ -121,7 +121,7 @@ impl ClientDatagram {
         }
     }
 
-    pub fn token(&self) -> &str {
+    pub fn token(&self) -> &Token {
         match self {
             ClientDatagram::Register { token, .. }
             | ClientDatagram::Ack { token, .. }
@@ -130,7 +130,7 @@ impl ClientDatagram {
     }
 
     /// The plaintext datagram of `req` for the session `token`.
-    pub fn new(token: String, req: UdpRequest) -> ClientDatagram {
+    pub fn new(token: Token, req: UdpRequest) -> ClientDatagram {
         match req {
             UdpRequest::Register { cookie } => ClientDatagram::Register { token, cookie },
             UdpRequest::Ack { id } => ClientDatagram::Ack { token, id },
@@ -211,20 +211,23 @@ impl ServerDatagram {
     }
 }
 
-impl fmt::Display for ClientDatagram {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+impl ClientDatagram {
+    /// The wire form, token included (there is no `Display`: `Debug`, for
+    /// logs, redacts the token by its type).
+    pub fn wire(&self) -> Vec<u8> {
+        let body = match self {
             ClientDatagram::Register {
                 token,
                 cookie: None,
-            } => write!(f, "REGISTER {token}"),
+            } => format!("REGISTER {}", token.expose()),
             ClientDatagram::Register {
                 token,
                 cookie: Some(c),
-            } => write!(f, "REGISTER {token} {c}"),
-            ClientDatagram::Ack { token, id } => write!(f, "ACK {token} {id}"),
-            ClientDatagram::Ping { token } => write!(f, "PING {token}"),
-        }
+            } => format!("REGISTER {} {c}", token.expose()),
+            ClientDatagram::Ack { token, id } => format!("ACK {} {id}", token.expose()),
+            ClientDatagram::Ping { token } => format!("PING {}", token.expose()),
+        };
+        body.into_bytes()
     }
 }
 
@@ -252,7 +255,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let t = "0123456789abcdef".repeat(2);
+        let t = Token::parse(&"0123456789abcdef".repeat(2)).unwrap();
         let cookie = Cookie([0xa5; COOKIE_LEN]);
         for d in [
             ClientDatagram::Register {
@@ -269,7 +272,7 @@ mod tests {
             },
             ClientDatagram::Ping { token: t.clone() },
         ] {
-            assert_eq!(ClientDatagram::parse(d.to_string().as_bytes()), Some(d));
+            assert_eq!(ClientDatagram::parse(&d.wire()), Some(d));
         }
         for r in [
             UdpRequest::Register { cookie: None },
@@ -323,13 +326,13 @@ mod tests {
     #[test]
     fn a_challenge_is_shorter_than_the_register_it_answers() {
         let register = ClientDatagram::Register {
-            token: "0".repeat(32),
+            token: Token::parse(&"0".repeat(32)).unwrap(),
             cookie: None,
         };
         let challenge = ServerDatagram::Challenge {
             cookie: Cookie([0xff; COOKIE_LEN]),
         };
-        assert!(challenge.to_string().len() <= register.to_string().len());
+        assert!(challenge.to_string().len() <= register.wire().len());
     }
 
     #[test]
@@ -345,10 +348,12 @@ mod tests {
 
     #[test]
     fn trailing_newline_from_nc_is_tolerated() {
-        let t = "ab".repeat(16);
+        let t = "AB".repeat(16);
         assert_eq!(
             ClientDatagram::parse(format!("PING {t}\n").as_bytes()),
-            Some(ClientDatagram::Ping { token: t })
+            Some(ClientDatagram::Ping {
+                token: Token::parse(&t).unwrap()
+            })
         );
     }
 }

@@ -21,47 +21,114 @@ pub fn is_valid_password(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_PASSWORD && !s.chars().any(char::is_whitespace)
 }
 
-/// Session and link tokens: 32 or more hex digits (128 bits or more).
+/// Shortest and longest token, in hex digits: at least 128 bits, as the
+/// contract says, and short enough for a line.
+pub const MIN_TOKEN_DIGITS: usize = 32;
+pub const MAX_TOKEN_DIGITS: usize = 128;
+
+/// Session and link tokens: 32 to 128 hex digits, in either case. The one
+/// validity rule ([`Token::parse`]).
 pub fn is_valid_token(s: &str) -> bool {
-    s.len() >= 32 && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_hexdigit())
+    Token::parse(s).is_some()
 }
 
 /// A fresh random token of 128 bits, as 32 lowercase hex digits.
 pub fn random_token() -> String {
-    Token128::random().to_string()
+    Token::random().expose().to_string()
 }
 
-/// A 128-bit token as the server keeps it: 16 bytes rather than a 32-byte
-/// string on the heap (one per session, and again as a map key). Written as
-/// 32 lowercase hex digits; parsed from 32 hex digits in either case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Token128([u8; 16]);
+/// A session or p2p token: a secret. Its `Debug` and `Display` never show
+/// it, so a log line or a `{:?}` of anything holding one cannot leak it; the
+/// wire form is asked for by name ([`Token::expose`]).
+///
+/// One type for every token on every channel, with one validity rule and
+/// one place that lower-cases ([`Token::parse`]): two tokens are equal
+/// exactly when their wire forms are equal ignoring case. The 128-bit tokens
+/// this server issues are kept as 16 bytes, not a string on the heap (one per
+/// session, and again as a map key); longer ones (valid on the wire, never
+/// issued here) as their lower-case text.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Token(Repr);
 
-impl Token128 {
-    pub fn random() -> Token128 {
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Repr {
+    /// Exactly 32 hex digits.
+    Bits128([u8; 16]),
+    /// Any other valid length, lower-cased.
+    Text(Box<str>),
+}
+
+impl Token {
+    /// 128 bits from the OS random source.
+    pub fn random() -> Token {
         let mut bytes = [0u8; 16];
         getrandom::getrandom(&mut bytes).expect("the OS random source failed");
-        Token128(bytes)
+        Token::from_bytes(bytes)
     }
 
-    /// `None` unless `s` is exactly 32 hex digits (longer tokens are valid on
-    /// the wire but are never issued by this server, so they match nothing).
-    pub fn parse(s: &str) -> Option<Token128> {
-        let mut bytes = [0u8; 16];
-        hex::decode_to_slice(s, &mut bytes).ok()?;
-        Some(Token128(bytes))
+    /// The token whose 32 hex digits are `bytes`.
+    pub fn from_bytes(bytes: [u8; 16]) -> Token {
+        Token(Repr::Bits128(bytes))
     }
 
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
+    /// `None` unless `s` is 32 to 128 hex digits (either case).
+    pub fn parse(s: &str) -> Option<Token> {
+        if s.len() < MIN_TOKEN_DIGITS
+            || s.len() > MAX_TOKEN_DIGITS
+            || !s.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return None;
+        }
+        if s.len() == 2 * 16 {
+            let mut bytes = [0u8; 16];
+            hex::decode_to_slice(s, &mut bytes).ok()?;
+            return Some(Token::from_bytes(bytes));
+        }
+        Some(Token(Repr::Text(s.to_ascii_lowercase().into())))
+    }
+
+    /// The wire form (lower-case hex), for formatting a line or datagram.
+    /// The only way to see the token.
+    pub fn expose(&self) -> Exposed<'_> {
+        Exposed(self)
+    }
+
+    /// Bytes that identify the token (the 16 bytes of a 128-bit one), for
+    /// a MAC over it.
+    pub fn mac_input(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Bits128(b) => b,
+            Repr::Text(t) => t.as_bytes(),
+        }
     }
 }
 
-impl std::fmt::Display for Token128 {
+/// A token's wire form; see [`Token::expose`].
+pub struct Exposed<'a>(&'a Token);
+
+impl std::fmt::Display for Exposed<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = [0u8; 32];
-        hex::encode_to_slice(self.0, &mut text).expect("32 hex digits for 16 bytes");
-        f.write_str(std::str::from_utf8(&text).expect("hex is ASCII"))
+        match &self.0 .0 {
+            Repr::Bits128(b) => {
+                let mut text = [0u8; 32];
+                hex::encode_to_slice(b, &mut text).expect("32 hex digits for 16 bytes");
+                f.write_str(std::str::from_utf8(&text).expect("hex is ASCII"))
+            }
+            Repr::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// For logs: never the value.
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<token>")
     }
 }
 
@@ -70,16 +137,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_round_trip_and_reject_other_lengths() {
-        let t = Token128::random();
-        let text = t.to_string();
+    fn tokens_round_trip_in_either_case_and_reject_bad_lengths() {
+        let t = Token::random();
+        let text = t.expose().to_string();
         assert!(text.len() == 32 && is_valid_token(&text));
-        assert_eq!(Token128::parse(&text), Some(t));
-        assert_eq!(Token128::parse(&text.to_ascii_uppercase()), Some(t));
-        assert_eq!(Token128::parse(&text[..31]), None);
-        assert_eq!(Token128::parse(&format!("{text}00")), None);
-        assert_eq!(Token128::parse(&"g".repeat(32)), None);
-        assert_ne!(Token128::random(), t);
+        assert_eq!(Token::parse(&text), Some(t.clone()));
+        assert_eq!(Token::parse(&text.to_ascii_uppercase()), Some(t.clone()));
+        assert_eq!(Token::parse(&text[..31]), None);
+        assert_eq!(Token::parse(&"g".repeat(32)), None);
+        assert_eq!(Token::parse(&"a".repeat(129)), None);
+        // Longer tokens are valid (>= 128 bits), lower-cased once, here.
+        let long = Token::parse(&format!("{}00", text.to_ascii_uppercase())).unwrap();
+        assert_eq!(long.expose().to_string(), format!("{text}00"));
+        assert_eq!(Token::parse(&format!("{text}00")), Some(long));
+        assert_ne!(Token::random(), t);
+    }
+
+    #[test]
+    fn a_token_never_shows_itself_in_debug_or_display() {
+        let text = "ab".repeat(16);
+        for t in [
+            Token::parse(&text).unwrap(),
+            Token::parse(&"cd".repeat(20)).unwrap(),
+        ] {
+            let wire = t.expose().to_string();
+            for shown in [format!("{t:?}"), format!("{t}"), format!("{:?}", Some(&t))] {
+                assert!(!shown.contains(&wire[..16]), "{shown}");
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use super::error::ErrorCode;
+use super::names::Token;
 
 /// Why the server is about to close a connection (`EVENT CLOSING <reason> …`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +79,7 @@ pub enum OkReply {
     },
     Login {
         user: String,
-        token: String,
+        token: Token,
     },
     List {
         count: usize,
@@ -88,7 +89,7 @@ pub enum OkReply {
     },
     Accept {
         user: String,
-        token: String,
+        token: Token,
     },
     Deny {
         user: String,
@@ -118,7 +119,7 @@ pub enum OkReply {
     /// the one just used.
     Resume {
         user: String,
-        token: String,
+        token: Token,
         ticket: super::Ticket,
         expires: u64,
     },
@@ -162,7 +163,7 @@ pub enum Event {
     Peer {
         user: String,
         addr: SocketAddr,
-        token: String,
+        token: Token,
     },
     /// To the acceptor, after `OK ACCEPT`, when the requester named its
     /// listen port in `CONNECT`: where to dial the requester if the requester
@@ -300,7 +301,7 @@ fn parse_ok(rest: &str) -> Option<OkReply> {
         },
         ("LOGIN", [user, token]) => OkReply::Login {
             user: user.to_string(),
-            token: token.to_string(),
+            token: Token::parse(token)?,
         },
         ("LIST", [count]) => OkReply::List {
             count: count.parse().ok()?,
@@ -310,7 +311,7 @@ fn parse_ok(rest: &str) -> Option<OkReply> {
         },
         ("ACCEPT", [user, token]) => OkReply::Accept {
             user: user.to_string(),
-            token: token.to_string(),
+            token: Token::parse(token)?,
         },
         ("DENY", [user]) => OkReply::Deny {
             user: user.to_string(),
@@ -333,7 +334,7 @@ fn parse_ok(rest: &str) -> Option<OkReply> {
         },
         ("RESUME", [user, token, ticket, expires]) => OkReply::Resume {
             user: user.to_string(),
-            token: token.to_string(),
+            token: Token::parse(token)?,
             ticket: super::Ticket::parse(ticket)?,
             expires: kv(expires, "expires")?.parse().ok()?,
         },
@@ -362,7 +363,7 @@ fn parse_event(rest: &str) -> Option<Event> {
             Event::Peer {
                 user: f[0].to_owned(),
                 addr: f[1].parse().ok()?,
-                token: f[2].to_owned(),
+                token: Token::parse(f[2])?,
             }
         }
         "DIALBACK" => {
@@ -432,16 +433,44 @@ fn parse_event(rest: &str) -> Option<Event> {
     })
 }
 
-impl fmt::Display for OkReply {
+/// A line's wire form (see [`ServerLine::wire`]).
+pub struct Wire<'a, T>(&'a T);
+
+impl OkReply {
+    /// The wire form, tokens included.
+    pub fn wire(&self) -> Wire<'_, OkReply> {
+        Wire(self)
+    }
+}
+
+impl Event {
+    /// The wire form, tokens included.
+    pub fn wire(&self) -> Wire<'_, Event> {
+        Wire(self)
+    }
+}
+
+impl ServerLine {
+    /// The wire form (without the line end), tokens included: for the
+    /// connection, never for a log. `Debug` shows a line with its tokens
+    /// redacted (their type does it); there is no `Display`, so nothing
+    /// formats a line for a log by accident.
+    pub fn wire(&self) -> Wire<'_, ServerLine> {
+        Wire(self)
+    }
+}
+
+impl fmt::Display for Wire<'_, OkReply> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OK {}", self.verb())?;
-        match self {
+        let this = self.0;
+        write!(f, "OK {}", this.verb())?;
+        match this {
             OkReply::Signup { user }
             | OkReply::Connect { user }
             | OkReply::Deny { user }
             | OkReply::Sync { user } => write!(f, " {user}"),
             OkReply::Login { user, token } | OkReply::Accept { user, token } => {
-                write!(f, " {user} {token}")
+                write!(f, " {user} {}", token.expose())
             }
             OkReply::List { count } | OkReply::Watch { count } => write!(f, " {count}"),
             OkReply::Broadcast {
@@ -462,17 +491,19 @@ impl fmt::Display for OkReply {
                 token,
                 ticket,
                 expires,
-            } => write!(f, " {user} {token} {ticket} expires={expires}"),
+            } => write!(f, " {user} {} {ticket} expires={expires}", token.expose()),
         }
     }
 }
 
-impl fmt::Display for Event {
+impl fmt::Display for Wire<'_, Event> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        match self.0 {
             Event::Welcome { text } => write!(f, "EVENT WELCOME {text}"),
             Event::Request { from, ip } => write!(f, "EVENT REQUEST {from} {ip}"),
-            Event::Peer { user, addr, token } => write!(f, "EVENT PEER {user} {addr} {token}"),
+            Event::Peer { user, addr, token } => {
+                write!(f, "EVENT PEER {user} {addr} {}", token.expose())
+            }
             Event::Dialback { user, addr } => write!(f, "EVENT DIALBACK {user} {addr}"),
             Event::Sync { user } => write!(f, "EVENT SYNC {user}"),
             Event::Punch {
@@ -503,13 +534,13 @@ impl fmt::Display for Event {
     }
 }
 
-impl fmt::Display for ServerLine {
+impl fmt::Display for Wire<'_, ServerLine> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServerLine::Ok(ok) => ok.fmt(f),
+        match self.0 {
+            ServerLine::Ok(ok) => ok.wire().fmt(f),
             ServerLine::Err { code, text } => write!(f, "ERR {code} {text}"),
             ServerLine::Client { user, ip } => write!(f, "CLIENT {user} {ip}"),
-            ServerLine::Event(e) => e.fmt(f),
+            ServerLine::Event(e) => e.wire().fmt(f),
         }
     }
 }
@@ -525,13 +556,13 @@ mod tests {
             ServerLine::Ok(OkReply::Signup { user: "a".into() }),
             ServerLine::Ok(OkReply::Login {
                 user: "a".into(),
-                token: "ab".repeat(16),
+                token: Token::parse(&"ab".repeat(16)).unwrap(),
             }),
             ServerLine::Ok(OkReply::List { count: 3 }),
             ServerLine::Ok(OkReply::Connect { user: "b".into() }),
             ServerLine::Ok(OkReply::Accept {
                 user: "b".into(),
-                token: "cd".repeat(16),
+                token: Token::parse(&"cd".repeat(40)).unwrap(),
             }),
             ServerLine::Ok(OkReply::Deny { user: "b".into() }),
             ServerLine::Ok(OkReply::Broadcast {
@@ -548,7 +579,7 @@ mod tests {
             }),
             ServerLine::Ok(OkReply::Resume {
                 user: "a".into(),
-                token: "ab".repeat(16),
+                token: Token::parse(&"ab".repeat(16)).unwrap(),
                 ticket: crate::proto::Ticket::parse(&"02".repeat(37)).unwrap(),
                 expires: 1_800_000_001,
             }),
@@ -568,7 +599,7 @@ mod tests {
             ServerLine::Event(Event::Peer {
                 user: "a".into(),
                 addr: "[::1]:4000".parse().unwrap(),
-                token: "ef".repeat(16),
+                token: Token::parse(&"ef".repeat(16)).unwrap(),
             }),
             ServerLine::Event(Event::Dialback {
                 user: "a".into(),
@@ -606,7 +637,7 @@ mod tests {
             }),
         ];
         for l in lines {
-            let s = l.to_string();
+            let s = l.wire().to_string();
             assert_eq!(ServerLine::parse(&s), Some(l), "{s}");
         }
     }
@@ -614,11 +645,50 @@ mod tests {
     #[test]
     fn contract_shapes() {
         assert_eq!(
-            ServerLine::err(ErrorCode::NotLoggedIn).to_string(),
+            ServerLine::err(ErrorCode::NotLoggedIn).wire().to_string(),
             "ERR not-logged-in LOGIN or SIGNUP first"
         );
         assert!(ServerLine::parse("OK LIST x").is_none());
         assert!(ServerLine::parse("EVENT NOPE").is_none());
         assert!(ServerLine::parse("ERR no-such-code text").is_none());
+        // A token field holds a token: 32 to 128 hex digits.
+        assert!(ServerLine::parse("OK LOGIN a xyz").is_none());
+        assert!(
+            ServerLine::parse(&format!("EVENT PEER a 127.0.0.1:1 {}", "g".repeat(32))).is_none()
+        );
+    }
+
+    /// Every line that carries a token, shown the ways a log shows things
+    /// (`{:?}` of the line, of an `Option` of it), never contains the token;
+    /// only `wire()` does.
+    #[test]
+    fn no_debug_of_a_line_shows_its_token() {
+        let token = Token::parse(&"5a".repeat(16)).unwrap();
+        let text = token.expose().to_string();
+        let lines = [
+            ServerLine::Ok(OkReply::Login {
+                user: "a".into(),
+                token: token.clone(),
+            }),
+            ServerLine::Ok(OkReply::Accept {
+                user: "b".into(),
+                token: token.clone(),
+            }),
+            ServerLine::Event(Event::Peer {
+                user: "a".into(),
+                addr: "127.0.0.1:4000".parse().unwrap(),
+                token,
+            }),
+        ];
+        for l in lines {
+            assert!(l.wire().to_string().contains(&text));
+            for shown in [
+                format!("{l:?}"),
+                format!("{:?}", Some(&l)),
+                format!("{l:#?}"),
+            ] {
+                assert!(!shown.contains(&text), "{shown}");
+            }
+        }
     }
 }

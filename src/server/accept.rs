@@ -94,6 +94,7 @@ impl FdReserve {
                     reason: CloseReason::ServerFull,
                     text: "the server is out of file descriptors; try later".to_owned(),
                 }
+                .wire()
                 .to_string();
                 // A fresh socket's send buffer is empty: this never blocks
                 // and is never partial. Best effort all the same.

@@ -102,9 +102,10 @@ impl Rig {
 
     fn run_outputs(&mut self) {
         while let Some(o) = self.engine.poll_output() {
-            if let Some(Output::Line { conn, line }) =
+            if let Some(Output::Send { conn, line }) =
                 self.persist.take(self.now, &mut self.engine, o)
             {
+                let line = line.wire().to_string();
                 let dead = self.disk.is_crashed();
                 self.lines.entry(conn).or_default().push_back((line, dead));
             }

@@ -18,7 +18,6 @@ use std::time::Instant;
 use super::accounts::UserIdx;
 use super::broadcast::{after_send, BroadcastRecord, DeliveryRow, NextStep};
 use super::engine::{ConnId, Engine, Output, Timer};
-use crate::proto::names::Token128;
 use crate::proto::sealed::{self, Channel, OpenError, Role, SessionId, UdpSecret};
 use crate::proto::{ClientDatagram, Event, OkReply, ServerDatagram, ServerLine, UdpRequest};
 
@@ -103,8 +102,7 @@ impl Engine {
         let Some(d) = ClientDatagram::parse(bytes) else {
             return self.drop_datagram(from, "malformed");
         };
-        let token = Token128::parse(d.token());
-        let Some(&user) = token.and_then(|t| self.by_token.get(&t)) else {
+        let Some(&user) = self.by_token.get(d.token()) else {
             // A client whose session ended without it noticing (its TCP reset
             // lost) learns so from its next PING and reconnects. The answer is
             // never larger than the request, so a forged source gains nothing.
@@ -205,7 +203,7 @@ impl Engine {
         match req {
             UdpRequest::Register { cookie } => {
                 let bucket = self.cookie_bucket(now);
-                let subject = s.token.as_bytes();
+                let subject = s.token.mac_input();
                 let proven = validated
                     || cookie.is_some_and(|c| self.cookies.check(bucket, from, subject, &c));
                 if !proven {

@@ -689,7 +689,7 @@ impl Driver {
                 continue;
             };
             match out {
-                Output::Line { conn, line } => {
+                Output::Send { conn, line } => {
                     let Some(c) = self
                         .conns
                         .get_mut(conn)
@@ -698,7 +698,7 @@ impl Driver {
                         continue;
                     };
                     mark_dirty(&mut self.dirty, conn, c);
-                    if c.out.push_line(&line).is_err() {
+                    if c.out.push_line(&line.wire().to_string()).is_err() {
                         self.engine.handle(now, Input::Overflow { conn });
                     }
                 }
@@ -708,7 +708,7 @@ impl Driver {
                     if let Some(c) = self.conns.get_mut(conn) {
                         // On a line boundary: the rest of a partly written
                         // line goes out before the notice.
-                        c.out.replace_with_line(&line);
+                        c.out.replace_with_line(&line.wire().to_string());
                     }
                     self.begin_close(now, conn);
                 }

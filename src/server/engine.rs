@@ -31,7 +31,7 @@ use super::limits::{self, ConnCount, GuessRules, Guesses, Rate, Source, Throttle
 use super::records::BroadcastFile;
 use super::store::Snapshot;
 use super::tls::PlaintextPolicy;
-use crate::proto::names::Token128;
+use crate::proto::names::Token;
 use crate::proto::sealed::{Channel, SessionId, UdpSecret};
 use crate::proto::{CancelReason, CloseReason, ErrorCode, Event, Frame, ServerLine};
 
@@ -160,12 +160,14 @@ pub enum Input<'a> {
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Queue a line (a `\n` is added) on a connection.
-    Line { conn: ConnId, line: String },
+    /// Queue a line on a connection: its wire form and a `\n`. A typed
+    /// line, formatted at the edge (`ServerLine::wire`); its `Debug`, for
+    /// logs, never shows a token.
+    Send { conn: ConnId, line: ServerLine },
     /// Close after sending what is queued. The engine has forgotten the connection.
     Close { conn: ConnId },
     /// Throw away what is queued (the peer is not reading), send `line`, close.
-    Evict { conn: ConnId, line: String },
+    Evict { conn: ConnId, line: ServerLine },
     /// The connection takes input again: read it even without a new event.
     Resume { conn: ConnId },
     /// Shared bytes: a fan-out sends one encoding to thousands.
@@ -285,7 +287,7 @@ pub(super) enum StoreWait {
 pub(super) struct Session {
     pub conn: ConnId,
     pub serial: u64,
-    pub token: Token128,
+    pub token: Token,
     pub udp: Option<SocketAddr>,
     pub list_key: u64,
     pub grace_until: Option<Instant>,
@@ -327,7 +329,7 @@ pub struct Engine {
     pub(super) book: BroadcastBook,
     pub(super) conns: DenseMap<ConnId, Conn>,
     pub(super) sessions: DenseMap<UserIdx, Session>,
-    pub(super) by_token: HashMap<Token128, UserIdx>,
+    pub(super) by_token: HashMap<Token, UserIdx>,
     /// Sealed sessions by the id their datagrams carry.
     pub(super) by_sid: HashMap<SessionId, UserIdx>,
     pub(super) list_order: BTreeMap<u64, UserIdx>,
@@ -686,11 +688,10 @@ impl Engine {
             );
         }
         let text = "output buffer full; read faster".to_owned();
-        let line = Event::Closing {
+        let line = ServerLine::Event(Event::Closing {
             reason: CloseReason::SlowReader,
             text,
-        }
-        .to_string();
+        });
         self.forget(now, conn);
         self.push(Output::Evict { conn, line });
     }
@@ -802,9 +803,9 @@ impl Engine {
     }
 
     pub(super) fn line(&mut self, conn: ConnId, line: impl Into<ServerLine>) {
-        let line = line.into().to_string();
-        log::debug!("conn {conn} << {}", redact(&line));
-        self.push(Output::Line { conn, line });
+        let line = line.into();
+        log::debug!("conn {conn} << {line:?}");
+        self.push(Output::Send { conn, line });
     }
 
     pub(super) fn next_serial(&mut self) -> u64 {
@@ -900,7 +901,7 @@ impl Engine {
     }
 
     /// Starts a session for `user` on `conn` after a successful LOGIN.
-    pub(super) fn start_session(&mut self, now: Instant, conn: ConnId, user: UserIdx) -> String {
+    pub(super) fn start_session(&mut self, now: Instant, conn: ConnId, user: UserIdx) -> Token {
         if let Some(old) = self.sessions.get(&user).map(|s| s.conn) {
             self.close_with(
                 now,
@@ -910,14 +911,14 @@ impl Engine {
             );
         }
         let serial = self.next_serial();
-        let token = Token128::random();
+        let token = Token::random();
         let list_key = serial;
         self.sessions.insert(
             user,
             Session {
                 conn,
                 serial,
-                token,
+                token: token.clone(),
                 udp: None,
                 list_key,
                 grace_until: None,
@@ -927,7 +928,7 @@ impl Engine {
                 sealed: None,
             },
         );
-        self.by_token.insert(token, user);
+        self.by_token.insert(token.clone(), user);
         self.seal_session(conn, user);
         self.list_order.insert(list_key, user);
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -944,12 +945,12 @@ impl Engine {
         );
         log::info!("login {} (conn {conn})", self.accounts.name(user));
         self.announce_online(now, user);
-        token.to_string()
+        token
     }
 
     /// A successful re-LOGIN on the session's own connection: same token, same
     /// place in LIST, next REAUTH a full TTL from now.
-    pub(super) fn renew_session(&mut self, now: Instant, user: UserIdx) -> String {
+    pub(super) fn renew_session(&mut self, now: Instant, user: UserIdx) -> Token {
         let s = self
             .sessions
             .get_mut(&user)
@@ -957,7 +958,7 @@ impl Engine {
         s.grace_until = None;
         s.reauth_at = now + self.cfg.session_ttl;
         let serial = s.serial;
-        let token = s.token.to_string();
+        let token = s.token.clone();
         self.timers
             .arm(now + self.cfg.session_ttl, Timer::Reauth(user, serial));
         log::info!("re-login {}", self.accounts.name(user));
@@ -1241,27 +1242,6 @@ impl Engine {
         self.kdf_queue
             .push(Source::of(c.addr.ip()), (conn, c.serial));
     }
-}
-
-/// Protocol lines are logged at debug; tokens never are.
-#[cfg(test)]
-pub(super) fn redact_for_test(line: &str) -> String {
-    redact(line)
-}
-
-fn redact(line: &str) -> String {
-    let mut words: Vec<&str> = line.split(' ').collect();
-    match words.as_slice() {
-        ["OK", "LOGIN", _, _] | ["OK", "ACCEPT", _, _] => words[3] = "<token>",
-        ["OK", "TICKET", _, _] => words[2] = "<ticket>",
-        ["OK", "RESUME", _, _, _, _] => {
-            words[3] = "<token>";
-            words[4] = "<ticket>";
-        }
-        ["EVENT", "PEER", _, _, _] => words[4] = "<token>",
-        _ => {}
-    }
-    words.join(" ")
 }
 
 impl From<Event> for ServerLine {

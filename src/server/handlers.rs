@@ -524,7 +524,7 @@ impl Engine {
             Ok(u) => u,
             Err(reply) => return self.line(conn, reply),
         };
-        let token = crate::proto::names::random_token();
+        let token = crate::proto::names::Token::random();
         let ip = self.ip_of(me).expect("acceptor is online");
         let requester_conn = self.sessions[&from].conn;
         let me_name = self.accounts.name(me).to_owned();

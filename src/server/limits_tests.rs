@@ -254,8 +254,11 @@ fn turns_until_reply(sim: &mut Sim, conn: ConnId, limit: u32) -> (u32, String) {
         sim.now += Duration::from_millis(1);
         sim.engine.handle(sim.now, Input::Timeout);
         while let Some(o) = sim.engine.poll_output() {
-            if let Output::Line { conn: c, line } = o {
-                sim.lines.entry(c).or_default().push_back(line);
+            if let Output::Send { conn: c, line } = o {
+                sim.lines
+                    .entry(c)
+                    .or_default()
+                    .push_back(line.wire().to_string());
             }
         }
         while let Some(l) = sim.next_line(conn) {
@@ -396,7 +399,7 @@ fn a_broadcast_costs_the_online_users_not_every_account() {
         sim.engine.handle(sim.now, Input::Timeout);
         while let Some(o) = sim.engine.poll_output() {
             match o {
-                Output::Line { conn, line } if conn == a => reply = Some(line),
+                Output::Send { conn, line } if conn == a => reply = Some(line.wire().to_string()),
                 Output::StoreBroadcast { conn, record } => sim.engine.handle(
                     sim.now,
                     Input::BroadcastStored {

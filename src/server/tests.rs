@@ -26,6 +26,8 @@ struct Sim {
     stored_users: Vec<UserRow>,
     stored_broadcasts: Vec<BroadcastRecord>,
     stored_deliveries: Vec<DeliveryRow>,
+    /// `{:?}` of every output, as a log would show it.
+    shown: Vec<String>,
     next_conn: ConnId,
 }
 
@@ -72,6 +74,7 @@ impl Sim {
             stored_users: users,
             stored_broadcasts: broadcasts,
             stored_deliveries: Vec::new(),
+            shown: Vec::new(),
             next_conn: 0,
         };
         sim.settle();
@@ -128,15 +131,21 @@ impl Sim {
         for _ in 0..10_000 {
             self.engine.handle(self.now, Input::Timeout);
             while let Some(o) = self.engine.poll_output() {
+                self.shown.push(format!("{o:?}"));
                 match o {
-                    Output::Line { conn, line } => {
-                        self.lines.entry(conn).or_default().push_back(line)
-                    }
+                    Output::Send { conn, line } => self
+                        .lines
+                        .entry(conn)
+                        .or_default()
+                        .push_back(line.wire().to_string()),
                     Output::Close { conn } => {
                         self.closed.insert(conn, true);
                     }
                     Output::Evict { conn, line } => {
-                        self.lines.entry(conn).or_default().push_back(line);
+                        self.lines
+                            .entry(conn)
+                            .or_default()
+                            .push_back(line.wire().to_string());
                         self.closed.insert(conn, true);
                     }
                     Output::Resume { .. } => {}
@@ -364,7 +373,8 @@ fn poll_timeout_is_due_while_outputs_or_work_wait() {
     while sim.engine.poll_timeout().is_some_and(|t| t <= sim.now) {
         sim.engine.handle(sim.now, Input::Timeout);
         while let Some(o) = sim.engine.poll_output() {
-            if let Output::Line { line, .. } = o {
+            if let Output::Send { line, .. } = o {
+                let line = line.wire().to_string();
                 assert!(line.starts_with("ERR bad-credentials"), "{line}");
             }
         }
@@ -474,9 +484,9 @@ fn a_slow_hash_does_not_delay_other_connections() {
     while let Some(o) = sim.engine.poll_output() {
         outs.push(o);
     }
-    assert!(outs.contains(&Output::Line {
+    assert!(outs.contains(&Output::Send {
         conn: b,
-        line: "OK PING".into()
+        line: crate::proto::ServerLine::Ok(crate::proto::OkReply::Ping)
     }));
     assert!(
         sim.engine.has_work(),
@@ -513,6 +523,31 @@ fn unknown_user_costs_the_same_hashing_as_a_wrong_password() {
     let unknown = turns(&mut sim, "LOGIN mallory nope");
     assert_eq!(wrong, unknown);
     assert!(wrong >= (iterations / super::engine::KDF_TURN_BUDGET) as usize);
+}
+
+/// Every output that carries a token — `OK LOGIN` (session token), `OK
+/// ACCEPT` and `EVENT PEER` (p2p token) — shown with `{:?}` as a log
+/// would, never contains it; only the wire form does.
+#[test]
+fn no_output_shows_a_token_in_a_log() {
+    let mut sim = Sim::new(cfg());
+    let (a, ta) = sim.login_new("alice");
+    let (b, tb) = sim.login_new("bob");
+    sim.send(a, "CONNECT bob");
+    assert_eq!(sim.expect_line(a), "OK CONNECT bob");
+    assert_eq!(sim.expect_line(b), "EVENT REQUEST alice 127.0.0.1");
+    sim.send(b, "ACCEPT alice 5000");
+    let ok = sim.expect_line(b);
+    let p2p = ok.strip_prefix("OK ACCEPT alice ").unwrap().to_owned();
+    let peer = sim.expect_line(a);
+    assert_eq!(peer, format!("EVENT PEER bob 127.0.0.1:5000 {p2p}"));
+    let secrets = [ta, tb, p2p];
+    assert!(sim.shown.len() > 10);
+    for shown in &sim.shown {
+        for secret in &secrets {
+            assert!(!shown.contains(&secret[secret.len() - 16..]), "{shown}");
+        }
+    }
 }
 
 #[test]
@@ -893,10 +928,13 @@ fn fanout_to_many_is_batched_across_turns() {
         let mut lines = 0;
         while let Some(o) = sim.engine.poll_output() {
             match o {
-                Output::Line { conn, line } if conn == a => {
-                    replied |= line.starts_with("OK BROADCAST")
+                Output::Send { conn, line } if conn == a => {
+                    replied |= matches!(
+                        line,
+                        crate::proto::ServerLine::Ok(crate::proto::OkReply::Broadcast { .. })
+                    )
                 }
-                Output::Line { .. } => lines += 1,
+                Output::Send { .. } => lines += 1,
                 Output::StoreBroadcast { conn, record } => sim.engine.handle(
                     sim.now,
                     Input::BroadcastStored {

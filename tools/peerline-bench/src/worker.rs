@@ -27,6 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use peerline::netio::{read_frames, OutBuffer, ReadStatus};
+use peerline::proto::names::Token as SessionToken;
 use peerline::proto::{
     ClientDatagram, Command, Cookie, Event, Frame, LineReader, OkReply, ServerDatagram, ServerLine,
 };
@@ -89,7 +90,8 @@ struct Session {
     mq_in: mqtt::Reader,
     mq_out: Vec<u8>,
     mq_pos: usize,
-    token: String,
+    /// From `OK LOGIN`.
+    token: Option<SessionToken>,
     started_ns: u64,
     register_at: u64,
     register_tries: u32,
@@ -437,7 +439,7 @@ impl Worker {
             mq_in: mqtt::Reader::default(),
             mq_out: Vec::new(),
             mq_pos: 0,
-            token: String::new(),
+            token: None,
             started_ns: now_ns(),
             register_at: 0,
             register_tries: 0,
@@ -673,7 +675,7 @@ impl Worker {
                 if phase != Phase::LoginWait {
                     return; // a re-login after REAUTH: same session
                 }
-                self.sessions[key].token = token;
+                self.sessions[key].token = Some(token);
                 if let Err(e) = self.open_udp(key) {
                     say(&format!("ERROR udp socket: {e}"));
                     self.close(key, None);
@@ -729,12 +731,12 @@ impl Worker {
         let s = &mut self.sessions[key];
         s.register_tries += 1;
         s.register_at = now_ns() + REGISTER_RETRY_NS;
-        let d = ClientDatagram::Register {
-            token: s.token.clone(),
-            cookie,
+        let Some(token) = s.token.clone() else {
+            return;
         };
+        let d = ClientDatagram::Register { token, cookie };
         if let Some(u) = s.udp.as_ref() {
-            s.udp_queue.push(server, d.to_string().into_bytes());
+            s.udp_queue.push(server, d.wire());
             s.udp_queue.flush(&mut Mmsg(u));
         }
     }
@@ -771,11 +773,10 @@ impl Worker {
                 Some(ServerDatagram::Bcast { id, text, .. }) => {
                     let server = self.cfg.server;
                     let s = &mut self.sessions[key];
-                    let ack = ClientDatagram::Ack {
-                        token: s.token.clone(),
-                        id,
-                    };
-                    s.udp_queue.push(server, ack.to_string().into_bytes());
+                    if let Some(token) = s.token.clone() {
+                        let ack = ClientDatagram::Ack { token, id };
+                        s.udp_queue.push(server, ack.wire());
+                    }
                     self.delivered(key, id, &text);
                 }
                 _ => {}
