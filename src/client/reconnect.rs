@@ -47,24 +47,9 @@ pub enum ConnState {
     Off,
 }
 
-/// A small, seedable generator (SplitMix64): jitter needs spread, not secrecy,
-/// and a fixed seed makes every delay in a test exact.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// Jitter needs spread, not secrecy, and a fixed seed makes every delay in
+/// a test exact: the shared SplitMix64.
+pub use crate::rng::Seeded as Rng;
 
 /// The delay before attempt number `attempt` (0-based) given a random word.
 pub fn delay(attempt: u32, random: u64) -> Duration {

@@ -32,11 +32,6 @@ pub fn is_valid_token(s: &str) -> bool {
     Token::parse(s).is_some()
 }
 
-/// A fresh random token of 128 bits, as 32 lowercase hex digits.
-pub fn random_token() -> String {
-    Token::random().expose().to_string()
-}
-
 /// A session or p2p token: a secret. Its `Debug` and `Display` never show
 /// it, so a log line or a `{:?}` of anything holding one cannot leak it; the
 /// wire form is asked for by name ([`Token::expose`]).
@@ -59,10 +54,10 @@ enum Repr {
 }
 
 impl Token {
-    /// 128 bits from the OS random source.
-    pub fn random() -> Token {
+    /// 128 bits from `rng` (the OS in the server, seeded in tests).
+    pub fn random(rng: &mut dyn crate::rng::Random) -> Token {
         let mut bytes = [0u8; 16];
-        getrandom::getrandom(&mut bytes).expect("the OS random source failed");
+        rng.fill(&mut bytes);
         Token::from_bytes(bytes)
     }
 
@@ -136,9 +131,11 @@ impl std::fmt::Display for Token {
 mod tests {
     use super::*;
 
+    use crate::rng::OsRandom;
+
     #[test]
     fn tokens_round_trip_in_either_case_and_reject_bad_lengths() {
-        let t = Token::random();
+        let t = Token::random(&mut OsRandom);
         let text = t.expose().to_string();
         assert!(text.len() == 32 && is_valid_token(&text));
         assert_eq!(Token::parse(&text), Some(t.clone()));
@@ -150,7 +147,7 @@ mod tests {
         let long = Token::parse(&format!("{}00", text.to_ascii_uppercase())).unwrap();
         assert_eq!(long.expose().to_string(), format!("{text}00"));
         assert_eq!(Token::parse(&format!("{text}00")), Some(long));
-        assert_ne!(Token::random(), t);
+        assert_ne!(Token::random(&mut OsRandom), t);
     }
 
     #[test]
@@ -197,7 +194,8 @@ mod tests {
 
     #[test]
     fn tokens_are_128_bit_hex_and_differ() {
-        let (a, b) = (random_token(), random_token());
+        let token = || Token::random(&mut OsRandom).expose().to_string();
+        let (a, b) = (token(), token());
         assert!(is_valid_token(&a) && a.len() == 32);
         assert_ne!(a, b);
         assert!(!is_valid_token("abc"));

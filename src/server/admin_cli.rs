@@ -84,7 +84,7 @@ fn read_password(from_stdin: bool, user: &str) -> Result<String, String> {
 }
 
 fn hash(password: &str, iterations: u32) -> PasswordHash {
-    let salt = kdf::random_salt();
+    let salt = kdf::random_salt(&mut crate::rng::OsRandom);
     PasswordHash {
         iterations,
         salt,

@@ -28,10 +28,11 @@ pub const BUCKET: Duration = Duration::from_secs(30);
 pub struct CookieKey([u8; 32]);
 
 impl CookieKey {
-    /// A fresh secret from the OS: cookies die with the server process.
-    pub fn random() -> CookieKey {
+    /// A fresh secret (from the OS in the server): cookies die with the
+    /// server process.
+    pub fn random(rng: &mut dyn crate::rng::Random) -> CookieKey {
         let mut k = [0u8; 32];
-        getrandom::getrandom(&mut k).expect("the OS random source failed");
+        rng.fill(&mut k);
         CookieKey(k)
     }
 
@@ -112,7 +113,8 @@ mod tests {
 
     #[test]
     fn random_keys_differ_and_never_print() {
-        let (a, b) = (CookieKey::random(), CookieKey::random());
+        let os = &mut crate::rng::OsRandom;
+        let (a, b) = (CookieKey::random(os), CookieKey::random(os));
         let at = addr("127.0.0.1:1");
         assert_ne!(a.make(0, at, b"s"), b.make(0, at, b"s"));
         assert_eq!(format!("{a:?}"), "CookieKey(<redacted>)");

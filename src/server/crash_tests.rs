@@ -87,6 +87,7 @@ impl Rig {
             loaded.deliveries.clone(),
             now,
             unix_ms,
+            Box::new(crate::rng::Seeded::new(1)),
         );
         let mut rig = Rig {
             disk: disk.clone(),

@@ -224,6 +224,10 @@ impl Engine {
                     .expect("token maps to a session");
                 s.udp = Some(from);
                 let was_waiting = std::mem::replace(&mut s.awaiting_register, false);
+                if was_waiting {
+                    let wait = super::engine::Timer::RegisterWait(user, s.serial);
+                    self.timers.stop(&wait);
+                }
                 log::debug!(
                     "udp endpoint {from} registered for {}",
                     self.accounts.name(user)

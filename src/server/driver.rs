@@ -216,6 +216,7 @@ impl Driver {
             loaded.deliveries,
             Instant::now(),
             unix_ms_now(),
+            Box::new(crate::rng::OsRandom),
         )
         .with_resume_key(resume_key);
         let (mut listener, mut udp) = super::sockets::bind(cfg.bind, cfg.port, cfg.bind_is_default)
@@ -1039,7 +1040,15 @@ mod tests {
         let t0 = Instant::now();
         let cfg = EngineConfig::default();
         let idle = cfg.idle_timeout;
-        let mut engine = Engine::new(cfg, vec![], BroadcastFile::default(), vec![], t0, 0);
+        let mut engine = Engine::new(
+            cfg,
+            vec![],
+            BroadcastFile::default(),
+            vec![],
+            t0,
+            0,
+            Box::new(crate::rng::Seeded::new(1)),
+        );
         while engine.poll_output().is_some() {}
         assert_eq!(sleep_for(t0, false, [engine.poll_timeout(), None]), None);
         let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();

@@ -34,6 +34,7 @@ use super::tls::PlaintextPolicy;
 use crate::proto::names::Token;
 use crate::proto::sealed::{Channel, SessionId, UdpSecret};
 use crate::proto::{CancelReason, CloseReason, ErrorCode, Event, Frame, ServerLine};
+use crate::rng::Random;
 
 /// The driver's slab key for a TCP connection.
 pub type ConnId = usize;
@@ -305,7 +306,9 @@ pub(super) struct Session {
     pub sealed: Option<Box<Channel>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A timer's kind and subject: one slot each in the timer table. The serial
+/// is the subject's, so a slot never outlives what it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Timer {
     Idle(ConnId, u64),
     LoginDeadline(ConnId, u64),
@@ -372,6 +375,9 @@ pub struct Engine {
     /// When the one `Timer::Expiry` armed is due. Arming one per broadcast
     /// (and one per firing) piled up a timer per broadcast.
     expiry_at: Option<Instant>,
+    /// Every random byte the engine uses (tokens, salts, the cookie key):
+    /// the OS in the server, a seeded generator in tests.
+    pub(super) rng: Box<dyn Random>,
     /// The latest `now` handed in: what [`Engine::poll_timeout`] answers
     /// while work is waiting.
     now: Instant,
@@ -380,7 +386,8 @@ pub struct Engine {
 
 impl Engine {
     /// Builds the engine from what the store loaded. `now_unix_ms` is the wall
-    /// clock at `now`. Emits a compaction of the loaded broadcast state.
+    /// clock at `now`; `rng` gives every random byte (the driver's is the OS).
+    /// Emits a compaction of the loaded broadcast state.
     pub fn new(
         cfg: EngineConfig,
         users: Vec<UserRow>,
@@ -388,6 +395,7 @@ impl Engine {
         deliveries: Vec<DeliveryRow>,
         now: Instant,
         now_unix_ms: u64,
+        mut rng: Box<dyn Random>,
     ) -> Engine {
         let accounts = Accounts::load(users);
         let book = BroadcastBook::load(
@@ -407,7 +415,8 @@ impl Engine {
             Rate::at_most(cfg.broadcast_rate, Duration::from_secs(60)),
             limits::TABLE_CAPACITY,
         );
-        let dummy_salt = kdf::random_salt();
+        let dummy_salt = kdf::random_salt(rng.as_mut());
+        let cookies = CookieKey::random(rng.as_mut());
         let mut e = Engine {
             cfg,
             epoch: now,
@@ -440,11 +449,12 @@ impl Engine {
                 salt: dummy_salt,
                 hash: [0; kdf::HASH_LEN],
             },
-            cookies: CookieKey::random(),
+            cookies,
             tickets: super::resume::Tickets::new(super::resume::ResumeKey::random()),
             last_compact: None,
             compact_armed: false,
             expiry_at: None,
+            rng,
             now,
             stats: Stats::default(),
         };
@@ -651,6 +661,7 @@ impl Engine {
     /// The peer closed the connection (or it failed).
     pub(super) fn on_disconnect(&mut self, now: Instant, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
+            self.stop_conn_timers(conn, c.serial);
             log::info!("disconnect {} (conn {conn})", c.addr);
             self.conn_count
                 .closed(Source::of(c.addr.ip()), c.user.is_some());
@@ -858,12 +869,19 @@ impl Engine {
     /// Drops every trace of a connection (and its session) without output to it.
     fn forget(&mut self, now: Instant, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
+            self.stop_conn_timers(conn, c.serial);
             self.conn_count
                 .closed(Source::of(c.addr.ip()), c.user.is_some());
             if let Some(user) = c.user {
                 self.end_session(now, user, conn);
             }
         }
+    }
+
+    /// A closed connection's timers (a session's are stopped when it ends).
+    fn stop_conn_timers(&mut self, conn: ConnId, serial: u64) {
+        self.timers.stop(&Timer::Idle(conn, serial));
+        self.timers.stop(&Timer::LoginDeadline(conn, serial));
     }
 
     /// A command finished: send its reply, then work through queued input.
@@ -911,7 +929,7 @@ impl Engine {
             );
         }
         let serial = self.next_serial();
-        let token = Token::random();
+        let token = Token::random(self.rng.as_mut());
         let list_key = serial;
         self.sessions.insert(
             user,
@@ -934,6 +952,10 @@ impl Engine {
         if let Some(c) = self.conns.get_mut(&conn) {
             if c.user.is_none() {
                 self.conn_count.logged_in();
+                // The pre-login limits are done with: stopped, not left to
+                // wake the loop for nothing.
+                self.timers.stop(&Timer::Idle(conn, c.serial));
+                self.timers.stop(&Timer::LoginDeadline(conn, c.serial));
             }
             c.user = Some(user);
         }
@@ -958,6 +980,7 @@ impl Engine {
         s.grace_until = None;
         s.reauth_at = now + self.cfg.session_ttl;
         let serial = s.serial;
+        self.timers.stop(&Timer::Grace(user, serial));
         let token = s.token.clone();
         self.timers
             .arm(now + self.cfg.session_ttl, Timer::Reauth(user, serial));
@@ -973,6 +996,13 @@ impl Engine {
             return;
         }
         let s = self.sessions.remove(&user).expect("checked above");
+        for t in [
+            Timer::Reauth(user, s.serial),
+            Timer::Grace(user, s.serial),
+            Timer::RegisterWait(user, s.serial),
+        ] {
+            self.timers.stop(&t);
+        }
         self.by_token.remove(&s.token);
         if let Some(ch) = &s.sealed {
             if self.by_sid.get(&ch.id()) == Some(&user) {
@@ -992,7 +1022,9 @@ impl Engine {
         let name = self.accounts.name(user).to_owned();
         self.punches.forget(user);
         for key in involved {
-            self.requests.remove(&key);
+            if let Some(serial) = self.requests.remove(&key) {
+                self.timers.stop(&Timer::Request(key.0, key.1, serial));
+            }
             self.dialback_ports.remove(&key);
             let other = if key.0 == user { key.1 } else { key.0 };
             if let Some(oc) = self.sessions.get(&other).map(|s| s.conn) {
@@ -1011,135 +1043,158 @@ impl Engine {
 
     fn fire(&mut self, now: Instant, t: Timer) {
         match t {
-            Timer::Idle(conn, serial) => {
-                let Some(c) = self.conns.get(&conn).filter(|c| c.serial == serial) else {
-                    return;
-                };
-                if c.user.is_some() || c.busy.is_some() {
-                    return;
-                }
-                let due = c.last_input + self.cfg.idle_timeout;
-                if due <= now {
-                    let secs = self.cfg.idle_timeout.as_secs();
-                    self.close_with(
-                        now,
-                        conn,
-                        CloseReason::Idle,
-                        &format!("no login within {secs} s of inactivity"),
-                    );
-                } else {
-                    self.timers.arm(due, Timer::Idle(conn, serial));
-                }
-            }
-            Timer::LoginDeadline(conn, serial) => {
-                let Some(c) = self.conns.get(&conn).filter(|c| c.serial == serial) else {
-                    return;
-                };
-                // However busy it kept itself (PINGs, a LOGIN being hashed).
-                if c.user.is_none() {
-                    let secs = self.cfg.login_timeout.as_secs();
-                    self.close_with(
-                        now,
-                        conn,
-                        CloseReason::Idle,
-                        &format!("no login within {secs} s of connecting"),
-                    );
-                }
-            }
-            Timer::Reauth(user, serial) => {
-                let Some(s) = self.session_if(user, serial) else {
-                    return;
-                };
-                // Armed before a later re-login: that one armed its own timer.
-                if now < s.reauth_at {
-                    return;
-                }
-                let conn = s.conn;
-                let grace = self.cfg.reauth_grace;
-                self.sessions.get_mut(&user).unwrap().grace_until = Some(now + grace);
-                self.line(
-                    conn,
-                    Event::Reauth {
-                        seconds: grace.as_secs().max(1),
-                    },
-                );
-                self.timers.arm(now + grace, Timer::Grace(user, serial));
-            }
-            Timer::Grace(user, serial) => {
-                let Some(s) = self.session_if(user, serial) else {
-                    return;
-                };
-                let (conn, until) = (s.conn, s.grace_until);
-                let hashing = self
-                    .conns
-                    .get(&conn)
-                    .is_some_and(|c| matches!(c.busy, Some(Busy::Hashing(_))));
-                // A re-LOGIN still being hashed decides for itself when it completes.
-                if until.is_some_and(|u| u <= now) && !hashing {
-                    self.close_with(
-                        now,
-                        conn,
-                        CloseReason::SessionExpired,
-                        "no LOGIN in answer to REAUTH",
-                    );
-                }
-            }
-            Timer::Request(from, to, serial) => {
-                if self.requests.get(&(from, to)) != Some(&serial) {
-                    return;
-                }
-                self.requests.remove(&(from, to));
-                self.dialback_ports.remove(&(from, to));
-                let (fname, tname) = (
-                    self.accounts.name(from).to_owned(),
-                    self.accounts.name(to).to_owned(),
-                );
-                if let Some(c) = self.sessions.get(&from).map(|s| s.conn) {
-                    self.line(
-                        c,
-                        Event::Cancelled {
-                            user: tname,
-                            reason: CancelReason::Expired,
-                        },
-                    );
-                }
-                if let Some(c) = self.sessions.get(&to).map(|s| s.conn) {
-                    self.line(
-                        c,
-                        Event::Cancelled {
-                            user: fname,
-                            reason: CancelReason::Expired,
-                        },
-                    );
-                }
-            }
+            Timer::Idle(conn, serial) => self.fire_idle(now, conn, serial),
+            Timer::LoginDeadline(conn, serial) => self.fire_login_deadline(now, conn, serial),
+            Timer::Reauth(user, serial) => self.fire_reauth(now, user, serial),
+            Timer::Grace(user, serial) => self.fire_grace(now, user, serial),
+            Timer::Request(from, to, serial) => self.fire_request(from, to, serial),
             Timer::Retransmit(user, serial, id) => self.retransmit(now, user, serial, id),
-            Timer::RegisterWait(user, serial) => {
-                if self
-                    .session_if(user, serial)
-                    .is_some_and(|s| s.awaiting_register)
-                {
-                    self.sessions.get_mut(&user).unwrap().awaiting_register = false;
-                    self.deliver_pending(now, user);
-                }
-            }
-            Timer::Expiry => {
-                if self.expiry_at.is_some_and(|at| at > now) {
-                    return; // an earlier arming, superseded
-                }
-                self.expiry_at = None;
-                let n = self.book.purge_expired(self.unix_secs(now));
-                if n > 0 {
-                    log::info!("{n} broadcast(s) expired");
-                    self.compact(now);
-                }
-                self.arm_expiry();
-            }
-            Timer::Compact => {
-                self.compact_armed = false;
-                self.compact(now);
-            }
+            Timer::RegisterWait(user, serial) => self.fire_register_wait(now, user, serial),
+            Timer::Expiry => self.fire_expiry(now),
+            Timer::Compact => self.fire_compact(now),
         }
+    }
+
+    /// Silent for `idle_timeout` before login: closed (else re-armed).
+    fn fire_idle(&mut self, now: Instant, conn: ConnId, serial: u64) {
+        let Some(c) = self.conns.get(&conn).filter(|c| c.serial == serial) else {
+            return;
+        };
+        if c.user.is_some() || c.busy.is_some() {
+            return;
+        }
+        let due = c.last_input + self.cfg.idle_timeout;
+        if due <= now {
+            let secs = self.cfg.idle_timeout.as_secs();
+            self.close_with(
+                now,
+                conn,
+                CloseReason::Idle,
+                &format!("no login within {secs} s of inactivity"),
+            );
+        } else {
+            self.timers.arm(due, Timer::Idle(conn, serial));
+        }
+    }
+
+    /// `login_timeout` after connecting: closed if not logged in.
+    fn fire_login_deadline(&mut self, now: Instant, conn: ConnId, serial: u64) {
+        let Some(c) = self.conns.get(&conn).filter(|c| c.serial == serial) else {
+            return;
+        };
+        // However busy it kept itself (PINGs, a LOGIN being hashed).
+        if c.user.is_none() {
+            let secs = self.cfg.login_timeout.as_secs();
+            self.close_with(
+                now,
+                conn,
+                CloseReason::Idle,
+                &format!("no login within {secs} s of connecting"),
+            );
+        }
+    }
+
+    /// A session's TTL is up: `EVENT REAUTH`, and the grace timer.
+    fn fire_reauth(&mut self, now: Instant, user: UserIdx, serial: u64) {
+        let Some(s) = self.session_if(user, serial) else {
+            return;
+        };
+        // Armed before a later re-login: that one armed its own timer.
+        if now < s.reauth_at {
+            return;
+        }
+        let conn = s.conn;
+        let grace = self.cfg.reauth_grace;
+        self.sessions.get_mut(&user).unwrap().grace_until = Some(now + grace);
+        self.line(
+            conn,
+            Event::Reauth {
+                seconds: grace.as_secs().max(1),
+            },
+        );
+        self.timers.arm(now + grace, Timer::Grace(user, serial));
+    }
+
+    /// The REAUTH grace is over without a LOGIN: the session ends.
+    fn fire_grace(&mut self, now: Instant, user: UserIdx, serial: u64) {
+        let Some(s) = self.session_if(user, serial) else {
+            return;
+        };
+        let (conn, until) = (s.conn, s.grace_until);
+        let hashing = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| matches!(c.busy, Some(Busy::Hashing(_))));
+        // A re-LOGIN still being hashed decides for itself when it completes.
+        if until.is_some_and(|u| u <= now) && !hashing {
+            self.close_with(
+                now,
+                conn,
+                CloseReason::SessionExpired,
+                "no LOGIN in answer to REAUTH",
+            );
+        }
+    }
+
+    /// An introduction nobody answered: both sides are told.
+    fn fire_request(&mut self, from: UserIdx, to: UserIdx, serial: u64) {
+        if self.requests.get(&(from, to)) != Some(&serial) {
+            return;
+        }
+        self.requests.remove(&(from, to));
+        self.dialback_ports.remove(&(from, to));
+        let (fname, tname) = (
+            self.accounts.name(from).to_owned(),
+            self.accounts.name(to).to_owned(),
+        );
+        if let Some(c) = self.sessions.get(&from).map(|s| s.conn) {
+            self.line(
+                c,
+                Event::Cancelled {
+                    user: tname,
+                    reason: CancelReason::Expired,
+                },
+            );
+        }
+        if let Some(c) = self.sessions.get(&to).map(|s| s.conn) {
+            self.line(
+                c,
+                Event::Cancelled {
+                    user: fname,
+                    reason: CancelReason::Expired,
+                },
+            );
+        }
+    }
+
+    /// A new session did not `REGISTER` in time: its deliveries go by TCP.
+    fn fire_register_wait(&mut self, now: Instant, user: UserIdx, serial: u64) {
+        if self
+            .session_if(user, serial)
+            .is_some_and(|s| s.awaiting_register)
+        {
+            self.sessions.get_mut(&user).unwrap().awaiting_register = false;
+            self.deliver_pending(now, user);
+        }
+    }
+
+    /// The earliest broadcast expiry: purge, compact, arm for the next.
+    fn fire_expiry(&mut self, now: Instant) {
+        if self.expiry_at.is_some_and(|at| at > now) {
+            return; // an earlier arming, superseded
+        }
+        self.expiry_at = None;
+        let n = self.book.purge_expired(self.unix_secs(now));
+        if n > 0 {
+            log::info!("{n} broadcast(s) expired");
+            self.compact(now);
+        }
+        self.arm_expiry();
+    }
+
+    fn fire_compact(&mut self, now: Instant) {
+        self.compact_armed = false;
+        self.compact(now);
     }
 
     pub(super) fn session_if(&self, user: UserIdx, serial: u64) -> Option<&Session> {

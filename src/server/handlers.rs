@@ -107,7 +107,7 @@ impl Engine {
             let text = "too many signups from your address";
             return self.rate_limited(conn, wait, text);
         }
-        let salt = kdf::random_salt();
+        let salt = kdf::random_salt(self.rng.as_mut());
         let iterations = self.cfg.kdf_iterations;
         let kdf = Pbkdf2::new(password.as_bytes(), &salt, iterations);
         self.start_hash(
@@ -147,7 +147,7 @@ impl Engine {
         }
         let stored = &self.accounts.get(me).password_hash;
         let check = Pbkdf2::new(old.as_bytes(), &stored.salt, stored.iterations);
-        let salt = kdf::random_salt();
+        let salt = kdf::random_salt(self.rng.as_mut());
         let iterations = self.cfg.kdf_iterations;
         let next = Box::new(Pbkdf2::new(new.as_bytes(), &salt, iterations));
         self.start_hash(
@@ -515,7 +515,10 @@ impl Engine {
             .find(name)
             .filter(|&f| self.requests.contains_key(&(f, me)));
         let from = from.ok_or_else(|| ServerLine::err(ErrorCode::NoRequest))?;
-        self.requests.remove(&(from, me));
+        if let Some(serial) = self.requests.remove(&(from, me)) {
+            self.timers
+                .stop(&super::engine::Timer::Request(from, me, serial));
+        }
         Ok(from)
     }
 
@@ -524,7 +527,7 @@ impl Engine {
             Ok(u) => u,
             Err(reply) => return self.line(conn, reply),
         };
-        let token = crate::proto::names::Token::random();
+        let token = crate::proto::names::Token::random(self.rng.as_mut());
         let ip = self.ip_of(me).expect("acceptor is online");
         let requester_conn = self.sessions[&from].conn;
         let me_name = self.accounts.name(me).to_owned();

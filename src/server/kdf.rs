@@ -66,10 +66,10 @@ impl PasswordHash {
     }
 }
 
-/// A fresh random salt from the OS.
-pub fn random_salt() -> [u8; SALT_LEN] {
+/// A fresh random salt (from the OS in the server, seeded in tests).
+pub fn random_salt(rng: &mut dyn crate::rng::Random) -> [u8; SALT_LEN] {
     let mut salt = [0u8; SALT_LEN];
-    getrandom::getrandom(&mut salt).expect("the OS random source failed");
+    rng.fill(&mut salt);
     salt
 }
 

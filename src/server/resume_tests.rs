@@ -227,7 +227,16 @@ fn engine_with_key(users: Vec<UserRow>, now: Instant, unix_ms: u64, key: &Resume
         records: vec![],
         next_id: 1,
     };
-    Engine::new(cfg(), users, none, vec![], now, unix_ms).with_resume_key(key.clone())
+    Engine::new(
+        cfg(),
+        users,
+        none,
+        vec![],
+        now,
+        unix_ms,
+        Box::new(crate::rng::Seeded::new(1)),
+    )
+    .with_resume_key(key.clone())
 }
 
 #[test]

@@ -11,9 +11,16 @@ use super::accounts::{UserIdx, UserRow};
 use super::broadcast::{BroadcastRecord, DeliveryRow};
 use super::engine::{ConnId, Engine, EngineConfig, Input, Output};
 use crate::proto::{Frame, ServerDatagram};
-use crate::transcript;
+#[path = "../../tests/support/transcript.rs"]
+mod transcript;
 
 const T0_UNIX_MS: u64 = 1_800_000_000_000;
+/// The engine's random generator's seed: its tokens are the same every run.
+const SEED: u64 = 1;
+/// Alice's session token and the p2p token of alice→bob under [`SEED`]
+/// (see `tokens_come_from_the_engines_seeded_generator`).
+const EXPECTED_TOKEN: &str = "a83d7e35de181749966761748e5c43cb";
+const EXPECTED_P2P: &str = "a8574c6fae6d9b6f3b4a79a517cec22a";
 
 /// The engine plus a fake driver: store writes always succeed, lines are
 /// collected per connection, datagrams per destination.
@@ -54,6 +61,21 @@ impl Sim {
         broadcasts: Vec<BroadcastRecord>,
         deliveries: Vec<DeliveryRow>,
     ) -> Sim {
+        Sim::build(cfg, users, broadcasts, deliveries, SEED)
+    }
+
+    /// An engine whose random bytes come from `seed`.
+    fn seeded(cfg: EngineConfig, seed: u64) -> Sim {
+        Sim::build(cfg, vec![], vec![], vec![], seed)
+    }
+
+    fn build(
+        cfg: EngineConfig,
+        users: Vec<UserRow>,
+        broadcasts: Vec<BroadcastRecord>,
+        deliveries: Vec<DeliveryRow>,
+        seed: u64,
+    ) -> Sim {
         let now = Instant::now();
         let mut sim = Sim {
             engine: Engine::new(
@@ -66,6 +88,7 @@ impl Sim {
                 deliveries,
                 now,
                 T0_UNIX_MS,
+                Box::new(crate::rng::Seeded::new(seed)),
             ),
             now,
             lines: HashMap::new(),
@@ -548,6 +571,68 @@ fn no_output_shows_a_token_in_a_log() {
             assert!(!shown.contains(&secret[secret.len() - 16..]), "{shown}");
         }
     }
+}
+
+/// Randomness is an input: a seed gives the same tokens every run (so an
+/// engine transcript asserts them exactly), another seed others.
+#[test]
+fn tokens_come_from_the_engines_seeded_generator() {
+    let run = |seed| {
+        let mut sim = Sim::seeded(cfg(), seed);
+        let (a, ta) = sim.login_new("alice");
+        let (b, tb) = sim.login_new("bob");
+        sim.send(a, "CONNECT bob");
+        assert_eq!(sim.expect_line(a), "OK CONNECT bob");
+        assert_eq!(sim.expect_line(b), "EVENT REQUEST alice 127.0.0.1");
+        sim.send(b, "ACCEPT alice 5000");
+        let p2p = sim.expect_line(b);
+        (ta, tb, p2p, sim.expect_line(a))
+    };
+    let first = run(SEED);
+    assert_eq!(first, run(SEED));
+    assert_eq!(first.0, EXPECTED_TOKEN);
+    assert_eq!(first.2, format!("OK ACCEPT alice {EXPECTED_P2P}"));
+    assert_eq!(
+        first.3,
+        format!("EVENT PEER bob 127.0.0.1:5000 {EXPECTED_P2P}")
+    );
+    let other = run(SEED + 1);
+    assert_ne!(first.0, other.0);
+    assert_ne!(first.2, other.2);
+}
+
+/// Issue 18: after a login storm the engine asked to be woken for timers
+/// whose subject had moved on (the pre-login idle limit and login deadline
+/// of every connection that had logged in since). The timer table stops
+/// them: between the last register wait and the first REAUTH nothing is
+/// due, so the engine asks for no wake-up at all.
+#[test]
+fn a_thousand_logins_leave_no_wakeup_for_nothing() {
+    let mut sim = Sim::new(EngineConfig {
+        kdf_iterations: 1,
+        ..cfg()
+    });
+    let first = sim.now;
+    for i in 0..1000 {
+        let (c, _) = sim.login_new(&format!("u{i}"));
+        sim.lines.remove(&c);
+        sim.advance(Duration::from_millis(7));
+    }
+    // Every session's REGISTER wait (3 s) has passed: real work, done.
+    sim.advance(Duration::from_secs(5));
+    let first_reauth = first + cfg().session_ttl;
+    let mut wakeups = 0;
+    while let Some(at) = sim.engine.poll_timeout().filter(|&at| at < first_reauth) {
+        wakeups += 1;
+        assert!(wakeups <= 5000, "runaway");
+        sim.now = sim.now.max(at);
+        sim.settle();
+    }
+    assert_eq!(wakeups, 0, "wake-ups for nothing between logins and REAUTH");
+    // The real work is still there: REAUTH comes on time.
+    sim.advance(cfg().session_ttl);
+    let c = sim.next_conn - 1;
+    assert_eq!(sim.next_line(c).as_deref(), Some("EVENT REAUTH 120"));
 }
 
 #[test]

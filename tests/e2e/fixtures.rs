@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use peerline::transcript::{self, Player, Step};
+use crate::transcript::{self, Player, Step};
 
 use crate::harness::{Line, Server};
 

@@ -18,3 +18,5 @@ mod server;
 mod store;
 mod terminal;
 mod tls;
+#[path = "../support/transcript.rs"]
+mod transcript;

@@ -52,7 +52,7 @@ fn provision_accounts(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let accounts = (0..count).map(|i| {
-        let salt = kdf::random_salt();
+        let salt = kdf::random_salt(&mut peerline::rng::OsRandom);
         let hash = PasswordHash {
             iterations,
             salt,

@@ -11,6 +11,12 @@
 //! wait 30m             advance the clock (engine replays only)
 //! a closed             `a` must have been closed by the server
 //! ```
+//!
+//! Test code, not library code: compiled into the engine tests
+//! (`src/server/tests.rs`) and the e2e binary (`tests/e2e/fixtures.rs`) by
+//! `#[path]`, so it is no part of the library's public surface. Each of the
+//! two uses part of it.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -37,7 +43,8 @@ pub fn parse(text: &str) -> Result<Vec<Step>, String> {
             Step::Connect(name.trim().to_owned())
         } else if let Some(d) = line.strip_prefix("wait ") {
             Step::Wait(
-                crate::duration::parse_duration(d).map_err(|e| format!("line {}: {e}", i + 1))?,
+                peerline::duration::parse_duration(d)
+                    .map_err(|e| format!("line {}: {e}", i + 1))?,
             )
         } else if let Some(name) = line.strip_suffix(" closed") {
             Step::Closed(name.to_owned())
@@ -123,7 +130,7 @@ fn matches_words(pattern: &str, actual: &str, prefix: bool) -> bool {
     }
     p.iter().zip(&a).all(|(p, a)| {
         if *p == "<token>" {
-            return crate::proto::names::is_valid_token(a);
+            return peerline::proto::names::is_valid_token(a);
         }
         match p.strip_suffix("<n>") {
             // `<n>` may end a word: `expires=<n>`.
