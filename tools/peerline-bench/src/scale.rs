@@ -128,7 +128,7 @@ fn plan_for(a: &Args) -> Plan {
 /// hash: computing a million hashes would take the run's whole budget, and
 /// the server stores, loads and checks a shared hash exactly as any other.
 fn provision(dir: &Path, count: usize, iterations: u32) -> Res<()> {
-    let salt = kdf::random_salt();
+    let salt = kdf::random_salt(&mut peerline::rng::OsRandom);
     let hash = PasswordHash {
         iterations,
         salt,
