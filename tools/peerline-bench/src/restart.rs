@@ -497,7 +497,7 @@ fn connect_from(src: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
 
 fn provision(dir: &Path, n: usize, bystanders: usize, iterations: u32) -> Res<()> {
     let mut file = AccountsFile::open(dir)?;
-    let salt = kdf::random_salt();
+    let salt = kdf::random_salt(&mut peerline::rng::OsRandom);
     let fleet_hash = PasswordHash {
         iterations,
         salt,
