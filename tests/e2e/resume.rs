@@ -166,7 +166,8 @@ fn forged_foreign_replayed_and_revoked_tickets_are_refused() {
         );
     }
     assert!(
-        seen.iter().any(|l| l.contains("OK TICKET <ticket>")),
+        // Replies are logged by `Debug`, which redacts a ticket by its type.
+        seen.iter().any(|l| l.contains("Ticket { ticket: Ticket(<")),
         "debug log of replies"
     );
 }
