@@ -43,6 +43,7 @@ use slab::Slab;
 
 use peerline::client::pin::{ServerTls, TrustOptions};
 use peerline::netio::{OutBuffer, ReadStatus};
+use peerline::proto::names::Token as SessionToken;
 use peerline::proto::sealed::{self, Channel, Role};
 use peerline::proto::{
     ClientDatagram, Command, Frame, LineReader, OkReply, ServerDatagram, ServerLine, UdpRequest,
@@ -128,7 +129,7 @@ struct Conn {
     started: u64,
     udp: Option<UdpSocket>,
     chan: Option<Channel>,
-    token: String,
+    token: Option<SessionToken>,
     register_at: u64,
     seen: HashSet<u64>,
     sender: bool,
@@ -283,7 +284,7 @@ impl Load {
             started: now_ns(),
             udp: None,
             chan: None,
-            token: String::new(),
+            token: None,
             register_at: 0,
             seen: HashSet::new(),
             sender,
@@ -525,7 +526,7 @@ impl Load {
         }
     }
 
-    fn open_udp(&mut self, key: usize, token: String) -> io::Result<()> {
+    fn open_udp(&mut self, key: usize, token: SessionToken) -> io::Result<()> {
         let mut udp = UdpSocket::bind("127.0.0.1:0".parse().expect("literal"))?;
         self.poll
             .registry()
@@ -541,7 +542,7 @@ impl Load {
             }
             Transport::Plain => None,
         };
-        c.token = token;
+        c.token = Some(token);
         c.udp = Some(udp);
         c.st = St::RegisterWait;
         self.send_udp(key, UdpRequest::Register { cookie: None });
@@ -565,11 +566,10 @@ impl Load {
                 };
                 ch.seal(&body)
             }
-            None => Some(
-                ClientDatagram::new(c.token.clone(), req)
-                    .to_string()
-                    .into_bytes(),
-            ),
+            None => c
+                .token
+                .clone()
+                .map(|token| ClientDatagram::new(token, req).wire()),
         };
         if let (Some(b), Some(u)) = (bytes, c.udp.as_ref()) {
             // A full send buffer loses the datagram; the server resends an
