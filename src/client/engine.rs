@@ -589,14 +589,7 @@ impl Engine {
     /// padded, so the server may answer it), else in clear with the token.
     fn send_udp(&mut self, req: UdpRequest) {
         let bytes = match self.udp.sealed.as_mut() {
-            Some(ch) => {
-                let body = req.to_string().into_bytes();
-                let body = match req {
-                    UdpRequest::Register { .. } => sealed::padded(&body, sealed::MIN_REGISTER),
-                    _ => body,
-                };
-                ch.seal(&body)
-            }
+            Some(ch) => ch.seal_request(&req),
             None => self
                 .udp
                 .token

@@ -35,6 +35,8 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::proto::datagram::UdpRequest;
+
 /// The smallest sealed `REGISTER` a client sends (it pads up to this): the
 /// sealed `CHALLENGE` answering it (67 bytes) must not be larger, since the
 /// server answers an unproven address with no more bytes than it received.
@@ -220,6 +222,17 @@ impl Channel {
         self.id
     }
 
+    /// Seals a client's request: a `REGISTER` padded to [`MIN_REGISTER`]
+    /// so that the server may answer it without amplifying (the one padding
+    /// rule, for the client and for the load generator alike).
+    pub fn seal_request(&mut self, req: &UdpRequest) -> Option<Vec<u8>> {
+        let body = req.to_string().into_bytes();
+        match req {
+            UdpRequest::Register { .. } => self.seal(&padded(&body, MIN_REGISTER)),
+            _ => self.seal(&body),
+        }
+    }
+
     /// Seals `body` under the next counter. `None` once 2^64 datagrams have
     /// been sealed (a nonce is never reused; the session must log in again).
     pub fn seal(&mut self, body: &[u8]) -> Option<Vec<u8>> {
@@ -394,6 +407,19 @@ mod tests {
         // The largest answer to an unproven address fits under the minimum.
         let challenge = b"CHALLENGE 0123456789abcdef01234567";
         assert!(OVERHEAD + challenge.len() <= MIN_REGISTER);
+    }
+
+    #[test]
+    fn a_sealed_register_is_padded_and_nothing_else_is() {
+        let (mut c, mut s) = pair();
+        let reg = c
+            .seal_request(&UdpRequest::Register { cookie: None })
+            .unwrap();
+        assert_eq!(reg.len(), MIN_REGISTER);
+        assert_eq!(unpad(&s.open(&reg).unwrap()), b"REGISTER");
+        let ping = c.seal_request(&UdpRequest::Ping).unwrap();
+        assert_eq!(ping.len(), OVERHEAD + b"PING".len());
+        assert_eq!(s.open(&ping).unwrap(), b"PING");
     }
 
     #[test]

@@ -558,14 +558,7 @@ impl Load {
             c.register_at = now_ns() + REGISTER_RETRY_NS;
         }
         let bytes = match c.chan.as_mut() {
-            Some(ch) => {
-                let body = req.to_string().into_bytes();
-                let body = match req {
-                    UdpRequest::Register { .. } => sealed::padded(&body, sealed::MIN_REGISTER),
-                    _ => body,
-                };
-                ch.seal(&body)
-            }
+            Some(ch) => ch.seal_request(&req),
             None => c
                 .token
                 .clone()
