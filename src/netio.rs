@@ -6,8 +6,10 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
+use mio::event::Source;
 use mio::net::UdpSocket;
-use mio::Interest;
+use mio::{Interest, Registry, Token};
+use slab::Slab;
 
 use crate::proto::{Frame, LineReader};
 
@@ -536,5 +538,56 @@ mod addr_tests {
         assert_eq!(for_socket(v4, dual), mapped);
         assert_eq!(for_socket(v4, only4), v4);
         assert_eq!(for_socket(v6, dual), v6);
+    }
+}
+
+/// The parts of a side-channel connection (admin socket, metrics) that the
+/// end of a turn needs: its stream, its queued reply, whether the reply is
+/// complete, and the interest it is registered with.
+pub struct ReplyParts<'a, S> {
+    pub stream: &'a mut S,
+    pub out: &'a mut OutBuffer,
+    pub answered: bool,
+    pub registered: &'a mut Interest,
+}
+
+/// The end of a turn for a side channel, one request and one reply per
+/// connection: writes what is queued, keeps each connection's interest in
+/// step with it, closes a connection once its reply is out (or its write
+/// failed) and frees the closed ones (those in `dead`, queued by reads too).
+/// Connection `k` has token `base + k`.
+pub fn end_side_turn<C, S: Write + Source>(
+    conns: &mut Slab<C>,
+    dead: &mut Vec<usize>,
+    registry: &Registry,
+    base: usize,
+    parts: impl Fn(&mut C) -> ReplyParts<'_, S>,
+) {
+    for (key, c) in conns.iter_mut() {
+        let c = parts(c);
+        if c.out.is_empty() && !c.answered {
+            continue;
+        }
+        match c.out.write_to(c.stream) {
+            Ok(true) if c.answered => dead.push(key),
+            Ok(_) => {}
+            Err(_) => dead.push(key),
+        }
+        let want = if c.out.is_empty() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        if want != *c.registered {
+            let _ = registry.reregister(c.stream, Token(base + key), want);
+            *c.registered = want;
+        }
+    }
+    dead.sort_unstable();
+    dead.dedup();
+    for key in dead.drain(..) {
+        if let Some(mut c) = conns.try_remove(key) {
+            let _ = registry.deregister(parts(&mut c).stream);
+        }
     }
 }

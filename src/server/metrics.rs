@@ -19,7 +19,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
-use crate::netio::OutBuffer;
+use crate::netio::{end_side_turn, OutBuffer, ReplyParts};
 
 pub const LISTENER: Token = Token(usize::MAX - 17);
 const BASE: usize = usize::MAX / 2 + 1024;
@@ -204,32 +204,18 @@ impl MetricsServer {
     }
 
     pub fn end_turn(&mut self, registry: &Registry) {
-        for (key, c) in self.conns.iter_mut() {
-            if !c.answered {
-                continue;
-            }
-            match c.out.write_to(&mut c.stream) {
-                Ok(true) => self.dead.push(key),
-                Ok(false) => {}
-                Err(_) => self.dead.push(key),
-            }
-            let want = if c.out.is_empty() {
-                Interest::READABLE
-            } else {
-                Interest::READABLE | Interest::WRITABLE
-            };
-            if want != c.registered {
-                let _ = registry.reregister(&mut c.stream, Token(BASE + key), want);
-                c.registered = want;
-            }
-        }
-        self.dead.sort_unstable();
-        self.dead.dedup();
-        for key in self.dead.drain(..) {
-            if let Some(mut c) = self.conns.try_remove(key) {
-                let _ = registry.deregister(&mut c.stream);
-            }
-        }
+        end_side_turn(
+            &mut self.conns,
+            &mut self.dead,
+            registry,
+            BASE,
+            |c: &mut Conn| ReplyParts {
+                stream: &mut c.stream,
+                out: &mut c.out,
+                answered: c.answered,
+                registered: &mut c.registered,
+            },
+        );
     }
 }
 
