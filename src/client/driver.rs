@@ -662,7 +662,7 @@ impl Driver {
         }
     }
 
-    fn dial(&mut self, user: String, addr: SocketAddr, token: String) {
+    fn dial(&mut self, user: String, addr: SocketAddr, token: crate::proto::names::Token) {
         let stream = match TcpStream::connect(addr) {
             Ok(s) => s,
             Err(e) => {

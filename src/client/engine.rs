@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::display::{self, Origin};
 use super::input::{self, UserCommand, UserInput};
-use super::links::{
-    LinkId, LinkState, Links, P2pToken, Refusal, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING,
-};
+use super::links::{LinkId, LinkState, Links, Refusal, MAX_BAD_LINES, MAX_UNFINISHED_INCOMING};
 use super::punch::{self, Punches};
 use super::reconnect::{Backoff, Beat, ConnState, Heartbeat, HeldTicket};
 use super::render::{Kind as ShownKind, Shown};
@@ -105,7 +103,7 @@ pub enum Input {
     Dialed {
         link: LinkId,
         user: String,
-        token: String,
+        token: Token,
         addr: SocketAddr,
     },
     DialFailed {
@@ -170,7 +168,7 @@ pub enum Output {
     Dial {
         user: String,
         addr: SocketAddr,
-        token: String,
+        token: Token,
     },
     /// Open a TCP connection to `addr` from the server connection's local
     /// address and port (simultaneous open), then report [`Input::Punched`]
@@ -197,7 +195,7 @@ fn accept_user(sent: &Option<Sent>) -> Option<String> {
 #[derive(Debug)]
 enum Parked {
     /// `PEER <user> <token>`: waits for the reply to `ACCEPT <user>`.
-    Plain { user: String, token: String },
+    Plain { user: String, token: Token },
     /// An encrypted hello names nobody: waits for any `ACCEPT` reply.
     Noise(Vec<u8>),
 }
@@ -285,6 +283,9 @@ pub struct Engine {
     timeout_at: Option<Instant>,
     /// Wall clock of the latest input, for stamps.
     unix: u64,
+    /// Monotonic time of the latest input: "due now" for
+    /// [`Engine::poll_timeout`] while outputs wait.
+    mono: Instant,
     /// Users whose presence we follow.
     watch: super::watch::WatchList,
     /// Users in the latest `LIST` answer (for Tab completion).
@@ -338,6 +339,7 @@ impl Engine {
             received: 0,
             timeout_at: None,
             unix: 0,
+            mono: Instant::now(),
             watch: Default::default(),
             last_list: Vec::new(),
             sent: VecDeque::new(),
@@ -369,6 +371,7 @@ impl Engine {
     /// The greeting, and the unattended login if configured.
     pub fn start(&mut self, now: Now) {
         self.unix = now.unix;
+        self.mono = now.mono;
         self.heartbeat = Heartbeat::new(now.mono);
         self.timeout_at = self.cfg.timeout.map(|d| now.mono + d);
         let server = self.cfg.server;
@@ -413,8 +416,13 @@ impl Engine {
     }
 
     /// The earliest moment [`Input::Timeout`] has work to do (the server
-    /// engine's name for the same thing).
+    /// engine's name for the same thing). While outputs wait it is the latest
+    /// `now` it was given, a moment already passed, as the server engine's
+    /// is: a driver that sleeps until this cannot leave an output behind.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.out.is_empty() {
+            return Some(self.mono);
+        }
         if self.done {
             return None;
         }
@@ -447,6 +455,7 @@ impl Engine {
             return;
         }
         self.unix = now.unix;
+        self.mono = now.mono;
         match input {
             Input::Stdin(Frame::Line(line)) => self.on_typed(now, &line),
             Input::Stdin(_) => self.say(
@@ -478,7 +487,7 @@ impl Engine {
             } => {
                 // Always encrypted: a peerline client never offers plaintext.
                 let me = self.me.clone().unwrap_or_default();
-                let (wire, hello) = LinkWire::dial(&token, &me, &user);
+                let (wire, hello) = LinkWire::dial(&token.expose().to_string(), &me, &user);
                 self.links.add_dialed(link, &user, addr, wire, now.mono);
                 self.out.push_back(Output::LinkBytes(link, hello));
             }
@@ -1084,9 +1093,8 @@ impl Engine {
                 format!("asked {user} for a direct link; waiting for them to accept")
             }
             OkReply::Accept { user, token } => {
-                let token = token.expose().to_string();
                 self.incoming.remove(&user);
-                self.links.issue(&user, &token, now.mono);
+                self.links.issue(&user, token, now.mono);
                 self.punches.introduced(&user, punch::Role::Acceptor);
                 format!("accepted {user}; they will now connect to you directly")
             }
@@ -1149,7 +1157,6 @@ impl Engine {
                 });
             }
             Event::Peer { user, addr, token } => {
-                let token = token.expose().to_string();
                 self.outgoing.remove(&user);
                 let user_shown = display::sanitize(&user);
                 self.say(
@@ -1157,7 +1164,7 @@ impl Engine {
                     &format!("{user_shown} accepted; connecting to {addr}"),
                 );
                 // If our dial cannot get through, they may dial us back with it.
-                self.links.issue(&user, &token, now.mono);
+                self.links.issue(&user, token.clone(), now.mono);
                 self.punches.introduced(&user, punch::Role::Requester);
                 self.reverse.introduced(&user, now.mono);
                 self.out.push_back(Output::Dial { user, addr, token });
@@ -1737,7 +1744,14 @@ impl Engine {
         let Some(link) = self.links.get_mut(id) else {
             return;
         };
-        let pairs = candidates.iter().map(|(u, t)| (u.as_str(), t.as_str()));
+        let exposed: Vec<String> = candidates
+            .iter()
+            .map(|(_, t)| t.expose().to_string())
+            .collect();
+        let pairs = candidates
+            .iter()
+            .zip(&exposed)
+            .map(|((u, _), t)| (u.as_str(), t.as_str()));
         if let Some((i, answer)) = link.wire.answer_hello(&hello, &me, pairs) {
             let (user, token) = candidates[i].clone();
             link.state = LinkState::AwaitConfirm { user, token };
@@ -1847,12 +1861,8 @@ impl Engine {
 
     /// The encrypted peer proved it is live (not a recorded hello): the
     /// token is used now, and the link is up.
-    fn on_confirmed(&mut self, now: Now, id: LinkId, user: String, token: P2pToken) {
-        if self
-            .links
-            .check_token(&user, token.as_str(), now.mono)
-            .is_err()
-        {
+    fn on_confirmed(&mut self, now: Now, id: LinkId, user: String, token: Token) {
+        if self.links.check_token(&user, &token, now.mono).is_err() {
             // Used by another link or expired between hello and confirmation.
             let addr = self.links.get(id).map(|l| l.addr);
             self.say(
@@ -1914,7 +1924,7 @@ impl Engine {
         }
     }
 
-    fn on_hello(&mut self, now: Now, id: LinkId, user: String, token: String) {
+    fn on_hello(&mut self, now: Now, id: LinkId, user: String, token: Token) {
         let checked = self.links.check_token(&user, &token, now.mono);
         if checked == Err(Refusal::NotIssued) && self.accept_pending(&user) {
             self.parked_hellos.push((id, Parked::Plain { user, token }));
@@ -2000,7 +2010,6 @@ impl Engine {
                         Origin::Peer,
                         &format!("{user} has not reached you; dialling {user} at {addr} instead"),
                     );
-                    let token = token.as_str().to_owned();
                     self.out.push_back(Output::Dial { user, addr, token });
                 }
                 _ => self.reverse.dial_ended(&user),
@@ -2119,7 +2128,7 @@ impl Engine {
         match role {
             punch::Role::Requester => {
                 let me = self.me.clone().unwrap_or_default();
-                let (wire, hello) = LinkWire::dial(token.as_str(), &me, &user);
+                let (wire, hello) = LinkWire::dial(&token.expose().to_string(), &me, &user);
                 self.links.add_dialed(link, &user, addr, wire, now.mono);
                 self.out.push_back(Output::LinkBytes(link, hello));
             }

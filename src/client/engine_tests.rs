@@ -8,6 +8,10 @@ use crate::proto::link_noise::{self, LinkWire, WireEvent};
 const TOKEN: &str = "00112233445566778899aabbccddeeff";
 const P2P: &str = "0123456789abcdef0123456789abcdef";
 
+fn p2p() -> Token {
+    Token::parse(P2P).expect("a valid token")
+}
+
 fn server_addr() -> SocketAddr {
     "127.0.0.1:4400".parse().unwrap()
 }
@@ -146,7 +150,7 @@ impl T {
         self.input(Input::Dialed {
             link: id,
             user: peer.into(),
-            token: P2P.into(),
+            token: p2p(),
             addr: peer_addr(),
         })
     }
@@ -265,6 +269,22 @@ fn greeting_says_where_and_what_to_type() {
         all.contains("127.0.0.1:4400") && !all.contains("/help"),
         "{all}"
     );
+}
+
+/// A driver sleeps until `poll_timeout`: while outputs wait it must say
+/// "now" (the latest `now` given), or a driver that polled the timeout before
+/// draining would sleep on a queued line until an unrelated wake-up.
+#[test]
+fn poll_timeout_is_due_while_outputs_wait() {
+    let mut t = T::new();
+    t.advance(Duration::from_secs(3));
+    // Drained and logged out: nothing due before the heartbeat (if any).
+    let idle = t.e.poll_timeout();
+    assert!(idle.map_or(true, |at| at > t.now().mono), "{idle:?}");
+    t.e.handle(t.now(), Input::Stdin(Frame::Line("/list".into())));
+    assert_eq!(t.e.poll_timeout(), Some(t.now().mono), "LIST is queued");
+    assert!(to_server(&t.drain()).contains(&"LIST".to_owned()));
+    assert_eq!(t.e.poll_timeout(), idle, "drained: back to the timers");
 }
 
 #[test]
@@ -884,7 +904,7 @@ fn peer_event_dials_encrypted_then_chat_flows() {
     assert!(out.contains(&Output::Dial {
         user: "bob".into(),
         addr: peer_addr(),
-        token: P2P.into()
+        token: p2p()
     }));
     let mut bob = t.dialed_encrypted();
     // Plain text goes to the only link, sealed.
@@ -1560,7 +1580,9 @@ fn with_reauth_prompt_a_reconnect_asks_for_the_password_on_a_terminal() {
 fn dials(out: &[Output]) -> Vec<(String, SocketAddr, String)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Dial { user, addr, token } => Some((user.clone(), *addr, token.clone())),
+            Output::Dial { user, addr, token } => {
+                Some((user.clone(), *addr, token.expose().to_string()))
+            }
             _ => None,
         })
         .collect()

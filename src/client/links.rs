@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 use crate::proto::link_noise::LinkWire;
+use crate::proto::names::Token;
 
 /// A link's id, given by the driver from a counter that never repeats (not
 /// the slab key, which is reused): an event or a parked hello for a closed
@@ -27,23 +28,6 @@ pub const MAX_BAD_LINES: u32 = 32;
 /// and a little memory for up to [`HANDSHAKE_TIMEOUT`]).
 pub const MAX_UNFINISHED_INCOMING: usize = 32;
 
-/// A p2p token this client issued (lower-case hex). Its `Debug` never shows
-/// it, so no state dump or log line can leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct P2pToken(String);
-
-impl P2pToken {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for P2pToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("P2pToken(<redacted>)")
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkState {
     /// Someone connected to our listener; waiting for `PEER <user> <token>`
@@ -53,7 +37,7 @@ pub enum LinkState {
     /// `user`, and we answered. A recorded hello would authenticate too, so the
     /// token is used up only when `user` proves it is live by sending its
     /// first encrypted line (`PEER <user>`).
-    AwaitConfirm { user: String, token: P2pToken },
+    AwaitConfirm { user: String, token: Token },
     /// We dialed `user` and sent our `PEER` line; waiting for `OK PEER`.
     AwaitWelcome { user: String },
     /// Handshake done: `MSG` flows both ways.
@@ -98,7 +82,8 @@ pub enum Refusal {
 
 #[derive(Debug)]
 struct Issued {
-    token: P2pToken,
+    /// A p2p token is a [`Token`]: no state dump or log line can show it.
+    token: Token,
     at: Instant,
 }
 
@@ -110,26 +95,21 @@ pub struct Links {
 
 impl Links {
     /// Records the token from `OK ACCEPT <user> <token>`; a newer one replaces an older.
-    pub fn issue(&mut self, user: &str, token: &str, now: Instant) {
-        self.issued.insert(
-            user.to_owned(),
-            Issued {
-                token: P2pToken(token.to_ascii_lowercase()),
-                at: now,
-            },
-        );
+    pub fn issue(&mut self, user: &str, token: Token, now: Instant) {
+        self.issued
+            .insert(user.to_owned(), Issued { token, at: now });
     }
 
     /// Checks an incoming handshake. Success uses the token up; a failure does
     /// not, so a stray or hostile attempt cannot lock the real peer out.
-    pub fn check_token(&mut self, user: &str, token: &str, now: Instant) -> Result<(), Refusal> {
+    pub fn check_token(&mut self, user: &str, token: &Token, now: Instant) -> Result<(), Refusal> {
         let issued = self.issued.get(user).ok_or(Refusal::NotIssued)?;
         if now.duration_since(issued.at) >= TOKEN_TTL {
             self.issued.remove(user);
             return Err(Refusal::Expired);
         }
-        let given = token.to_ascii_lowercase();
-        if !bool::from(issued.token.0.as_bytes().ct_eq(given.as_bytes())) {
+        // Constant time: a guesser learns nothing from how long a refusal took.
+        if !bool::from(issued.token.mac_input().ct_eq(token.mac_input())) {
             return Err(Refusal::WrongToken);
         }
         self.issued.remove(user);
@@ -143,7 +123,7 @@ impl Links {
     }
 
     /// The token for `user`, if still good (to dial them back with it).
-    pub fn token_for(&self, user: &str, now: Instant) -> Option<P2pToken> {
+    pub fn token_for(&self, user: &str, now: Instant) -> Option<Token> {
         self.issued
             .get(user)
             .filter(|i| now.duration_since(i.at) < TOKEN_TTL)
@@ -160,8 +140,8 @@ impl Links {
     }
 
     /// Every `(user, token)` still good, for trying an encrypted hello against.
-    pub fn candidates(&self, now: Instant) -> Vec<(String, P2pToken)> {
-        let mut v: Vec<(String, P2pToken)> = self
+    pub fn candidates(&self, now: Instant) -> Vec<(String, Token)> {
+        let mut v: Vec<(String, Token)> = self
             .issued
             .iter()
             .filter(|(_, i)| now.duration_since(i.at) < TOKEN_TTL)
@@ -327,6 +307,10 @@ mod tests {
     const TOKEN: &str = "0123456789abcdef0123456789abcdef";
     const OTHER: &str = "ffffffffffffffffffffffffffffffff";
 
+    fn tok(s: &str) -> Token {
+        Token::parse(s).expect("valid token")
+    }
+
     fn addr() -> SocketAddr {
         "127.0.0.1:5000".parse().unwrap()
     }
@@ -335,26 +319,44 @@ mod tests {
     fn token_is_good_once_from_its_user_within_ttl() {
         let t0 = Instant::now();
         let mut l = Links::default();
-        l.issue("alice", TOKEN, t0);
-        assert_eq!(l.check_token("alice", OTHER, t0), Err(Refusal::WrongToken));
-        assert_eq!(l.check_token("mallory", TOKEN, t0), Err(Refusal::NotIssued));
+        l.issue("alice", tok(TOKEN), t0);
+        assert_eq!(
+            l.check_token("alice", &tok(OTHER), t0),
+            Err(Refusal::WrongToken)
+        );
+        assert_eq!(
+            l.check_token("mallory", &tok(TOKEN), t0),
+            Err(Refusal::NotIssued)
+        );
         // Failures above did not use the token up; upper-case hex is the same token.
         assert_eq!(
-            l.check_token("alice", &TOKEN.to_uppercase(), t0 + Duration::from_secs(59)),
+            l.check_token(
+                "alice",
+                &tok(&TOKEN.to_uppercase()),
+                t0 + Duration::from_secs(59)
+            ),
             Ok(())
         );
-        assert_eq!(l.check_token("alice", TOKEN, t0), Err(Refusal::NotIssued));
+        assert_eq!(
+            l.check_token("alice", &tok(TOKEN), t0),
+            Err(Refusal::NotIssued)
+        );
     }
 
     #[test]
     fn tokens_never_show_in_debug_output() {
         let t0 = Instant::now();
         let mut l = Links::default();
-        l.issue("alice", TOKEN, t0);
+        l.issue("alice", tok(TOKEN), t0);
         let (user, token) = l.candidates(t0).remove(0);
-        assert_eq!(token.as_str(), TOKEN);
+        assert_eq!(token.expose().to_string(), TOKEN);
         let state = LinkState::AwaitConfirm { user, token };
-        for shown in [format!("{l:?}"), format!("{state:?}")] {
+        let dial = crate::client::engine::Output::Dial {
+            user: "alice".into(),
+            addr: addr(),
+            token: tok(TOKEN),
+        };
+        for shown in [format!("{l:?}"), format!("{state:?}"), format!("{dial:?}")] {
             assert!(!shown.contains(TOKEN), "{shown}");
         }
     }
@@ -363,13 +365,16 @@ mod tests {
     fn token_expires_after_60_seconds() {
         let t0 = Instant::now();
         let mut l = Links::default();
-        l.issue("alice", TOKEN, t0);
+        l.issue("alice", tok(TOKEN), t0);
         assert_eq!(l.next_deadline(), Some(t0 + TOKEN_TTL));
         assert_eq!(
-            l.check_token("alice", TOKEN, t0 + TOKEN_TTL),
+            l.check_token("alice", &tok(TOKEN), t0 + TOKEN_TTL),
             Err(Refusal::Expired)
         );
-        assert_eq!(l.check_token("alice", TOKEN, t0), Err(Refusal::NotIssued));
+        assert_eq!(
+            l.check_token("alice", &tok(TOKEN), t0),
+            Err(Refusal::NotIssued)
+        );
     }
 
     #[test]

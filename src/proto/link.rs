@@ -5,15 +5,16 @@
 use std::fmt;
 
 use super::error::ErrorCode;
-use super::names::{is_valid_token, is_valid_username};
+use super::names::{is_valid_username, Token};
 
 /// Any line exchanged on a peer link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkLine {
-    /// First line from the dialing side of a plaintext link.
+    /// First line from the dialing side of a plaintext link. The token is a
+    /// [`Token`]: a `{:?}` of the line does not show it.
     Hello {
         user: String,
-        token: String,
+        token: Token,
     },
     /// First line from the dialing side inside an encrypted link: the
     /// handshake already proved the token, so it is not sent.
@@ -48,12 +49,13 @@ impl LinkLine {
                 [user] if is_valid_username(user) => Ok(LinkLine::Introduce {
                     user: user.to_string(),
                 }),
-                [user, token] if is_valid_username(user) && is_valid_token(token) => {
-                    Ok(LinkLine::Hello {
+                [user, token] if is_valid_username(user) => match Token::parse(token) {
+                    Some(token) => Ok(LinkLine::Hello {
                         user: user.to_string(),
-                        token: token.to_ascii_lowercase(),
-                    })
-                }
+                        token,
+                    }),
+                    None => Err(ErrorCode::BadSyntax),
+                },
                 _ => Err(ErrorCode::BadSyntax),
             },
             "OK" => match rest.split_once(' ') {
@@ -78,7 +80,7 @@ impl LinkLine {
 impl fmt::Display for LinkLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LinkLine::Hello { user, token } => write!(f, "PEER {user} {token}"),
+            LinkLine::Hello { user, token } => write!(f, "PEER {user} {}", token.expose()),
             LinkLine::Introduce { user } => write!(f, "PEER {user}"),
             LinkLine::Welcome { user } => write!(f, "OK PEER {user}"),
             LinkLine::Msg { text } => write!(f, "MSG {text}"),
@@ -97,7 +99,7 @@ mod tests {
         for l in [
             LinkLine::Hello {
                 user: "alice".into(),
-                token: "ab".repeat(16),
+                token: Token::parse(&"ab".repeat(16)).unwrap(),
             },
             LinkLine::Introduce {
                 user: "alice".into(),
