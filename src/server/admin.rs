@@ -199,8 +199,7 @@ impl Engine {
             let online = self
                 .accounts
                 .find(&name)
-                .and_then(|u| self.sessions.get(&u))
-                .map(|s| s.conn);
+                .and_then(|u| self.sessions.conn_of(u));
             if let Some(session_conn) = online {
                 let what = if op == AdminOp::Del {
                     "deleted"

@@ -18,6 +18,7 @@ use std::time::Instant;
 use super::accounts::UserIdx;
 use super::broadcast::{after_send, BroadcastRecord, DeliveryRow, NextStep};
 use super::engine::{ConnId, Engine, Output, Timer};
+use super::sessions::Sealing;
 use crate::proto::sealed::{self, Channel, OpenError, Role, SessionId, UdpSecret};
 use crate::proto::{ClientDatagram, Event, OkReply, ServerDatagram, ServerLine, UdpRequest};
 
@@ -102,7 +103,7 @@ impl Engine {
         let Some(d) = ClientDatagram::parse(bytes) else {
             return self.drop_datagram(from, "malformed");
         };
-        let Some(&user) = self.by_token.get(d.token()) else {
+        let Some(user) = self.sessions.by_token(d.token()) else {
             // A client whose session ended without it noticing (its TCP reset
             // lost) learns so from its next PING and reconnects. The answer is
             // never larger than the request, so a forged source gains nothing.
@@ -114,7 +115,11 @@ impl Engine {
             }
             return self.drop_datagram(from, "unknown token");
         };
-        if self.sessions.get(&user).is_some_and(|s| s.sealed.is_some()) {
+        if self
+            .sessions
+            .get(&user)
+            .is_some_and(|s| s.sealed().is_some())
+        {
             return self.drop_datagram(from, "plaintext datagram for a sealed session");
         }
         self.udp_request(now, from, user, d.request(), bytes.len());
@@ -125,8 +130,9 @@ impl Engine {
     /// `conn` then seals every datagram both ways. It must arrive before
     /// `LOGIN`: a session already running keeps its plaintext datagrams.
     pub(super) fn on_transport_secret(&mut self, conn: ConnId, secret: UdpSecret) {
+        let logged_in = self.sessions.user_of(conn).is_some();
         if let Some(c) = self.conns.get_mut(&conn) {
-            if c.user.is_some() {
+            if logged_in {
                 log::warn!("conn {conn}: transport secret after login ignored");
                 return;
             }
@@ -140,12 +146,7 @@ impl Engine {
             return;
         };
         let ch = Channel::new(secret, Role::Server);
-        let sid = ch.id();
-        let taken = self
-            .by_sid
-            .get(&sid)
-            .is_some_and(|&other| other != user && self.sessions.contains_key(&other));
-        if taken {
+        if self.sessions.seal(user, ch) == Sealing::Collision {
             // 64-bit ids from independent secrets: practically never. The
             // session stays sealed (never plaintext); its datagrams find no
             // session, so its broadcasts arrive on TCP.
@@ -153,21 +154,16 @@ impl Engine {
                 "sealed session id collision; {} gets broadcasts on TCP",
                 self.accounts.name(user)
             );
-        } else {
-            self.by_sid.insert(sid, user);
-        }
-        if let Some(s) = self.sessions.get_mut(&user) {
-            s.sealed = Some(Box::new(ch));
         }
     }
 
     /// A sealed datagram: find the session by id, authenticate, decrypt,
     /// refuse replays, then handle it like its plaintext twin.
     fn on_sealed(&mut self, now: Instant, from: SocketAddr, sid: SessionId, bytes: &[u8]) {
-        let Some(&user) = self.by_sid.get(&sid) else {
+        let Some(user) = self.sessions.by_sid(&sid) else {
             return self.drop_datagram(from, "unknown sealed session");
         };
-        let Some(ch) = self.sessions.get_mut(&user).and_then(|s| s.sealed.as_mut()) else {
+        let Some(ch) = self.sessions.get_mut(&user).and_then(|s| s.sealed_mut()) else {
             return self.drop_datagram(from, "unknown sealed session");
         };
         let body = match ch.open(bytes) {
@@ -203,7 +199,7 @@ impl Engine {
         match req {
             UdpRequest::Register { cookie } => {
                 let bucket = self.cookie_bucket(now);
-                let subject = s.token.mac_input();
+                let subject = s.token().mac_input();
                 let proven = validated
                     || cookie.is_some_and(|c| self.cookies.check(bucket, from, subject, &c));
                 if !proven {
@@ -225,7 +221,7 @@ impl Engine {
                 s.udp = Some(from);
                 let was_waiting = std::mem::replace(&mut s.awaiting_register, false);
                 if was_waiting {
-                    let wait = super::engine::Timer::RegisterWait(user, s.serial);
+                    let wait = super::engine::Timer::RegisterWait(user, s.serial());
                     self.timers.stop(&wait);
                 }
                 log::debug!(
@@ -262,7 +258,7 @@ impl Engine {
     /// A datagram's bytes for `user`'s session: sealed if it is a TLS session,
     /// else as they are. `None` only if the session's counter ran out.
     fn encode_for(&mut self, user: UserIdx, text: &[u8]) -> Option<Rc<[u8]>> {
-        match self.sessions.get_mut(&user).and_then(|s| s.sealed.as_mut()) {
+        match self.sessions.get_mut(&user).and_then(|s| s.sealed_mut()) {
             Some(ch) => ch.seal(text).map(Into::into),
             None => Some(text.into()),
         }
@@ -376,7 +372,7 @@ impl Engine {
             Some(_) if !s.inflight.has_room() => s.inflight.held_back = true,
             Some(addr) => {
                 s.inflight.set_sent(id, 1);
-                let serial = s.serial;
+                let serial = s.serial();
                 self.send_bcast(user, addr, id);
                 self.timers.arm(
                     now + after_send(1).wait(),
@@ -405,7 +401,7 @@ impl Engine {
                 bytes
             }
         };
-        let sealed = self.sessions.get_mut(&user).and_then(|s| s.sealed.as_mut());
+        let sealed = self.sessions.get_mut(&user).and_then(|s| s.sealed_mut());
         let bytes = match sealed {
             Some(ch) => match ch.seal(&bytes) {
                 Some(b) => b.into(),
@@ -426,7 +422,7 @@ impl Engine {
             unix: r.created_unix,
             text: r.text.clone(),
         };
-        let conn = s.conn;
+        let conn = s.conn();
         self.line(conn, e);
         self.delivered(user, id);
     }
@@ -439,7 +435,11 @@ impl Engine {
 
     /// A retransmit timer: send again, or give up on UDP and use TCP.
     pub(super) fn retransmit(&mut self, now: Instant, user: UserIdx, serial: u64, id: u64) {
-        let Some(s) = self.sessions.get_mut(&user).filter(|s| s.serial == serial) else {
+        let Some(s) = self
+            .sessions
+            .get_mut(&user)
+            .filter(|s| s.serial() == serial)
+        else {
             return;
         };
         let Some(sent) = s.inflight.sent(id) else {

@@ -15,7 +15,7 @@
 //! The per-verb handlers live in `handlers.rs`, UDP and broadcast delivery in
 //! `delivery.rs`; this file holds the state, the plumbing and the timers.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -23,16 +23,16 @@ use std::time::{Duration, Instant};
 use super::accounts::{Accounts, UserIdx, UserRow};
 use super::broadcast::{BroadcastBook, BroadcastRecord, DeliveryRow};
 use super::cookie::{self, CookieKey};
-use super::delivery::Inflight;
 use super::dense::DenseMap;
 use super::fair::FairQueue;
 use super::kdf::{self, PasswordHash, Pbkdf2};
 use super::limits::{self, ConnCount, GuessRules, Guesses, Rate, Source, Throttle};
 use super::records::BroadcastFile;
+use super::sessions::{Session, SessionTable};
 use super::store::Snapshot;
 use super::tls::PlaintextPolicy;
 use crate::proto::names::Token;
-use crate::proto::sealed::{Channel, SessionId, UdpSecret};
+use crate::proto::sealed::UdpSecret;
 use crate::proto::{CancelReason, CloseReason, ErrorCode, Event, Frame, ServerLine};
 use crate::rng::Random;
 
@@ -217,7 +217,7 @@ pub struct Stats {
 pub(super) struct Conn {
     pub serial: u64,
     pub addr: SocketAddr,
-    pub user: Option<UserIdx>,
+    /// Set only by [`Engine::set_busy`].
     pub busy: Option<Busy>,
     pub backlog: VecDeque<Frame>,
     pub last_input: Instant,
@@ -284,28 +284,6 @@ pub(super) enum StoreWait {
     Admin(super::admin::AdminOp),
 }
 
-#[derive(Debug)]
-pub(super) struct Session {
-    pub conn: ConnId,
-    pub serial: u64,
-    pub token: Token,
-    pub udp: Option<SocketAddr>,
-    pub list_key: u64,
-    pub grace_until: Option<Instant>,
-    /// When the next `EVENT REAUTH` is due. A re-LOGIN moves it, and timers are
-    /// never cancelled, so a `Timer::Reauth` firing before this is a stale one
-    /// (armed before the re-login) and must not send REAUTH early.
-    pub reauth_at: Instant,
-    /// Just logged in: deliveries wait for `REGISTER` (or `register_wait`).
-    pub awaiting_register: bool,
-    /// Unacknowledged UDP deliveries: (broadcast id, datagrams sent so far).
-    /// A short vector, not a map: it holds at most the broadcasts of the last
-    /// retransmit window, is usually empty, and then owns no memory at all.
-    pub inflight: Inflight,
-    /// A TLS session's datagram keys: every datagram both ways is sealed.
-    pub sealed: Option<Box<Channel>>,
-}
-
 /// A timer's kind and subject: one slot each in the timer table. The serial
 /// is the subject's, so a slot never outlives what it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -331,17 +309,9 @@ pub struct Engine {
     pub(super) accounts: Accounts,
     pub(super) book: BroadcastBook,
     pub(super) conns: DenseMap<ConnId, Conn>,
-    pub(super) sessions: DenseMap<UserIdx, Session>,
-    pub(super) by_token: HashMap<Token, UserIdx>,
-    /// Sealed sessions by the id their datagrams carry.
-    pub(super) by_sid: HashMap<SessionId, UserIdx>,
-    pub(super) list_order: BTreeMap<u64, UserIdx>,
-    /// Pending introductions, (from, to) → serial.
-    pub(super) requests: HashMap<(UserIdx, UserIdx), u64>,
-    /// The listen port a requester named in `CONNECT <user> <port>`, for the
-    /// pending request (from, to): the acceptor gets `EVENT DIALBACK`. Always
-    /// removed together with the request.
-    pub(super) dialback_ports: HashMap<(UserIdx, UserIdx), u16>,
+    /// Sessions, their indexes (token, sealed id, connection, `LIST` order)
+    /// and pending introductions: `sessions.rs`.
+    pub(super) sessions: SessionTable,
     /// Introductions whose simultaneous open is being timed (`punch.rs`).
     pub(super) punches: super::punch::Punches<UserIdx>,
     pub(super) pending_signups: HashSet<String>,
@@ -424,12 +394,7 @@ impl Engine {
             accounts,
             book,
             conns: DenseMap::default(),
-            sessions: DenseMap::default(),
-            by_token: HashMap::new(),
-            by_sid: HashMap::new(),
-            list_order: BTreeMap::new(),
-            requests: HashMap::new(),
-            dialback_ports: HashMap::new(),
+            sessions: SessionTable::default(),
             punches: Default::default(),
             pending_signups: HashSet::new(),
             store_waits: HashMap::new(),
@@ -491,7 +456,7 @@ impl Engine {
     /// names the contract gives (the driver adds uptime and its own drops).
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let (mut registered, mut pending) = (0u64, 0u64);
-        for s in self.sessions.keys().filter_map(|u| self.sessions.get(&u)) {
+        for (_, s) in self.sessions.iter() {
             registered += u64::from(s.udp.is_some());
             pending += s.inflight.len() as u64;
         }
@@ -578,7 +543,6 @@ impl Engine {
             Conn {
                 serial,
                 addr,
-                user: None,
                 busy: None,
                 backlog: VecDeque::new(),
                 last_input: now,
@@ -660,15 +624,10 @@ impl Engine {
 
     /// The peer closed the connection (or it failed).
     pub(super) fn on_disconnect(&mut self, now: Instant, conn: ConnId) {
-        if let Some(c) = self.conns.remove(&conn) {
-            self.stop_conn_timers(conn, c.serial);
+        if let Some(c) = self.conns.get(&conn) {
             log::info!("disconnect {} (conn {conn})", c.addr);
-            self.conn_count
-                .closed(Source::of(c.addr.ip()), c.user.is_some());
-            if let Some(user) = c.user {
-                self.end_session(now, user, conn);
-            }
         }
+        self.forget(now, conn);
     }
 
     /// The peer will send nothing more (it half-closed, or closed entirely).
@@ -870,9 +829,10 @@ impl Engine {
     fn forget(&mut self, now: Instant, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
             self.stop_conn_timers(conn, c.serial);
+            let user = self.sessions.user_of(conn);
             self.conn_count
-                .closed(Source::of(c.addr.ip()), c.user.is_some());
-            if let Some(user) = c.user {
+                .closed(Source::of(c.addr.ip()), user.is_some());
+            if let Some(user) = user {
                 self.end_session(now, user, conn);
             }
         }
@@ -886,12 +846,29 @@ impl Engine {
 
     /// A command finished: send its reply, then work through queued input.
     pub(super) fn finish_busy(&mut self, now: Instant, conn: ConnId, reply: ServerLine) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        if !self.conns.contains_key(&conn) {
             return;
-        };
-        c.busy = None;
+        }
+        self.set_busy(conn, None);
         self.line(conn, reply);
         self.drain_backlog(now, conn);
+    }
+
+    /// The one writer of a connection's busy state: a connection is busy
+    /// from the moment its command starts a hash ([`Engine::start_hash`]) or
+    /// a store write ([`Engine::await_store`]) until [`Engine::finish_busy`]
+    /// replies, and takes no input meanwhile. Returns the state it replaces.
+    fn set_busy(&mut self, conn: ConnId, busy: Option<Busy>) -> Option<Busy> {
+        let c = self.conns.get_mut(&conn)?;
+        std::mem::replace(&mut c.busy, busy)
+    }
+
+    /// `conn`'s command waits for a store write: `out` goes to the driver,
+    /// whose report of it ([`Input::UserStored`], [`Input::BroadcastStored`])
+    /// finishes the command.
+    pub(super) fn await_store(&mut self, conn: ConnId, out: Output) {
+        self.set_busy(conn, Some(Busy::Storing));
+        self.push(out);
     }
 
     fn drain_backlog(&mut self, now: Instant, conn: ConnId) {
@@ -920,7 +897,7 @@ impl Engine {
 
     /// Starts a session for `user` on `conn` after a successful LOGIN.
     pub(super) fn start_session(&mut self, now: Instant, conn: ConnId, user: UserIdx) -> Token {
-        if let Some(old) = self.sessions.get(&user).map(|s| s.conn) {
+        if let Some(old) = self.sessions.conn_of(user) {
             self.close_with(
                 now,
                 old,
@@ -930,37 +907,21 @@ impl Engine {
         }
         let serial = self.next_serial();
         let token = Token::random(self.rng.as_mut());
-        let list_key = serial;
-        self.sessions.insert(
-            user,
-            Session {
-                conn,
-                serial,
-                token: token.clone(),
-                udp: None,
-                list_key,
-                grace_until: None,
-                reauth_at: now + self.cfg.session_ttl,
-                awaiting_register: true,
-                inflight: Inflight::default(),
-                sealed: None,
-            },
-        );
-        self.by_token.insert(token.clone(), user);
+        let reauth_at = now + self.cfg.session_ttl;
+        self.sessions
+            .insert(user, conn, serial, token.clone(), reauth_at)
+            .expect(
+                "the user's older session was closed, and a logged-in conn re-logs in by renewing",
+            );
         self.seal_session(conn, user);
-        self.list_order.insert(list_key, user);
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if c.user.is_none() {
-                self.conn_count.logged_in();
-                // The pre-login limits are done with: stopped, not left to
-                // wake the loop for nothing.
-                self.timers.stop(&Timer::Idle(conn, c.serial));
-                self.timers.stop(&Timer::LoginDeadline(conn, c.serial));
-            }
-            c.user = Some(user);
+        if let Some(c) = self.conns.get(&conn) {
+            self.conn_count.logged_in();
+            // The pre-login limits are done with: stopped, not left to
+            // wake the loop for nothing.
+            self.timers.stop(&Timer::Idle(conn, c.serial));
+            self.timers.stop(&Timer::LoginDeadline(conn, c.serial));
         }
-        self.timers
-            .arm(now + self.cfg.session_ttl, Timer::Reauth(user, serial));
+        self.timers.arm(reauth_at, Timer::Reauth(user, serial));
         self.timers.arm(
             now + self.cfg.register_wait,
             Timer::RegisterWait(user, serial),
@@ -979,9 +940,9 @@ impl Engine {
             .expect("renewing a live session");
         s.grace_until = None;
         s.reauth_at = now + self.cfg.session_ttl;
-        let serial = s.serial;
+        let serial = s.serial();
         self.timers.stop(&Timer::Grace(user, serial));
-        let token = s.token.clone();
+        let token = s.token().clone();
         self.timers
             .arm(now + self.cfg.session_ttl, Timer::Reauth(user, serial));
         log::info!("re-login {}", self.accounts.name(user));
@@ -989,45 +950,27 @@ impl Engine {
     }
 
     fn end_session(&mut self, now: Instant, user: UserIdx, conn: ConnId) {
-        let Some(s) = self.sessions.get(&user) else {
-            return;
-        };
-        if s.conn != conn {
+        if self.sessions.conn_of(user) != Some(conn) {
             return;
         }
-        let s = self.sessions.remove(&user).expect("checked above");
+        let ended = self.sessions.remove(user).expect("checked above");
+        let serial = ended.session.serial();
         for t in [
-            Timer::Reauth(user, s.serial),
-            Timer::Grace(user, s.serial),
-            Timer::RegisterWait(user, s.serial),
+            Timer::Reauth(user, serial),
+            Timer::Grace(user, serial),
+            Timer::RegisterWait(user, serial),
         ] {
             self.timers.stop(&t);
         }
-        self.by_token.remove(&s.token);
-        if let Some(ch) = &s.sealed {
-            if self.by_sid.get(&ch.id()) == Some(&user) {
-                self.by_sid.remove(&ch.id());
-            }
-        }
-        self.list_order.remove(&s.list_key);
         log::info!("offline {}", self.accounts.name(user));
         self.announce_offline(user);
         let _ = now;
-        let involved: Vec<(UserIdx, UserIdx)> = self
-            .requests
-            .keys()
-            .filter(|(f, t)| *f == user || *t == user)
-            .copied()
-            .collect();
         let name = self.accounts.name(user).to_owned();
         self.punches.forget(user);
-        for key in involved {
-            if let Some(serial) = self.requests.remove(&key) {
-                self.timers.stop(&Timer::Request(key.0, key.1, serial));
-            }
-            self.dialback_ports.remove(&key);
-            let other = if key.0 == user { key.1 } else { key.0 };
-            if let Some(oc) = self.sessions.get(&other).map(|s| s.conn) {
+        for ((from, to), request) in ended.requests {
+            self.timers.stop(&Timer::Request(from, to, request.serial));
+            let other = if from == user { to } else { from };
+            if let Some(oc) = self.sessions.conn_of(other) {
                 self.line(
                     oc,
                     Event::Cancelled {
@@ -1060,7 +1003,7 @@ impl Engine {
         let Some(c) = self.conns.get(&conn).filter(|c| c.serial == serial) else {
             return;
         };
-        if c.user.is_some() || c.busy.is_some() {
+        if self.sessions.user_of(conn).is_some() || c.busy.is_some() {
             return;
         }
         let due = c.last_input + self.cfg.idle_timeout;
@@ -1079,11 +1022,11 @@ impl Engine {
 
     /// `login_timeout` after connecting: closed if not logged in.
     fn fire_login_deadline(&mut self, now: Instant, conn: ConnId, serial: u64) {
-        let Some(c) = self.conns.get(&conn).filter(|c| c.serial == serial) else {
+        if !self.conns.get(&conn).is_some_and(|c| c.serial == serial) {
             return;
-        };
+        }
         // However busy it kept itself (PINGs, a LOGIN being hashed).
-        if c.user.is_none() {
+        if self.sessions.user_of(conn).is_none() {
             let secs = self.cfg.login_timeout.as_secs();
             self.close_with(
                 now,
@@ -1103,7 +1046,7 @@ impl Engine {
         if now < s.reauth_at {
             return;
         }
-        let conn = s.conn;
+        let conn = s.conn();
         let grace = self.cfg.reauth_grace;
         self.sessions.get_mut(&user).unwrap().grace_until = Some(now + grace);
         self.line(
@@ -1120,7 +1063,7 @@ impl Engine {
         let Some(s) = self.session_if(user, serial) else {
             return;
         };
-        let (conn, until) = (s.conn, s.grace_until);
+        let (conn, until) = (s.conn(), s.grace_until);
         let hashing = self
             .conns
             .get(&conn)
@@ -1138,16 +1081,15 @@ impl Engine {
 
     /// An introduction nobody answered: both sides are told.
     fn fire_request(&mut self, from: UserIdx, to: UserIdx, serial: u64) {
-        if self.requests.get(&(from, to)) != Some(&serial) {
+        if self.sessions.request(from, to).map(|r| r.serial) != Some(serial) {
             return;
         }
-        self.requests.remove(&(from, to));
-        self.dialback_ports.remove(&(from, to));
+        self.sessions.take_request(from, to);
         let (fname, tname) = (
             self.accounts.name(from).to_owned(),
             self.accounts.name(to).to_owned(),
         );
-        if let Some(c) = self.sessions.get(&from).map(|s| s.conn) {
+        if let Some(c) = self.sessions.conn_of(from) {
             self.line(
                 c,
                 Event::Cancelled {
@@ -1156,7 +1098,7 @@ impl Engine {
                 },
             );
         }
-        if let Some(c) = self.sessions.get(&to).map(|s| s.conn) {
+        if let Some(c) = self.sessions.conn_of(to) {
             self.line(
                 c,
                 Event::Cancelled {
@@ -1198,7 +1140,7 @@ impl Engine {
     }
 
     pub(super) fn session_if(&self, user: UserIdx, serial: u64) -> Option<&Session> {
-        self.sessions.get(&user).filter(|s| s.serial == serial)
+        self.sessions.get(&user).filter(|s| s.serial() == serial)
     }
 
     /// Makes sure the one expiry timer is armed for the earliest expiry.
@@ -1267,7 +1209,6 @@ impl Engine {
             // at a time per source), so their failures count.
             if let Some(name) = job.guess.take() {
                 if let Err(refusal) = self.guesses.begin(now, src, &name) {
-                    c.busy = None;
                     let reply = self.guess_refusal(refusal);
                     self.finish_busy(now, conn, reply);
                     continue;
@@ -1278,8 +1219,8 @@ impl Engine {
             };
             budget -= job.kdf.step(KDF_SLICE.min(budget));
             if job.kdf.is_done() {
-                let Some(Busy::Hashing(job)) = c.busy.take() else {
-                    unreachable!()
+                let Some(Busy::Hashing(job)) = self.set_busy(conn, None) else {
+                    unreachable!("checked above")
                 };
                 self.hash_done(now, conn, *job);
             } else {
@@ -1290,12 +1231,12 @@ impl Engine {
 
     /// Queues a hash for `conn`; its command completes in `hash_done`.
     pub(super) fn start_hash(&mut self, conn: ConnId, job: KdfJob) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        c.busy = Some(Busy::Hashing(Box::new(job)));
-        self.kdf_queue
-            .push(Source::of(c.addr.ip()), (conn, c.serial));
+        let (src, serial) = (Source::of(c.addr.ip()), c.serial);
+        self.set_busy(conn, Some(Busy::Hashing(Box::new(job))));
+        self.kdf_queue.push(src, (conn, serial));
     }
 }
 

@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use super::accounts::UserIdx;
 use super::broadcast::BroadcastRecord;
-use super::engine::{Busy, ConnId, Engine, KdfJob, Output, Purpose, Timer};
+use super::engine::{ConnId, Engine, KdfJob, Output, Purpose, Timer};
 use super::kdf::{self, Pbkdf2};
 use super::limits::{self, Refusal, Source};
+use super::sessions::Request;
 use crate::proto::{Command, ErrorCode, Event, Frame, OkReply, ServerLine};
 
 impl Engine {
@@ -36,7 +37,7 @@ impl Engine {
             let text = format!("{}: {}", cmd.verb(), ErrorCode::TlsRequired.default_text());
             return self.line(conn, ServerLine::err_with(ErrorCode::TlsRequired, text));
         }
-        let user = self.conns.get(&conn).and_then(|c| c.user);
+        let user = self.sessions.user_of(conn);
         match (cmd, user) {
             (
                 Command::Signup {
@@ -264,10 +265,7 @@ impl Engine {
                     return self.finish_busy(now, conn, ServerLine::err(ErrorCode::UserExists));
                 };
                 self.pending_signups.insert(name.to_ascii_lowercase());
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.busy = Some(Busy::Storing);
-                }
-                self.push(Output::StoreUser { conn, row });
+                self.await_store(conn, Output::StoreUser { conn, row });
             }
             Purpose::PasswdCheck {
                 account,
@@ -325,12 +323,9 @@ impl Engine {
                 let Ok(row) = self.accounts.password_row(&name, hash) else {
                     return self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
                 };
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.busy = Some(Busy::Storing);
-                }
                 self.store_waits
                     .insert(conn, super::engine::StoreWait::Passwd);
-                self.push(Output::StoreUser { conn, row });
+                self.await_store(conn, Output::StoreUser { conn, row });
             }
             Purpose::Login { account, typed, .. } => {
                 // `try_get`: the account may have been deleted while we hashed.
@@ -351,7 +346,7 @@ impl Engine {
                         ServerLine::err(ErrorCode::AccountDisabled),
                     );
                 }
-                let current = self.conns.get(&conn).and_then(|c| c.user);
+                let current = self.sessions.user_of(conn);
                 let src = self.source_of(conn);
                 if good.is_some() {
                     self.stats.logins_ok += 1;
@@ -409,13 +404,12 @@ impl Engine {
 
     fn list(&mut self, conn: ConnId) {
         let items: Vec<ServerLine> = self
-            .list_order
-            .values()
+            .sessions
+            .listed()
             .filter_map(|u| {
-                let s = self.sessions.get(u)?;
-                let ip = self.conns.get(&s.conn)?.addr.ip();
+                let ip = self.ip_of(u)?;
                 Some(ServerLine::Client {
-                    user: self.accounts.name(*u).to_owned(),
+                    user: self.accounts.name(u).to_owned(),
                     ip,
                 })
             })
@@ -428,8 +422,8 @@ impl Engine {
     }
 
     fn ip_of(&self, user: UserIdx) -> Option<IpAddr> {
-        let s = self.sessions.get(&user)?;
-        Some(self.conns.get(&s.conn)?.addr.ip())
+        let conn = self.sessions.conn_of(user)?;
+        Some(self.conns.get(&conn)?.addr.ip())
     }
 
     /// Resolves CONNECT's target: an online username, or the one other online
@@ -437,9 +431,8 @@ impl Engine {
     fn resolve_target(&self, me: UserIdx, target: &str) -> Result<UserIdx, ServerLine> {
         if let Ok(ip) = target.parse::<IpAddr>() {
             let mut at_ip: Vec<UserIdx> = self
-                .list_order
-                .values()
-                .copied()
+                .sessions
+                .listed()
                 .filter(|&u| u != me && self.ip_of(u) == Some(ip))
                 .collect();
             return match at_ip.len() {
@@ -490,46 +483,46 @@ impl Engine {
             Ok(u) => u,
             Err(reply) => return self.line(conn, reply),
         };
-        if self.requests.contains_key(&(me, to)) || self.requests.contains_key(&(to, me)) {
+        if self.sessions.pending_between(me, to) {
             return self.line(conn, ServerLine::err(ErrorCode::AlreadyPending));
         }
         let serial = self.next_serial();
-        self.requests.insert((me, to), serial);
-        if let Some(port) = port {
-            self.dialback_ports.insert((me, to), port);
-        }
+        let request = Request {
+            serial,
+            dialback: port,
+        };
+        self.sessions
+            .add_request(me, to, request)
+            .expect("both online (resolved above), none pending (checked above)");
         self.timers
             .arm(now + self.cfg.request_ttl, Timer::Request(me, to, serial));
         let from = self.accounts.name(me).to_owned();
         let ip = self.ip_of(me).expect("requester is online");
-        let target_conn = self.sessions[&to].conn;
+        let target_conn = self.sessions[&to].conn();
         self.line(target_conn, Event::Request { from, ip });
         let user = self.accounts.name(to).to_owned();
         self.line(conn, ServerLine::Ok(OkReply::Connect { user }));
     }
 
     /// Takes the pending request from `name` to `me` off the table.
-    fn take_request(&mut self, me: UserIdx, name: &str) -> Result<UserIdx, ServerLine> {
-        let from = self
+    fn take_request(&mut self, me: UserIdx, name: &str) -> Result<(UserIdx, Request), ServerLine> {
+        let taken = self
             .accounts
             .find(name)
-            .filter(|&f| self.requests.contains_key(&(f, me)));
-        let from = from.ok_or_else(|| ServerLine::err(ErrorCode::NoRequest))?;
-        if let Some(serial) = self.requests.remove(&(from, me)) {
-            self.timers
-                .stop(&super::engine::Timer::Request(from, me, serial));
-        }
-        Ok(from)
+            .and_then(|from| Some((from, self.sessions.take_request(from, me)?)));
+        let (from, request) = taken.ok_or_else(|| ServerLine::err(ErrorCode::NoRequest))?;
+        self.timers.stop(&Timer::Request(from, me, request.serial));
+        Ok((from, request))
     }
 
     fn accept(&mut self, now: Instant, conn: ConnId, me: UserIdx, name: &str, port: u16) {
-        let from = match self.take_request(me, name) {
-            Ok(u) => u,
+        let (from, request) = match self.take_request(me, name) {
+            Ok(taken) => taken,
             Err(reply) => return self.line(conn, reply),
         };
         let token = crate::proto::names::Token::random(self.rng.as_mut());
         let ip = self.ip_of(me).expect("acceptor is online");
-        let requester_conn = self.sessions[&from].conn;
+        let requester_conn = self.sessions[&from].conn();
         let me_name = self.accounts.name(me).to_owned();
         let addr = std::net::SocketAddr::new(ip, port);
         self.line(
@@ -550,7 +543,7 @@ impl Engine {
         );
         // The requester also listens: if it cannot reach us, we may reach it
         // (reverse connection). After OK ACCEPT, which carries the token.
-        if let Some(port) = self.dialback_ports.remove(&(from, me)) {
+        if let Some(port) = request.dialback {
             if let Some(ip) = self.ip_of(from) {
                 let addr = std::net::SocketAddr::new(ip, port);
                 self.line(conn, Event::Dialback { user, addr });
@@ -562,12 +555,11 @@ impl Engine {
     }
 
     fn deny(&mut self, conn: ConnId, me: UserIdx, name: &str) {
-        let from = match self.take_request(me, name) {
-            Ok(u) => u,
+        let (from, _) = match self.take_request(me, name) {
+            Ok(taken) => taken,
             Err(reply) => return self.line(conn, reply),
         };
-        self.dialback_ports.remove(&(from, me));
-        let requester_conn = self.sessions[&from].conn;
+        let requester_conn = self.sessions[&from].conn();
         let me_name = self.accounts.name(me).to_owned();
         self.line(requester_conn, Event::Denied { user: me_name });
         let user = self.accounts.name(from).to_owned();
@@ -593,9 +585,6 @@ impl Engine {
         };
         // Reserve the id now: another broadcast may be made before the store reports.
         self.book.reserve_id(record.id);
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.busy = Some(Busy::Storing);
-        }
-        self.push(Output::StoreBroadcast { conn, record });
+        self.await_store(conn, Output::StoreBroadcast { conn, record });
     }
 }

@@ -24,6 +24,7 @@ pub mod punch;
 pub mod records;
 pub mod resume;
 pub mod service;
+pub mod sessions;
 pub mod sockets;
 pub mod store;
 pub mod timers;

@@ -137,7 +137,7 @@ impl Engine {
             if w == user {
                 continue;
             }
-            if let Some(conn) = self.sessions.get(&w).map(|s| s.conn) {
+            if let Some(conn) = self.sessions.conn_of(w) {
                 let user = name.clone();
                 self.line(conn, Event::Online { user, ip });
             }
@@ -149,7 +149,7 @@ impl Engine {
         self.presence.forget(user);
         let name = self.accounts.name(user).to_owned();
         for w in self.presence.watchers_of(&name).to_vec() {
-            if let Some(conn) = self.sessions.get(&w).map(|s| s.conn) {
+            if let Some(conn) = self.sessions.conn_of(w) {
                 let user = name.clone();
                 self.line(conn, Event::Offline { user });
             }
@@ -157,8 +157,8 @@ impl Engine {
     }
 
     fn session_ip(&self, user: UserIdx) -> Option<std::net::IpAddr> {
-        let s = self.sessions.get(&user)?;
-        Some(self.conns.get(&s.conn)?.addr.ip())
+        let conn = self.sessions.conn_of(user)?;
+        Some(self.conns.get(&conn)?.addr.ip())
     }
 }
 

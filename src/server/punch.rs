@@ -166,16 +166,16 @@ impl Engine {
     /// The control connection's address of `user` as we see it (after any
     /// NAT on the way): where a simultaneous open must aim.
     fn observed(&self, user: UserIdx) -> Option<SocketAddr> {
-        let s = self.sessions.get(&user)?;
-        let a = self.conns.get(&s.conn)?.addr;
+        let conn = self.sessions.conn_of(user)?;
+        let a = self.conns.get(&conn)?.addr;
         Some(SocketAddr::new(a.ip().to_canonical(), a.port()))
     }
 
     /// `EVENT SYNC` to both sides of `requester → acceptor`, timed from now.
     pub(super) fn start_punch(&mut self, now: Instant, requester: UserIdx, acceptor: UserIdx) {
         let (Some(rc), Some(ac)) = (
-            self.sessions.get(&requester).map(|s| s.conn),
-            self.sessions.get(&acceptor).map(|s| s.conn),
+            self.sessions.conn_of(requester),
+            self.sessions.conn_of(acceptor),
         ) else {
             return;
         };
@@ -221,7 +221,7 @@ impl Engine {
             (requester, acceptor, aa, schedule.requester_in),
             (acceptor, requester, ra, schedule.acceptor_in),
         ] {
-            let Some(c) = self.sessions.get(&to).map(|s| s.conn) else {
+            let Some(c) = self.sessions.conn_of(to) else {
                 continue;
             };
             let user = self.accounts.name(other).to_owned();

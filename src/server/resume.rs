@@ -394,7 +394,7 @@ impl Engine {
         let serial = {
             let s = self.sessions.get_mut(&user).expect("just started");
             s.reauth_at = reauth_at;
-            s.serial
+            s.serial()
         };
         self.timers
             .arm(reauth_at, super::engine::Timer::Reauth(user, serial));
