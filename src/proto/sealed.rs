@@ -29,9 +29,8 @@
 //! `ACK <id>`, `PING`; `CHALLENGE <cookie>`, `OK REGISTER`, `PONG`, `BCAST …`),
 //! optionally followed by `\n` and padding, which is ignored.
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use hkdf::Hkdf;
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
@@ -173,11 +172,31 @@ impl ReplayWindow {
     }
 }
 
+/// One direction's ChaCha20-Poly1305 key, as its 32 bytes.
+///
+/// ring, not the `chacha20poly1305` crate: on a datagram of ~100 bytes that
+/// crate's AVX2 Poly1305 (built for long messages: it precomputes powers of
+/// the key for every message and finalizes four lanes) cost ~4.7 µs per seal
+/// on the bench machine, ring's integrated ChaCha20-Poly1305 ~0.7 µs (the
+/// same AEAD, RFC 8439: the bytes on the wire do not change). A ring key
+/// object is sized for AES-GCM's key schedule (544 bytes) whatever the
+/// algorithm, so a session keeps the 32 bytes and builds the key per
+/// datagram: a copy, ChaCha20 has no key schedule.
+struct AeadKey([u8; 32]);
+
+impl AeadKey {
+    fn key(&self) -> LessSafeKey {
+        let k = UnboundKey::new(&CHACHA20_POLY1305, &self.0)
+            .expect("32 bytes is a ChaCha20-Poly1305 key");
+        LessSafeKey::new(k)
+    }
+}
+
 /// One end of a sealed session.
 pub struct Channel {
     id: SessionId,
-    seal: ChaCha20Poly1305,
-    open: ChaCha20Poly1305,
+    seal: AeadKey,
+    open: AeadKey,
     next: u64,
     replay: ReplayWindow,
 }
@@ -211,8 +230,8 @@ impl Channel {
         };
         Channel {
             id: SessionId(id),
-            seal: ChaCha20Poly1305::new(Key::from_slice(&seal)),
-            open: ChaCha20Poly1305::new(Key::from_slice(&open)),
+            seal: AeadKey(seal),
+            open: AeadKey(open),
             next: 0,
             replay: ReplayWindow::default(),
         }
@@ -246,9 +265,10 @@ impl Channel {
         let (header, text) = out.split_at_mut(HEADER_LEN);
         let tag = self
             .seal
-            .encrypt_in_place_detached(&nonce(n), header, text)
+            .key()
+            .seal_in_place_separate_tag(nonce(n), Aad::from(&*header), text)
             .expect("a datagram is far below the AEAD's length limit");
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
         Some(out)
     }
 
@@ -265,19 +285,22 @@ impl Channel {
         }
         let (header, rest) = datagram.split_at(HEADER_LEN);
         let (text, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let tag = Tag::try_from(tag).map_err(|_| OpenError::Malformed)?;
         let mut body = text.to_vec();
         self.open
-            .decrypt_in_place_detached(&nonce(n), header, &mut body, Tag::from_slice(tag))
+            .key()
+            .open_in_place_separate_tag(nonce(n), Aad::from(header), tag, &mut body, 0..)
             .map_err(|_| OpenError::Forged)?;
         self.replay.accept(n);
         Ok(body)
     }
 }
 
+/// The counter is the nonce: unique per key, since `seal` never repeats one.
 fn nonce(n: u64) -> Nonce {
     let mut b = [0u8; 12];
     b[4..].copy_from_slice(&n.to_be_bytes());
-    *Nonce::from_slice(&b)
+    Nonce::assume_unique_for_key(b)
 }
 
 #[cfg(test)]
@@ -420,6 +443,36 @@ mod tests {
         let ping = c.seal_request(&UdpRequest::Ping).unwrap();
         assert_eq!(ping.len(), OVERHEAD + b"PING".len());
         assert_eq!(s.open(&ping).unwrap(), b"PING");
+    }
+
+    /// The wire did not change with the AEAD implementation: every datagram
+    /// is byte for byte what the RustCrypto `chacha20poly1305` crate (used
+    /// before ring) produces from the same key, nonce and header, and what
+    /// it seals opens here. Old clients and servers still interoperate.
+    #[test]
+    fn sealed_bytes_match_the_rustcrypto_chacha20poly1305_crate() {
+        use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+        let secret = UdpSecret::from_bytes([42; SECRET_LEN]);
+        let hk = Hkdf::<Sha256>::new(Some(b"peerline udp v1"), &secret.0);
+        let mut c2s = [0u8; 32];
+        hk.expand(b"client to server key", &mut c2s).unwrap();
+        let theirs = chacha20poly1305::ChaCha20Poly1305::new(&c2s.into());
+        let (mut c, mut s) = pair();
+        for (i, body) in [&b""[..], b"PING", &[0xA5; 300][..]].iter().enumerate() {
+            let ours = c.seal(body).unwrap();
+            let n = i as u64;
+            let mut nb = [0u8; 12];
+            nb[4..].copy_from_slice(&n.to_be_bytes());
+            let mut expect = ours[..HEADER_LEN].to_vec();
+            expect.extend_from_slice(body);
+            let (header, text) = expect.split_at_mut(HEADER_LEN);
+            let tag = theirs
+                .encrypt_in_place_detached(&nb.into(), header, text)
+                .unwrap();
+            expect.extend_from_slice(&tag);
+            assert_eq!(ours, expect, "body {i}");
+            assert_eq!(s.open(&expect).unwrap(), *body);
+        }
     }
 
     #[test]
