@@ -1,5 +1,6 @@
-//! Non-blocking socket plumbing shared by both drivers: bounded output buffers,
-//! fair reads into a [`LineReader`], and a UDP send queue that never drops on
+//! Non-blocking socket plumbing shared by both drivers: one connection life
+//! cycle ([`Connection`], in `netio/conn.rs`), bounded output buffers, fair
+//! reads into a [`LineReader`], and a UDP send queue that never drops on
 //! `WouldBlock`. No protocol knowledge lives here.
 
 use std::collections::VecDeque;
@@ -12,6 +13,9 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use crate::proto::{Frame, LineReader};
+
+mod conn;
+pub use conn::{Connection, Fate, HalfClose, Next, ReadsDue};
 
 /// How much one connection may read in one turn before others get theirs.
 pub const READ_BUDGET: usize = 64 * 1024;

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
@@ -21,10 +21,10 @@ use super::render::{Renderer, Style};
 use super::stdin::{Kind as StdinKind, Stdin};
 use super::terminal::{self, Terminal, Typed};
 use crate::netio::{
-    enable_keepalive, interest, read_chunks, OutBuffer, Overflow, ReadStatus, UdpQueue,
+    enable_keepalive, Connection, Fate, Next, OutBuffer, Overflow, ReadStatus, ReadsDue, UdpQueue,
 };
 use crate::proto::datagram::MAX_DATAGRAM;
-use crate::proto::{Frame, LineReader};
+use crate::proto::Frame;
 use crate::signals::SignalPipe;
 use crate::tls::Layer;
 
@@ -86,28 +86,19 @@ enum Kind {
     Link,
 }
 
+/// The server connection or a peer link: the life cycle shared with the
+/// server (`netio::Connection`: stream, layer, reader, output, close) and
+/// what only the client keeps for it. Plain, or TLS for the server
+/// connection; a link's bytes are read raw (its encryption is the engine's).
 struct Conn {
-    stream: TcpStream,
-    /// Plain, or TLS for the server connection; the rustls connection (for
-    /// `export_keying_material` after the handshake) is `layer.tls_conn()`.
-    layer: Layer,
+    io: Connection<TcpStream>,
     kind: Kind,
     /// The engine's id for a link (never reused, unlike the slab key).
     link: LinkId,
-    reader: LineReader,
-    out: OutBuffer,
     /// A dial in progress: writable readiness tells whether it worked.
     connecting: bool,
-    /// Write what is queued, then shut down and drain until EOF or the deadline.
-    closing: Option<Instant>,
-    /// Read budget ran out with data left: read again without an event.
-    more: bool,
-    /// The server connection's datagram secret went to the engine.
-    udp_secret_given: bool,
-    dead: bool,
     /// The engine already forgot this connection; do not report its end.
     engine_knows: bool,
-    registered: Option<Interest>,
 }
 
 impl Conn {
@@ -118,29 +109,12 @@ impl Conn {
             LINK_OUT_CAP
         };
         Conn {
-            stream,
-            layer: Layer::Plain,
+            io: Connection::new(stream, Layer::Plain, cap),
             kind,
             link,
-            reader: LineReader::new(),
-            out: OutBuffer::with_cap(cap),
             connecting,
-            closing: None,
-            more: false,
-            udp_secret_given: false,
-            dead: false,
             engine_knows: true,
-            registered: None,
         }
-    }
-
-    /// Interest from state: always readable while alive (EOF and drain),
-    /// writable while bytes wait or a dial is in progress.
-    fn wanted(&self) -> Option<Interest> {
-        interest(
-            !self.dead,
-            !self.dead && (self.connecting || self.layer.wants_write(&self.out)),
-        )
     }
 }
 
@@ -254,6 +228,9 @@ struct Driver {
     udp_queue: UdpQueue,
     udp_registered_write: bool,
     server_addr: SocketAddr,
+    /// Connections whose read budget ran out with data left: read again
+    /// next turn without an event (`netio::ReadsDue`).
+    reads_due: ReadsDue,
     stdin: Stdin,
     stdin_more: bool,
     signals: SignalPipe,
@@ -289,7 +266,7 @@ pub fn run(opts: Options) -> io::Result<i32> {
     let mut server = Conn::new(TcpStream::from_std(std_stream), Kind::Server, 0, false);
     match &opts.tls {
         Some(tls) => match tls.layer() {
-            Ok(layer) => server.layer = layer,
+            Ok(layer) => server.io.layer = layer,
             Err(e) => {
                 eprintln!("peerline-client: {e}");
                 return Ok(1);
@@ -298,13 +275,13 @@ pub fn run(opts: Options) -> io::Result<i32> {
         // An empty line (ignored by the protocol) tells the server at once
         // that this is no TLS client, so it greets without waiting.
         None => {
-            let _ = server.out.push_line("");
+            let _ = server.io.out.push_line("");
         }
     }
     let key = conns.vacant_key();
-    poll.registry()
-        .register(&mut server.stream, Token(key), Interest::READABLE)?;
-    server.registered = Some(Interest::READABLE);
+    server
+        .io
+        .sync_interest(poll.registry(), Token(key), false)?;
     conns.insert(server);
 
     let mut listener =
@@ -377,6 +354,7 @@ pub fn run(opts: Options) -> io::Result<i32> {
         udp_queue: UdpQueue::with_caps(UDP_QUEUE_DATAGRAMS, UDP_QUEUE_BYTES),
         udp_registered_write: false,
         server_addr,
+        reads_due: ReadsDue::default(),
         stdin,
         stdin_more: false,
         signals,
@@ -405,10 +383,10 @@ impl Driver {
             // them: a stale event for the same token cannot hit a new socket.
             let link_keys = &mut self.link_keys;
             self.conns.retain(|_, c| {
-                if c.dead && c.kind == Kind::Link {
+                if c.io.is_gone() && c.kind == Kind::Link {
                     link_keys.remove(&c.link);
                 }
-                !c.dead
+                !c.io.is_gone()
             });
 
             let timeout = self.poll_timeout();
@@ -441,16 +419,16 @@ impl Driver {
             if self.stdin_more || (self.stdin.kind() == StdinKind::Direct && !self.stdin.ended()) {
                 self.read_stdin();
             }
-            let more: Vec<usize> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.more)
-                .map(|(k, _)| k)
-                .collect();
-            for key in more {
-                self.conn_event(key, true, false);
+            for key in self.reads_due.take() {
+                if self
+                    .conns
+                    .get_mut(key)
+                    .is_some_and(|c| c.io.take_read_again())
+                {
+                    self.conn_event(key, true, false);
+                }
             }
-            self.expire_lingering();
+            self.settle_all();
             self.engine.handle(now(), Input::Timeout);
         }
     }
@@ -458,14 +436,14 @@ impl Driver {
     fn poll_timeout(&self) -> Option<Duration> {
         let busy = self.stdin_more
             || (self.stdin.kind() == StdinKind::Direct && !self.stdin.ended())
-            || self.conns.iter().any(|(_, c)| c.more);
+            || !self.reads_due.is_empty();
         if busy {
             return Some(Duration::ZERO);
         }
         let lingering = self
             .conns
             .iter()
-            .filter_map(|(_, c)| c.closing.map(|t| t + LINGER));
+            .filter_map(|(_, c)| c.io.closing_deadline());
         let deadline = self
             .engine
             .poll_timeout()
@@ -513,7 +491,7 @@ impl Driver {
                     if let Some(key) = self.server_key() {
                         let c = &mut self.conns[key];
                         c.engine_knows = false;
-                        c.dead = true;
+                        c.io.mark_gone();
                     }
                 }
                 Output::Prompt(text) => match self.term.as_mut() {
@@ -548,7 +526,7 @@ impl Driver {
                 Output::CloseLink(link) => {
                     if let Some(c) = self.link_key(link).and_then(|k| self.conns.get_mut(k)) {
                         c.engine_knows = false;
-                        c.closing.get_or_insert(Instant::now());
+                        c.io.begin_close(Instant::now() + LINGER);
                         Self::flush_conn(c);
                     }
                 }
@@ -569,7 +547,7 @@ impl Driver {
     fn server_key(&self) -> Option<usize> {
         self.conns
             .iter()
-            .find(|(_, c)| c.kind == Kind::Server && !c.dead)
+            .find(|(_, c)| c.kind == Kind::Server && !c.io.is_gone())
             .map(|(k, _)| k)
     }
 
@@ -577,7 +555,7 @@ impl Driver {
     fn link_key(&self, link: LinkId) -> Option<usize> {
         let key = *self.link_keys.get(&link)?;
         let c = self.conns.get(key)?;
-        (c.kind == Kind::Link && c.link == link && !c.dead).then_some(key)
+        (c.kind == Kind::Link && c.link == link && !c.io.is_gone()).then_some(key)
     }
 
     /// A slab slot for a new link connection, under a fresh link id.
@@ -601,32 +579,25 @@ impl Driver {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if push(&mut c.out).is_err() {
+        if push(&mut c.io.out).is_err() {
             log::warn!("connection {key} is not reading; dropping it");
             self.kill(key);
             return;
         }
         Self::flush_conn(c);
-        if c.dead {
+        if c.io.is_gone() {
             self.report_end(key);
         }
     }
 
     /// Writes what is queued (unless a dial is still in progress); a closing
-    /// connection is shut down for writing once empty.
+    /// connection is shut down for writing once empty (`Connection::flush`).
     fn flush_conn(c: &mut Conn) {
-        if c.connecting || c.dead {
+        if c.connecting {
             return;
         }
-        match c.layer.flush(&mut c.out, &mut c.stream) {
-            Ok(true) if c.closing.is_some() => {
-                let _ = c.stream.shutdown(Shutdown::Write);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                log::debug!("write failed: {e}");
-                c.dead = true;
-            }
+        if let Err(e) = c.io.flush() {
+            log::debug!("write failed: {e}");
         }
     }
 
@@ -642,7 +613,7 @@ impl Driver {
                 // pin (a key that changed meanwhile is refused, exit 4).
                 match &self.tls {
                     Some(tls) => match tls.layer() {
-                        Ok(layer) => conn.layer = layer,
+                        Ok(layer) => conn.io.layer = layer,
                         Err(e) => {
                             log::warn!("reconnect: {e}");
                             self.engine.handle(now(), Input::ServerClosed);
@@ -650,7 +621,7 @@ impl Driver {
                         }
                     },
                     None => {
-                        let _ = conn.out.push_line("");
+                        let _ = conn.io.out.push_line("");
                     }
                 }
                 self.conns.insert(conn);
@@ -691,7 +662,7 @@ impl Driver {
             .server_key()
             .map(|k| &self.conns[k])
             .filter(|c| !c.connecting)
-            .map(|c| c.stream.local_addr());
+            .map(|c| c.io.stream.local_addr());
         let opened = match local {
             Some(Ok(local)) => super::shared_port::connect_nonblocking(Some(local), addr),
             Some(Err(e)) => Err(e),
@@ -716,7 +687,7 @@ impl Driver {
     /// Marks a connection dead and tells the engine, if it still cares.
     fn kill(&mut self, key: usize) {
         if let Some(c) = self.conns.get_mut(key) {
-            c.dead = true;
+            c.io.mark_gone();
         }
         self.report_end(key);
     }
@@ -739,21 +710,10 @@ impl Driver {
     fn update_interests(&mut self) {
         let registry = self.poll.registry();
         for (key, c) in self.conns.iter_mut() {
-            let want = c.wanted();
-            if want == c.registered {
-                continue;
-            }
-            let result = match (c.registered, want) {
-                (None, Some(i)) => registry.register(&mut c.stream, Token(key), i),
-                (Some(_), Some(i)) => registry.reregister(&mut c.stream, Token(key), i),
-                (Some(_), None) => registry.deregister(&mut c.stream),
-                (None, None) => Ok(()),
-            };
-            if let Err(e) = result {
+            if let Err(e) = c.io.sync_interest(registry, Token(key), c.connecting) {
                 log::warn!("cannot register connection {key}: {e}");
-                c.dead = true;
+                c.io.mark_gone();
             }
-            c.registered = want;
         }
         let udp_write = !self.udp_queue.is_empty();
         if udp_write != self.udp_registered_write {
@@ -770,7 +730,7 @@ impl Driver {
         let newly_dead: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.dead && c.engine_knows)
+            .filter(|(_, c)| c.io.is_gone() && c.engine_knows)
             .map(|(k, _)| k)
             .collect();
         for key in newly_dead {
@@ -778,24 +738,28 @@ impl Driver {
         }
     }
 
-    fn expire_lingering(&mut self) {
+    /// The end of a turn for every connection (`Connection::settle`): what
+    /// waits is written, a closing one gets its FIN once its lines are out
+    /// and ends when the peer closed too or its linger deadline passed. A
+    /// failed write is reported by `update_interests`.
+    fn settle_all(&mut self) {
         let now = Instant::now();
         for (_, c) in self.conns.iter_mut() {
-            if c.closing.is_some_and(|t| now >= t + LINGER) {
-                c.dead = true;
+            if !c.connecting && c.io.settle(now) == Fate::Failed {
+                log::debug!("write failed");
             }
         }
     }
 
     /// Best effort on the way out: queued lines (BYE, QUIT) are small and the
-    /// sockets' buffers take them at once.
+    /// sockets' buffers take them at once; each connection is closed in
+    /// order (TLS `close_notify`, FIN) if its lines went out.
     fn flush_on_exit(&mut self) {
+        let now = Instant::now();
         for (_, c) in self.conns.iter_mut() {
             c.connecting = false;
-            let _ = c.layer.flush(&mut c.out, &mut c.stream);
-            c.layer.close_notify();
-            let _ = c.layer.flush(&mut c.out, &mut c.stream);
-            let _ = c.stream.shutdown(Shutdown::Write);
+            c.io.begin_close(now);
+            let _ = c.io.flush();
         }
         self.udp_queue.flush(&self.udp);
     }
@@ -929,7 +893,7 @@ impl Driver {
                 if let Some(c) = self.conns.get_mut(key) {
                     // Nothing more to tell the engine: we are leaving.
                     c.engine_knows = false;
-                    c.dead = true;
+                    c.io.mark_gone();
                 }
             }
             None => {
@@ -943,12 +907,12 @@ impl Driver {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if c.dead {
+        if c.io.is_gone() {
             return;
         }
         if c.connecting && writable {
             // The mio way to learn how a non-blocking connect ended.
-            match (c.stream.take_error(), c.stream.peer_addr()) {
+            match (c.io.stream.take_error(), c.io.stream.peer_addr()) {
                 (Ok(None), Ok(_)) => {
                     c.connecting = false;
                     if c.kind == Kind::Server {
@@ -966,57 +930,69 @@ impl Driver {
             Self::flush_conn(c);
         }
         if readable && !c.connecting {
-            // Server lines are split here; a link's bytes go to the engine
-            // as they are (its wire tells plaintext from encrypted frames).
-            let mut frames: Vec<Frame> = Vec::new();
-            let mut chunks: Vec<Vec<u8>> = Vec::new();
-            let status = match c.kind {
-                Kind::Server => match c
-                    .layer
-                    .read_frames(&mut c.stream, &mut c.reader, |f| frames.push(f))
-                {
-                    Ok(status) => status,
-                    Err(e) => {
-                        // Send rustls' alert if the socket takes it.
-                        let _ = c.layer.flush(&mut c.out, &mut c.stream);
-                        return self.tls_failed(key, e);
-                    }
-                },
-                Kind::Link => read_chunks(&mut c.stream, |b| chunks.push(b.to_vec())),
+            match c.kind {
+                Kind::Server => self.read_server(key),
+                Kind::Link => self.read_link(key),
+            }
+        }
+        if self.conns.get(key).is_some_and(|c| c.io.is_gone()) {
+            self.report_end(key);
+        }
+    }
+
+    /// The server connection's input (`Connection::next_input`): its lines,
+    /// and once its TLS handshake is done the datagram secret, before any
+    /// line that came with the handshake's end (the engine seals the
+    /// datagrams of the session it logs in on this connection). The server
+    /// closing its side ends the connection.
+    fn read_server(&mut self, key: usize) {
+        let mut taken = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
             };
-            if c.layer.is_tls() {
+            match c.io.next_input(&mut taken) {
+                Next::Frame(frame) => self.engine.handle(now(), Input::Server(frame)),
+                Next::Secret(secret) => self.engine.handle(now(), Input::UdpSecret(secret)),
+                Next::Budget => {
+                    self.reads_due.schedule(key, &mut c.io);
+                    break;
+                }
+                Next::Drained => break,
+                Next::Ended => {
+                    c.io.mark_gone();
+                    break;
+                }
+                Next::Failed(e) => return self.tls_failed(key, e),
+            }
+        }
+        if let Some(c) = self.conns.get_mut(key) {
+            if c.io.layer.is_tls() {
                 // Handshake records (or our queued lines, once it is done).
                 Self::flush_conn(c);
             }
-            // The handshake just finished: the engine seals the datagrams of
-            // the session it logs in on this connection (before OK LOGIN,
-            // which can only come after the handshake).
-            let mut secret = None;
-            if c.kind == Kind::Server && !c.udp_secret_given {
-                secret = c.layer.udp_secret();
-                c.udp_secret_given = secret.is_some();
-            }
-            c.more = status == ReadStatus::MoreWaiting;
-            if status == ReadStatus::Closed {
-                c.dead = true;
-            }
-            let link = c.link;
-            let closing = c.closing.is_some();
-            if let Some(secret) = secret {
-                self.engine.handle(now(), Input::UdpSecret(secret));
-            }
-            // A closing connection is only drained: the engine is done with it.
-            if !closing {
-                for frame in frames {
-                    self.engine.handle(now(), Input::Server(frame));
-                }
-                for bytes in chunks {
-                    self.engine.handle(now(), Input::LinkBytes { link, bytes });
-                }
-            }
         }
-        if self.conns.get(key).is_some_and(|c| c.dead) {
-            self.report_end(key);
+    }
+
+    /// A link's bytes go to the engine as they are (its wire tells
+    /// plaintext from encrypted frames); a closing link is only drained, the
+    /// engine is done with it. The peer closing its side ends the link.
+    fn read_link(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        let status = c.io.read_bytes(|b| chunks.push(b.to_vec()));
+        match status {
+            ReadStatus::MoreWaiting => self.reads_due.schedule(key, &mut c.io),
+            ReadStatus::Closed => c.io.mark_gone(),
+            ReadStatus::Drained => {}
+        }
+        let link = c.link;
+        if !c.io.is_closing() {
+            for bytes in chunks {
+                self.engine.handle(now(), Input::LinkBytes { link, bytes });
+            }
         }
     }
 }

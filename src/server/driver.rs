@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
@@ -26,11 +26,8 @@ use super::metrics::{self, MetricsServer};
 use super::persist::Persist;
 use super::store::Store;
 use super::tls::{HandshakeBudget, TlsIdentity};
-use crate::netio::{
-    self, enable_keepalive, set_int_option, Chunk, OutBuffer, ReadStatus, READ_BUDGET,
-};
+use crate::netio::{self, enable_keepalive, set_int_option, Connection, Fate, Next, ReadsDue};
 use crate::proto::datagram::MAX_DATAGRAM;
-use crate::proto::LineReader;
 use crate::signals::SignalPipe;
 use crate::tls::layer::TLS_HANDSHAKE_BYTE;
 use crate::tls::Layer;
@@ -56,32 +53,15 @@ const SNIFF_WAIT: Duration = Duration::from_millis(250);
 /// Rounds of "end the turn, run what that produced" per loop turn (see `run`).
 const END_ROUNDS: usize = 16;
 
+/// A control connection: the life cycle shared with the client
+/// (`netio::Connection`: stream, layer, reader, output, close) and what only
+/// the server keeps for it.
 struct Conn {
-    stream: TcpStream,
-    /// Plain or TLS between the socket and `reader`/`out`; the rustls
-    /// connection (for `export_keying_material`) is `layer.tls_conn()`.
-    layer: Layer,
-    reader: LineReader,
-    out: OutBuffer,
-    registered: Interest,
+    io: Connection<TcpStream>,
     /// Whether input may be taken now (engine backlog, output backpressure).
     gate: ReadGate,
-    /// On `Driver::reads_due`: read next turn without waiting for an edge.
-    /// Cleared whenever it is taken off that list, read or not, so the next
-    /// `read_next_turn` always puts it back (a flag left set there once lost
-    /// the wake-up for good).
-    read_again: bool,
-    /// Set once we decided to close: when to give up lingering.
-    closing: Option<Instant>,
-    wrote_fin: bool,
     /// On `Driver::dirty`: `end_turn` must look at this connection.
     dirty: bool,
-    /// The peer sent FIN (or the read failed): nothing more to read, but it
-    /// may still be reading our replies (`nc -N`), so this is not `gone`.
-    input_ended: bool,
-    gone: bool,
-    /// The engine has this TLS connection's datagram secret.
-    udp_secret_given: bool,
 }
 
 pub struct Driver {
@@ -107,9 +87,8 @@ pub struct Driver {
     /// costs what happened in it, not the number of connections: a fan-out to
     /// 10,000 users takes some 20 turns, and each used to walk all 10,000.
     dirty: Vec<usize>,
-    /// Connections with `read_again` set (checked again when taken: a slot may
-    /// have been freed and reused since).
-    reads_due: Vec<usize>,
+    /// Connections to read next turn without an event (`netio::ReadsDue`).
+    reads_due: ReadsDue,
     /// Connections with `closing` set; few at any time.
     lingering: Vec<usize>,
     udp_registered: Interest,
@@ -265,7 +244,7 @@ impl Driver {
             signals,
             conns: Slab::new(),
             dirty: Vec::new(),
-            reads_due: Vec::new(),
+            reads_due: ReadsDue::default(),
             lingering: Vec::new(),
             udp_registered: Interest::READABLE,
             engine,
@@ -380,7 +359,7 @@ impl Driver {
         let lingering = self
             .lingering
             .iter()
-            .filter_map(|&k| self.conns.get(k)?.closing)
+            .filter_map(|&k| self.conns.get(k)?.io.closing_deadline())
             .min();
         sleep_for(
             now,
@@ -398,36 +377,22 @@ impl Driver {
     fn accept_all(&mut self, now: Instant) {
         loop {
             match self.listener.accept() {
-                Ok((mut stream, addr)) => {
+                Ok((stream, addr)) => {
                     let addr = netio::canonical(addr);
                     enable_keepalive(&stream, KEEPALIVE_IDLE_SECS);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut stream, Token(key), Interest::READABLE)
-                    {
+                    let until = now + SNIFF_WAIT;
+                    let mut io = Connection::new(stream, Layer::Sniffing { until }, OUT_CAP);
+                    if let Err(e) = io.sync_interest(self.poll.registry(), Token(key), false) {
                         log::warn!("cannot register connection from {addr}: {e}");
                         continue;
                     }
-                    self.sniffing.push_back((now + SNIFF_WAIT, key));
+                    self.sniffing.push_back((until, key));
                     entry.insert(Conn {
-                        stream,
-                        layer: Layer::Sniffing {
-                            until: now + SNIFF_WAIT,
-                        },
-                        reader: LineReader::new(),
-                        out: OutBuffer::with_cap(OUT_CAP),
-                        registered: Interest::READABLE,
+                        io,
                         gate: ReadGate::default(),
-                        read_again: false,
-                        closing: None,
-                        wrote_fin: false,
                         dirty: false,
-                        input_ended: false,
-                        gone: false,
-                        udp_secret_given: false,
                     });
                     self.engine.handle(now, Input::Connect { conn: key, addr });
                     self.fds.accepted();
@@ -469,17 +434,18 @@ impl Driver {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if c.gone {
+        if c.io.is_gone() {
             return;
         }
         mark_dirty(&mut self.dirty, key, c);
         if writable {
-            if c.layer.flush(&mut c.out, &mut c.stream).is_err() {
-                c.gone = true;
-                self.engine.handle(now, Input::Disconnect { conn: key });
+            if c.io.flush().is_err() {
+                if !c.io.is_closing() {
+                    self.engine.handle(now, Input::Disconnect { conn: key });
+                }
                 return;
             }
-            if c.gate.output_drained(c.out.len()) {
+            if c.gate.output_drained(c.io.out.len()) {
                 self.read_next_turn(key);
             }
         }
@@ -492,14 +458,13 @@ impl Driver {
         if self.udp_read_again {
             self.recv_datagrams(now);
         }
-        for key in std::mem::take(&mut self.reads_due) {
+        for key in self.reads_due.take() {
             let Some(c) = self.conns.get_mut(key) else {
                 continue;
             };
-            // Off the list now: clear the flag whether or not it is read, so
-            // whatever unblocks it later can schedule it again.
-            let due = std::mem::replace(&mut c.read_again, false);
-            if due && !c.gone {
+            // Off the list now: the flag is cleared whether or not it is
+            // read, so whatever unblocks it later can schedule it again.
+            if c.io.take_read_again() && !c.io.is_gone() {
                 self.read_conn(now, key);
             }
         }
@@ -508,10 +473,7 @@ impl Driver {
     /// Reads `key` again next turn without waiting for a readiness event.
     fn read_next_turn(&mut self, key: usize) {
         if let Some(c) = self.conns.get_mut(key) {
-            if !c.read_again {
-                c.read_again = true;
-                self.reads_due.push(key);
-            }
+            self.reads_due.schedule(key, &mut c.io);
         }
     }
 
@@ -524,8 +486,8 @@ impl Driver {
             }
             self.sniffing.pop_front();
             if let Some(c) = self.conns.get_mut(key) {
-                if matches!(c.layer, Layer::Sniffing { until } if until <= now) {
-                    c.layer = Layer::Plain;
+                if matches!(c.io.layer, Layer::Sniffing { until } if until <= now) {
+                    c.io.layer = Layer::Plain;
                     mark_dirty(&mut self.dirty, key, c);
                 }
             }
@@ -538,40 +500,41 @@ impl Driver {
         let Some(c) = self.conns.get_mut(key) else {
             return false;
         };
-        if !matches!(c.layer, Layer::Sniffing { .. }) {
+        if !matches!(c.io.layer, Layer::Sniffing { .. }) {
             return true;
         }
         let mut first = [0u8; 1];
-        match c.stream.peek(&mut first) {
+        match c.io.stream.peek(&mut first) {
             Ok(1) if first[0] == TLS_HANDSHAKE_BYTE => {
                 match rustls::ServerConnection::new(self.tls.config()) {
                     Ok(tls) => {
-                        c.layer = Layer::tls(tls);
+                        c.io.layer = Layer::tls(tls);
                         self.engine.handle(now, Input::Secure { conn: key });
                     }
                     Err(e) => {
                         log::warn!("cannot start TLS on conn {key}: {e}");
-                        c.layer = Layer::Plain;
+                        c.io.layer = Layer::Plain;
                     }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             // Any other byte, EOF or an error: plain (the read that follows
             // reports EOF and errors as usual).
-            _ => c.layer = Layer::Plain,
+            _ => c.io.layer = Layer::Plain,
         }
         mark_dirty(&mut self.dirty, key, c);
         true
     }
 
     /// Takes a connection's input one frame at a time while its gate is open
-    /// (see `flow.rs`): frames left in the line reader from an earlier pause
-    /// first, then one chunk from the socket at a time (through its TLS
-    /// layer, if any), up to `READ_BUDGET`. Each frame's outputs are executed
-    /// before the next frame is taken, so the gate sees the output it caused.
+    /// (see `flow.rs`), through `netio::Connection::next_input`: frames left
+    /// in the line reader from an earlier pause first, then one chunk from
+    /// the socket at a time (through its TLS layer, if any), up to
+    /// `READ_BUDGET`. Each frame's outputs are executed before the next frame
+    /// is taken, so the gate sees the output it caused.
     fn read_conn(&mut self, now: Instant, key: usize) {
         if let Some(c) = self.conns.get_mut(key) {
-            c.read_again = false;
+            c.io.take_read_again();
         }
         if !self.sniff(now, key) {
             return;
@@ -579,7 +542,7 @@ impl Driver {
         let handshaking = self
             .conns
             .get(key)
-            .is_some_and(|c| c.layer.is_handshaking());
+            .is_some_and(|c| c.io.layer.is_handshaking());
         if !self.handshakes.admit(handshaking) {
             self.read_next_turn(key);
             return;
@@ -587,24 +550,16 @@ impl Driver {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if c.input_ended || c.gone {
+        if c.io.is_gone() {
             return;
         }
-        if c.closing.is_some() {
+        if c.io.is_closing() {
             // Lingering: discard input until the peer closes too; `end_turn`
-            // frees the connection once our last lines are out as well. Through
-            // the layer, so a TLS peer still gets the handshake our last lines
-            // need.
-            let mut sink = LineReader::new();
-            if c.layer.is_tls() {
+            // frees the connection once our last lines are out as well.
+            if c.io.layer.is_tls() {
                 mark_dirty(&mut self.dirty, key, c);
             }
-            if !matches!(
-                c.layer.read_frames(&mut c.stream, &mut sink, |_| {}),
-                Ok(ReadStatus::Drained | ReadStatus::MoreWaiting)
-            ) {
-                c.input_ended = true;
-            }
+            c.io.discard_input();
             return;
         }
         let mut taken = 0;
@@ -612,57 +567,46 @@ impl Driver {
             let Some(c) = self.conns.get_mut(key) else {
                 return;
             };
-            if c.closing.is_some() || c.gone || !c.gate.is_open() {
+            if c.io.is_closing() || c.io.is_gone() || !c.gate.is_open() {
                 // Closed by this input, or stopped: what reopens the gate
                 // schedules the next read.
                 return;
             }
-            if let Some(frame) = c.reader.next_frame() {
-                self.engine.handle(now, Input::Frame { conn: key, frame });
-                self.run_outputs(now);
-                let accepts = self.engine.accepts_input(key);
-                if let Some(c) = self.conns.get_mut(key) {
-                    c.gate.after_frame(accepts, c.out.len());
-                }
-                continue;
-            }
-            if taken >= READ_BUDGET {
-                // Edge-triggered readiness will not repeat: read next turn.
-                self.read_next_turn(key);
-                return;
-            }
-            if c.layer.is_tls() {
+            if c.io.layer.is_tls() {
                 // Records read may need answers (handshake, key update, alerts).
                 mark_dirty(&mut self.dirty, key, c);
             }
-            let chunk = c.layer.read_chunk(&mut c.stream, &mut c.reader);
-            if !c.udp_secret_given {
+            match c.io.next_input(&mut taken) {
+                Next::Frame(frame) => {
+                    self.engine.handle(now, Input::Frame { conn: key, frame });
+                    self.run_outputs(now);
+                    let accepts = self.engine.accepts_input(key);
+                    if let Some(c) = self.conns.get_mut(key) {
+                        c.gate.after_frame(accepts, c.io.out.len());
+                    }
+                }
                 // The handshake has just finished, and no frame that came
                 // with it has reached the engine yet: the session a LOGIN
                 // among them starts is sealed.
-                if let Some(secret) = c.layer.udp_secret() {
-                    c.udp_secret_given = true;
-                    self.engine
-                        .handle(now, Input::TransportSecret { conn: key, secret });
+                Next::Secret(secret) => self
+                    .engine
+                    .handle(now, Input::TransportSecret { conn: key, secret }),
+                Next::Budget => {
+                    // Edge-triggered readiness will not repeat: read next turn.
+                    self.read_next_turn(key);
+                    return;
                 }
-            }
-            match chunk {
-                Ok(Chunk::Got(n)) => taken += n,
-                Ok(Chunk::Drained) => return,
-                Ok(Chunk::Closed) => {
-                    // Possibly only a half-close: the engine answers what was
-                    // sent, then closes. Marking the connection gone here
-                    // dropped those replies (a piped `nc -N` session got
-                    // nothing back).
-                    c.input_ended = true;
+                Next::Drained => return,
+                // Possibly only a half-close: the engine answers what was
+                // sent, then closes. Marking the connection gone here
+                // dropped those replies (a piped `nc -N` session got
+                // nothing back).
+                Next::Ended => {
                     self.engine.handle(now, Input::InputEnd { conn: key });
                     return;
                 }
-                Err(e) => {
+                Next::Failed(e) => {
                     log::info!("conn {key}: {e}; closing");
-                    // Send rustls' alert if the socket takes it; then drop.
-                    let _ = c.layer.flush(&mut c.out, &mut c.stream);
-                    c.gone = true;
                     self.engine.handle(now, Input::Disconnect { conn: key });
                     return;
                 }
@@ -694,12 +638,12 @@ impl Driver {
                     let Some(c) = self
                         .conns
                         .get_mut(conn)
-                        .filter(|c| c.closing.is_none() && !c.gone)
+                        .filter(|c| !c.io.is_closing() && !c.io.is_gone())
                     else {
                         continue;
                     };
                     mark_dirty(&mut self.dirty, conn, c);
-                    if c.out.push_line(&line.wire().to_string()).is_err() {
+                    if c.io.out.push_line(&line.wire().to_string()).is_err() {
                         self.engine.handle(now, Input::Overflow { conn });
                     }
                 }
@@ -709,7 +653,7 @@ impl Driver {
                     if let Some(c) = self.conns.get_mut(conn) {
                         // On a line boundary: the rest of a partly written
                         // line goes out before the notice.
-                        c.out.replace_with_line(&line.wire().to_string());
+                        c.io.out.replace_with_line(&line.wire().to_string());
                     }
                     self.begin_close(now, conn);
                 }
@@ -743,8 +687,7 @@ impl Driver {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        if c.closing.is_none() {
-            c.closing = Some(now + LINGER);
+        if c.io.begin_close(now + LINGER) {
             self.lingering.push(conn);
         }
         mark_dirty(&mut self.dirty, conn, c);
@@ -773,47 +716,32 @@ impl Driver {
                 continue;
             };
             c.dirty = false;
-            if !c.gone
-                && c.layer.wants_write(&c.out)
-                && c.layer.flush(&mut c.out, &mut c.stream).is_err()
-            {
-                c.gone = true;
-                if c.closing.is_none() {
-                    self.engine.handle(now, Input::Disconnect { conn: key });
+            let closing = c.io.is_closing();
+            match c.io.settle(now) {
+                Fate::Open => {}
+                Fate::Failed => {
+                    if !closing {
+                        self.engine.handle(now, Input::Disconnect { conn: key });
+                    }
+                    dead.push(key);
+                    continue;
+                }
+                Fate::Finished => {
+                    dead.push(key);
+                    continue;
                 }
             }
-            if !c.gone && c.gate.output_drained(c.out.len()) && !c.read_again {
-                c.read_again = true;
-                self.reads_due.push(key);
+            if c.gate.output_drained(c.io.out.len()) {
+                self.reads_due.schedule(key, &mut c.io);
             }
-            if let Some(deadline) = c.closing {
-                if c.layer.flushed(&c.out) && !c.wrote_fin {
-                    c.layer.close_notify();
-                    let _ = c.layer.flush(&mut c.out, &mut c.stream);
-                    let _ = c.stream.shutdown(Shutdown::Write);
-                    c.wrote_fin = true;
-                }
-                // Both directions are finished: nothing left to linger for.
-                if now >= deadline || (c.wrote_fin && c.input_ended) {
-                    c.gone = true;
-                }
-            }
-            if c.gone {
-                dead.push(key);
-                continue;
-            }
-            let want = netio::interest(true, c.layer.wants_write(&c.out)).expect("always readable");
-            if want != c.registered {
-                if let Err(e) = registry.reregister(&mut c.stream, Token(key), want) {
-                    log::warn!("reregister conn {key}: {e}");
-                }
-                c.registered = want;
+            if let Err(e) = c.io.sync_interest(registry, Token(key), false) {
+                log::warn!("reregister conn {key}: {e}");
             }
         }
         for key in dead {
             let mut c = self.conns.remove(key);
-            let _ = registry.deregister(&mut c.stream);
-            if c.closing.is_some() {
+            c.io.deregister(registry);
+            if c.io.is_closing() {
                 self.lingering.retain(|&k| k != key);
             }
         }
@@ -967,8 +895,8 @@ impl Driver {
         self.commit(now);
         // Silent connections get their `EVENT CLOSING shutdown` in clear now.
         for (_, c) in self.conns.iter_mut() {
-            if matches!(c.layer, Layer::Sniffing { .. }) {
-                c.layer = Layer::Plain;
+            if matches!(c.io.layer, Layer::Sniffing { .. }) {
+                c.io.layer = Layer::Plain;
             }
         }
         self.engine.handle(now, Input::Shutdown);
@@ -979,8 +907,7 @@ impl Driver {
         while Instant::now() < deadline {
             let now = Instant::now();
             self.end_turn(now);
-            if self.conns.iter().all(|(_, c)| c.layer.flushed(&c.out)) && self.udp_queue.is_empty()
-            {
+            if self.conns.iter().all(|(_, c)| c.io.flushed()) && self.udp_queue.is_empty() {
                 break;
             }
             let _ = self.poll.poll(&mut events, Some(Duration::from_millis(20)));
