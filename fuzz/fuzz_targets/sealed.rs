@@ -1,0 +1,59 @@
+//! Sealed datagrams (`proto::sealed`): a channel opens nothing it did not
+//! seal, never panics on any bytes, and never accepts a datagram twice.
+//!
+//! The input drives a short session: the client seals bodies taken from the
+//! input, and the server is handed either those datagrams (possibly with
+//! bytes flipped, truncated or replayed) or raw input bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use peerline::proto::sealed::{self, Channel, OpenError, Role, UdpSecret, SECRET_LEN};
+
+fuzz_target!(|data: &[u8]| {
+    let secret = UdpSecret::from_bytes([7; SECRET_LEN]);
+    let mut client = Channel::new(&secret, Role::Client);
+    let mut server = Channel::new(&secret, Role::Server);
+    let mut sent: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut opened = std::collections::HashSet::new();
+    // Commands: [op, len, bytes...]
+    let mut rest = data;
+    while let [op, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (arg, tail) = tail.split_at(n);
+        rest = tail;
+        let _ = sealed::session_id(arg);
+        let _ = sealed::unpad(arg);
+        match op % 4 {
+            // Seal a body and deliver it intact: it opens to that body, once.
+            0 => {
+                let d = client.seal(arg).expect("few datagrams");
+                assert_eq!(server.open(&d).as_deref(), Ok(arg));
+                assert!(opened.insert(d.clone()));
+                sent.push((d, arg.to_vec()));
+            }
+            // Replay one already delivered: refused.
+            1 if !sent.is_empty() => {
+                let (d, _) = &sent[usize::from(*len) % sent.len()];
+                assert_eq!(server.open(d), Err(OpenError::Replayed));
+            }
+            // A sealed datagram with bytes changed or cut: never opens as
+            // something that was not sealed.
+            2 => {
+                let mut d = client.seal(b"PING").expect("few datagrams");
+                for (i, b) in arg.iter().enumerate() {
+                    let at = (usize::from(*b) + i * 31) % d.len();
+                    d[at] ^= b | 1;
+                }
+                if arg.len() % 3 == 1 {
+                    d.truncate(d.len() - arg.len().min(d.len()));
+                }
+                if let Ok(body) = server.open(&d) {
+                    assert_eq!(body, b"PING", "an altered datagram opened");
+                    assert!(opened.insert(d));
+                }
+            }
+            // Raw bytes: nothing opens.
+            _ => assert!(server.open(arg).is_err(), "forged bytes opened"),
+        }
+    }
+});
