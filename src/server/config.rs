@@ -357,6 +357,109 @@ fn source_of(m: &ArgMatches, id: &str) -> Option<Source> {
     }
 }
 
+/// The command line with the `--config` file's settings put first, as flags
+/// (so a flag after them wins: `args_override_self`), and the ids of the
+/// settings the file gave.
+fn with_file_settings(
+    args: &[OsString],
+    first: &ArgMatches,
+    config_file: Option<&Path>,
+) -> Result<(Vec<OsString>, Vec<String>), ConfigError> {
+    let mut merged = vec![args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "peerline-server".into())];
+    let mut from_file = Vec::new();
+    if let Some(path) = config_file {
+        let (extra, ids) = file_args(path, |id| source_of(first, id).is_some())?;
+        merged.extend(extra);
+        from_file = ids;
+    }
+    merged.extend(args.iter().skip(1).cloned());
+    Ok((merged, from_file))
+}
+
+/// Where each setting came from (`--check` prints it), by long flag name.
+fn setting_sources(first: &ArgMatches, from_file: &[String]) -> BTreeMap<String, Source> {
+    file_keys()
+        .into_iter()
+        .map(|(id, long)| {
+            let source = if from_file.contains(&id) {
+                Source::File
+            } else {
+                source_of(first, &id).unwrap_or(Source::Default)
+            };
+            (long, source)
+        })
+        .collect()
+}
+
+/// The subcommand (or `--check`, or running the server) the arguments ask for.
+fn command_of(check: bool, sub: Option<Sub>) -> Result<Command, ConfigError> {
+    Ok(match (check, sub) {
+        (true, None) => Command::Check,
+        (true, Some(_)) => {
+            return Err(ConfigError::Bad(
+                "--check runs alone, without a subcommand".into(),
+            ))
+        }
+        (false, None) => Command::Run,
+        (false, Some(Sub::Completions { shell })) => Command::Completions {
+            shell: shell.to_string(),
+        },
+        (false, Some(Sub::Man)) => Command::Man,
+        (false, Some(Sub::Stats)) => Command::Stats,
+        (false, Some(Sub::User { action })) => Command::User(user_command(action)),
+        (false, Some(Sub::Fingerprint)) => Command::Fingerprint,
+    })
+}
+
+fn user_command(action: UserSub) -> UserCommand {
+    match action {
+        UserSub::Add {
+            user,
+            password_stdin,
+        } => UserCommand::Add {
+            user,
+            password_stdin,
+        },
+        UserSub::Passwd {
+            user,
+            password_stdin,
+        } => UserCommand::Passwd {
+            user,
+            password_stdin,
+        },
+        UserSub::Del { user } => UserCommand::Del { user },
+        UserSub::Disable { user } => UserCommand::Disable { user },
+        UserSub::Enable { user } => UserCommand::Enable { user },
+        UserSub::List => UserCommand::List,
+    }
+}
+
+impl ServerArgs {
+    /// The engine's knobs among the settings.
+    fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            session_ttl: self.session_ttl,
+            reauth_grace: self.reauth_grace,
+            broadcast_ttl: self.broadcast_ttl,
+            request_ttl: self.request_ttl,
+            idle_timeout: self.idle_timeout,
+            max_clients: self.max_clients as usize,
+            kdf_iterations: self.kdf_iterations,
+            welcome: self.welcome.clone(),
+            plaintext: self.plaintext,
+            max_per_ip: self.max_per_ip,
+            login_timeout: self.login_timeout,
+            signup_open: self.signup == Signup::Open,
+            signup_rate: self.signup_rate,
+            broadcast_rate: self.broadcast_rate,
+            ..EngineConfig::default()
+        }
+    }
+}
+
 impl Config {
     /// Parses the process's arguments, environment and `--config` file.
     pub fn from_env() -> Result<(Config, Command), ConfigError> {
@@ -368,36 +471,18 @@ impl Config {
         let first = Cli::command()
             .try_get_matches_from(&args)
             .map_err(from_clap)?;
-        let keys = file_keys();
         let config_file = first.get_one::<PathBuf>("config").cloned();
-        let mut merged = vec![args
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "peerline-server".into())];
-        let mut from_file = Vec::new();
-        if let Some(path) = &config_file {
-            let (extra, ids) = file_args(path, |id| source_of(&first, id).is_some())?;
-            merged.extend(extra);
-            from_file = ids;
-        }
-        // File settings first: a flag after them wins (args_override_self).
-        merged.extend(args.iter().skip(1).cloned());
+        let (merged, from_file) = with_file_settings(&args, &first, config_file.as_deref())?;
         let matches = Cli::command()
             .try_get_matches_from(&merged)
             .map_err(from_clap)?;
         let cli = Cli::from_arg_matches(&matches).map_err(from_clap)?;
-        let mut sources = BTreeMap::new();
-        for (id, long) in &keys {
-            let source = if from_file.contains(id) {
-                Source::File
-            } else {
-                source_of(&first, id).unwrap_or(Source::Default)
-            };
-            sources.insert(long.clone(), source);
-        }
+        let sources = setting_sources(&first, &from_file);
         let s = cli.server;
         let tls = TlsPaths::resolve(&s.data_dir, s.tls_cert.as_deref(), s.tls_key.as_deref())
             .map_err(ConfigError::Bad)?;
+        let command = command_of(cli.check, cli.command)?;
+        let engine = s.engine_config();
         let config = Config {
             tls,
             bind: s.bind,
@@ -406,60 +491,9 @@ impl Config {
             data_dir: s.data_dir,
             config_file,
             metrics: s.metrics,
-            engine: EngineConfig {
-                session_ttl: s.session_ttl,
-                reauth_grace: s.reauth_grace,
-                broadcast_ttl: s.broadcast_ttl,
-                request_ttl: s.request_ttl,
-                idle_timeout: s.idle_timeout,
-                max_clients: s.max_clients as usize,
-                kdf_iterations: s.kdf_iterations,
-                welcome: s.welcome,
-                plaintext: s.plaintext,
-                max_per_ip: s.max_per_ip,
-                login_timeout: s.login_timeout,
-                signup_open: s.signup == Signup::Open,
-                signup_rate: s.signup_rate,
-                broadcast_rate: s.broadcast_rate,
-                ..EngineConfig::default()
-            },
+            engine,
             sources,
             args,
-        };
-        let command = match (cli.check, cli.command) {
-            (true, None) => Command::Check,
-            (true, Some(_)) => {
-                return Err(ConfigError::Bad(
-                    "--check runs alone, without a subcommand".into(),
-                ))
-            }
-            (false, None) => Command::Run,
-            (false, Some(Sub::Completions { shell })) => Command::Completions {
-                shell: shell.to_string(),
-            },
-            (false, Some(Sub::Man)) => Command::Man,
-            (false, Some(Sub::Stats)) => Command::Stats,
-            (false, Some(Sub::User { action })) => Command::User(match action {
-                UserSub::Add {
-                    user,
-                    password_stdin,
-                } => UserCommand::Add {
-                    user,
-                    password_stdin,
-                },
-                UserSub::Passwd {
-                    user,
-                    password_stdin,
-                } => UserCommand::Passwd {
-                    user,
-                    password_stdin,
-                },
-                UserSub::Del { user } => UserCommand::Del { user },
-                UserSub::Disable { user } => UserCommand::Disable { user },
-                UserSub::Enable { user } => UserCommand::Enable { user },
-                UserSub::List => UserCommand::List,
-            }),
-            (false, Some(Sub::Fingerprint)) => Command::Fingerprint,
         };
         Ok((config, command))
     }

@@ -482,10 +482,45 @@ fn run(plan: &Plan) -> (Disk, Outcome) {
     if let Some(op) = plan.crash_at {
         disk.fault_at(base + op, Fault::Crash);
     }
-    let mut signups: Vec<(ConnId, String, String)> = Vec::new();
+    let (signups, sent) = play(&mut rig, &disk, &plan.steps, &senders);
+    if !disk.is_crashed() {
+        rig.settle();
+    }
+    let cut_failed = disk.cut_failed();
+    let mut out = Outcome {
+        crash_unix: rig.unix_now(t0),
+        cut_failed,
+        ops: disk.ops() - base,
+        ..Default::default()
+    };
+    for (c, name, pw) in signups {
+        out.signup_replied(rig.replies(c).first().map(String::as_str), name, pw);
+    }
+    for (i, texts) in sent.into_iter().enumerate() {
+        let mut replies = rig.replies(senders[i]).into_iter();
+        for text in texts {
+            out.broadcast_replied(replies.next().as_deref(), text);
+        }
+    }
+    let keep = plan.keep_eighths;
+    (disk.crashed(|n| n * keep / 8), out)
+}
+
+/// The SIGNUPs sent: (connection, name, password).
+type Signups = Vec<(ConnId, String, String)>;
+
+/// Plays the steps until the disk crashes: the signups sent and each
+/// sender's broadcast texts, in order.
+fn play(
+    rig: &mut Rig,
+    disk: &Disk,
+    steps: &[Step],
+    senders: &[ConnId],
+) -> (Signups, Vec<VecDeque<String>>) {
+    let mut signups = Signups::new();
     let mut sent: Vec<VecDeque<String>> = vec![VecDeque::new(); SENDERS];
     let mut k = 0;
-    for s in &plan.steps {
+    for s in steps {
         match *s {
             Step::Signup { name, pw } => {
                 let c = rig.connect();
@@ -506,61 +541,52 @@ fn run(plan: &Plan) -> (Disk, Outcome) {
             break;
         }
     }
-    if !disk.is_crashed() {
-        rig.settle();
-    }
-    let cut_failed = disk.cut_failed();
-    let mut out = Outcome {
-        crash_unix: rig.unix_now(t0),
-        cut_failed,
-        ops: disk.ops() - base,
-        ..Default::default()
-    };
-    for (c, name, pw) in signups {
-        match rig.replies(c).first().map(String::as_str) {
+    (signups, sent)
+}
+
+impl Outcome {
+    /// Files a SIGNUP by its reply (`None`: none came before the crash).
+    fn signup_replied(&mut self, reply: Option<&str>, name: String, pw: String) {
+        match reply {
             Some(r) if r.starts_with("OK SIGNUP") => {
-                out.signed_up.insert(name, pw);
+                self.signed_up.insert(name, pw);
             }
-            Some(r) if r.starts_with("ERR internal") && !cut_failed => {}
+            Some(r) if r.starts_with("ERR internal") && !self.cut_failed => {}
             Some(r) if r.starts_with("ERR user-exists") => {}
             Some(r) if r.starts_with("ERR internal") => {
-                out.signup_in_doubt.entry(name).or_default().push(pw)
+                self.signup_in_doubt.entry(name).or_default().push(pw)
             }
-            None => out.signup_in_doubt.entry(name).or_default().push(pw),
+            None => self.signup_in_doubt.entry(name).or_default().push(pw),
             Some(r) => panic!("unexpected reply {r}"),
         }
     }
-    for (i, texts) in sent.into_iter().enumerate() {
-        let replies = rig.replies(senders[i]);
-        let mut replies = replies.into_iter();
-        for text in texts {
-            match replies.next() {
-                Some(r) if r.starts_with("OK BROADCAST ") => {
-                    let f: Vec<&str> = r.split(' ').collect();
-                    let id = f[2].parse().unwrap();
-                    let expires = r
-                        .split("expires=")
-                        .nth(1)
-                        .and_then(|e| e.split(' ').next())
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    out.broadcast.insert(text, (id, expires));
-                }
-                Some(r) if r.starts_with("ERR internal") => {
-                    if cut_failed {
-                        out.broadcast_in_doubt.push(text);
-                    } else {
-                        out.refused.push(text);
-                    }
-                }
-                None => out.broadcast_in_doubt.push(text),
-                Some(r) => panic!("unexpected reply {r}"),
+
+    /// Files a BROADCAST by its reply (`None`: none came before the crash).
+    fn broadcast_replied(&mut self, reply: Option<&str>, text: String) {
+        match reply {
+            Some(r) if r.starts_with("OK BROADCAST ") => {
+                let f: Vec<&str> = r.split(' ').collect();
+                let id = f[2].parse().unwrap();
+                let expires = r
+                    .split("expires=")
+                    .nth(1)
+                    .and_then(|e| e.split(' ').next())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                self.broadcast.insert(text, (id, expires));
             }
+            Some(r) if r.starts_with("ERR internal") => {
+                if self.cut_failed {
+                    self.broadcast_in_doubt.push(text);
+                } else {
+                    self.refused.push(text);
+                }
+            }
+            None => self.broadcast_in_doubt.push(text),
+            Some(r) => panic!("unexpected reply {r}"),
         }
     }
-    let keep = plan.keep_eighths;
-    (disk.crashed(|n| n * keep / 8), out)
 }
 
 /// Checks the reopened store against what was confirmed.

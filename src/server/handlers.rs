@@ -240,7 +240,8 @@ impl Engine {
         );
     }
 
-    /// A LOGIN's or SIGNUP's hash is done: decide and reply.
+    /// A hash is done: the command that started it decides and replies (or
+    /// starts its next step: a store write, PASSWD's second hash).
     pub(super) fn hash_done(&mut self, now: Instant, conn: ConnId, job: KdfJob) {
         let derived = job.kdf.result();
         match job.purpose {
@@ -249,23 +250,12 @@ impl Engine {
                 salt,
                 iterations,
             } => {
-                // Another connection may have taken the name while we hashed.
-                if self.name_taken(&name) {
-                    return self.finish_busy(now, conn, ServerLine::err(ErrorCode::UserExists));
-                }
                 let hash = kdf::PasswordHash {
                     iterations,
                     salt,
                     hash: derived,
                 };
-                let created = self.unix_secs(now);
-                // Reserves a sequence number that is never handed out again,
-                // even if this write fails and the name is signed up later.
-                let Ok(row) = self.accounts.signup_row(&name, hash, created) else {
-                    return self.finish_busy(now, conn, ServerLine::err(ErrorCode::UserExists));
-                };
-                self.pending_signups.insert(name.to_ascii_lowercase());
-                self.await_store(conn, Output::StoreUser { conn, row });
+                self.signup_hashed(now, conn, &name, hash)
             }
             Purpose::PasswdCheck {
                 account,
@@ -273,39 +263,20 @@ impl Engine {
                 salt,
                 iterations,
             } => {
-                // The account may have been deleted while we hashed.
                 let good = self
                     .accounts
                     .try_get(account)
                     .is_some_and(|u| u.password_hash.matches(&derived));
-                let name = self
-                    .accounts
-                    .try_get(account)
-                    .map_or_else(String::new, |u| u.username.clone());
-                let src = self.source_of(conn);
-                if !good {
-                    self.guesses.wrong(now, src);
-                    // The same one line as a failed LOGIN, for fail2ban.
-                    log::warn!(
-                        "failed PASSWD for user {} from {} (conn {conn}): wrong old password",
-                        limits::sanitize_for_log(&name),
-                        self.ip_for_log(conn),
-                    );
-                    return self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
-                }
-                self.guesses.right(now, &name);
-                self.start_hash(
-                    conn,
-                    KdfJob {
-                        kdf: *next,
-                        purpose: Purpose::PasswdHash {
-                            account,
-                            salt,
-                            iterations,
-                        },
-                        guess: None,
+                let hash_next = KdfJob {
+                    kdf: *next,
+                    purpose: Purpose::PasswdHash {
+                        account,
+                        salt,
+                        iterations,
                     },
-                );
+                    guess: None,
+                };
+                self.passwd_checked(now, conn, account, good, hash_next)
             }
             Purpose::PasswdHash {
                 account,
@@ -317,88 +288,134 @@ impl Engine {
                     salt,
                     hash: derived,
                 };
-                let Some(name) = self.accounts.try_get(account).map(|u| u.username.clone()) else {
-                    return self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
-                };
-                let Ok(row) = self.accounts.password_row(&name, hash) else {
-                    return self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
-                };
-                self.store_waits
-                    .insert(conn, super::engine::StoreWait::Passwd);
-                self.await_store(conn, Output::StoreUser { conn, row });
+                self.passwd_hashed(now, conn, account, hash)
             }
-            Purpose::Login { account, typed, .. } => {
+            Purpose::Login { account, typed } => {
                 // `try_get`: the account may have been deleted while we hashed.
                 let good = account.filter(|&a| {
                     self.accounts
                         .try_get(a)
                         .is_some_and(|u| u.password_hash.matches(&derived))
                 });
-                if let Some(a) = good.filter(|&a| !self.accounts.get(a).enabled) {
-                    log::warn!(
-                        "refused login for disabled account {:?} (conn {conn})",
-                        self.accounts.name(a)
-                    );
-                    self.stats.logins_failed += 1;
-                    return self.finish_busy(
-                        now,
-                        conn,
-                        ServerLine::err(ErrorCode::AccountDisabled),
-                    );
-                }
-                let current = self.sessions.user_of(conn);
-                let src = self.source_of(conn);
-                if good.is_some() {
-                    self.stats.logins_ok += 1;
-                    self.guesses.right(now, &typed);
-                }
-                let reply = match good {
-                    None => {
-                        self.stats.logins_failed += 1;
-                        self.guesses.wrong(now, src);
-                        // One line per wrong password, for fail2ban
-                        // (tools/fail2ban/filter.d/peerline.conf parses it).
-                        log::warn!(
-                            "failed login for user {} from {} (conn {conn})",
-                            limits::sanitize_for_log(&typed),
-                            self.ip_for_log(conn),
-                        );
-                        self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
-                        // A failed answer to REAUTH after the grace period ends the session.
-                        if let Some(u) = current {
-                            let expired = self
-                                .sessions
-                                .get(&u)
-                                .and_then(|s| s.grace_until)
-                                .is_some_and(|g| g <= now);
-                            if expired {
-                                self.close_with(
-                                    now,
-                                    conn,
-                                    crate::proto::CloseReason::SessionExpired,
-                                    "no valid LOGIN in answer to REAUTH",
-                                );
-                            }
-                        }
-                        return;
-                    }
-                    Some(user) if current == Some(user) => {
-                        let token = self.renew_session(now, user);
-                        OkReply::Login {
-                            user: self.accounts.name(user).to_owned(),
-                            token,
-                        }
-                    }
-                    Some(user) => {
-                        let token = self.start_session(now, conn, user);
-                        OkReply::Login {
-                            user: self.accounts.name(user).to_owned(),
-                            token,
-                        }
-                    }
-                };
-                self.finish_busy(now, conn, ServerLine::Ok(reply));
+                self.login_checked(now, conn, good, &typed)
             }
+        }
+    }
+
+    /// SIGNUP's hash is done: write the account (the reply waits for the store).
+    fn signup_hashed(&mut self, now: Instant, conn: ConnId, name: &str, hash: kdf::PasswordHash) {
+        // Another connection may have taken the name while we hashed.
+        if self.name_taken(name) {
+            return self.finish_busy(now, conn, ServerLine::err(ErrorCode::UserExists));
+        }
+        let created = self.unix_secs(now);
+        // Reserves a sequence number that is never handed out again,
+        // even if this write fails and the name is signed up later.
+        let Ok(row) = self.accounts.signup_row(name, hash, created) else {
+            return self.finish_busy(now, conn, ServerLine::err(ErrorCode::UserExists));
+        };
+        self.pending_signups.insert(name.to_ascii_lowercase());
+        self.await_store(conn, Output::StoreUser { conn, row });
+    }
+
+    /// PASSWD's old password was checked (`good`): refuse, or hash the new one.
+    fn passwd_checked(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        account: UserIdx,
+        good: bool,
+        hash_next: KdfJob,
+    ) {
+        // The account may have been deleted while we hashed.
+        let name = self
+            .accounts
+            .try_get(account)
+            .map_or_else(String::new, |u| u.username.clone());
+        if !good {
+            self.guesses.wrong(now, self.source_of(conn));
+            // The same one line as a failed LOGIN, for fail2ban.
+            log::warn!(
+                "failed PASSWD for user {} from {} (conn {conn}): wrong old password",
+                limits::sanitize_for_log(&name),
+                self.ip_for_log(conn),
+            );
+            return self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
+        }
+        self.guesses.right(now, &name);
+        self.start_hash(conn, hash_next);
+    }
+
+    /// PASSWD's new password is hashed: write it (the reply waits for the store).
+    fn passwd_hashed(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        account: UserIdx,
+        hash: kdf::PasswordHash,
+    ) {
+        let Some(name) = self.accounts.try_get(account).map(|u| u.username.clone()) else {
+            return self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
+        };
+        let Ok(row) = self.accounts.password_row(&name, hash) else {
+            return self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
+        };
+        self.store_waits
+            .insert(conn, super::engine::StoreWait::Passwd);
+        self.await_store(conn, Output::StoreUser { conn, row });
+    }
+
+    /// LOGIN's hash is done: `good` is the account if the password matched.
+    /// A new session, a renewed one (the answer to REAUTH), or a refusal.
+    fn login_checked(&mut self, now: Instant, conn: ConnId, good: Option<UserIdx>, typed: &str) {
+        if let Some(a) = good.filter(|&a| !self.accounts.get(a).enabled) {
+            log::warn!(
+                "refused login for disabled account {:?} (conn {conn})",
+                self.accounts.name(a)
+            );
+            self.stats.logins_failed += 1;
+            return self.finish_busy(now, conn, ServerLine::err(ErrorCode::AccountDisabled));
+        }
+        let Some(user) = good else {
+            return self.login_failed(now, conn, typed);
+        };
+        self.stats.logins_ok += 1;
+        self.guesses.right(now, typed);
+        let token = if self.sessions.user_of(conn) == Some(user) {
+            self.renew_session(now, user)
+        } else {
+            self.start_session(now, conn, user)
+        };
+        let user = self.accounts.name(user).to_owned();
+        self.finish_busy(now, conn, ServerLine::Ok(OkReply::Login { user, token }));
+    }
+
+    /// A wrong password (or an unknown user): `ERR bad-credentials`, counted
+    /// against the source; after REAUTH's grace period it ends the session.
+    fn login_failed(&mut self, now: Instant, conn: ConnId, typed: &str) {
+        let current = self.sessions.user_of(conn);
+        self.stats.logins_failed += 1;
+        self.guesses.wrong(now, self.source_of(conn));
+        // One line per wrong password, for fail2ban
+        // (tools/fail2ban/filter.d/peerline.conf parses it).
+        log::warn!(
+            "failed login for user {} from {} (conn {conn})",
+            limits::sanitize_for_log(typed),
+            self.ip_for_log(conn),
+        );
+        self.finish_busy(now, conn, ServerLine::err(ErrorCode::BadCredentials));
+        // A failed answer to REAUTH after the grace period ends the session.
+        let expired = current
+            .and_then(|u| self.sessions.get(&u))
+            .and_then(|s| s.grace_until)
+            .is_some_and(|g| g <= now);
+        if expired {
+            self.close_with(
+                now,
+                conn,
+                crate::proto::CloseReason::SessionExpired,
+                "no valid LOGIN in answer to REAUTH",
+            );
         }
     }
 

@@ -539,118 +539,156 @@ mod tests {
         ]
     }
 
-    /// The model: a session is (conn, token, serial, sealing key); nothing else.
+    /// A model session: (conn, token, serial, sealing key); nothing else.
+    type ModelSession = (u8, u8, u64, Option<u8>);
+
     #[derive(Default)]
     struct Model {
-        sessions: BTreeMap<u8, (u8, u8, u64, Option<u8>)>,
+        sessions: BTreeMap<u8, ModelSession>,
         /// Sealing key → user holding it in the sid index.
         sid_holder: BTreeMap<u8, u8>,
         requests: BTreeMap<(u8, u8), Request>,
+        serial: u64,
+    }
+
+    fn user(u: u8) -> UserIdx {
+        UserIdx(u.into())
+    }
+
+    impl Model {
+        /// Applies `op` to both and checks the table answered as the model says.
+        fn step(&mut self, t: &mut SessionTable, op: Op) -> Result<(), TestCaseError> {
+            self.serial += 1;
+            let serial = self.serial;
+            match op {
+                Op::Insert { user: u, conn, tok } => {
+                    let free = !self.sessions.contains_key(&u)
+                        && self.sessions.values().all(|s| s.0 != conn && s.1 != tok);
+                    let got = t.insert(user(u), conn.into(), serial, token(tok.into()), at());
+                    prop_assert_eq!(got.is_ok(), free);
+                    if free {
+                        self.sessions.insert(u, (conn, tok, serial, None));
+                    }
+                }
+                Op::Seal { user: u, key } => {
+                    let got = t.seal(user(u), channel(key));
+                    prop_assert_eq!(got, self.seal(u, key));
+                }
+                Op::Remove { user: u } => {
+                    let got = t.remove(user(u));
+                    let want = self.sessions.remove(&u);
+                    prop_assert_eq!(got.is_some(), want.is_some());
+                    if let (Some(got), Some(want)) = (got, want) {
+                        prop_assert_eq!(got.session.conn(), usize::from(want.0));
+                        let mut gone: Vec<_> = got
+                            .requests
+                            .iter()
+                            .map(|((f, t), r)| ((f.0 as u8, t.0 as u8), *r))
+                            .collect();
+                        gone.sort_by_key(|g| g.0);
+                        let mut want_gone = Vec::new();
+                        self.requests.retain(|&(f, t), r| {
+                            let goes = f == u || t == u;
+                            if goes {
+                                want_gone.push(((f, t), *r));
+                            }
+                            !goes
+                        });
+                        prop_assert_eq!(gone, want_gone);
+                        self.sid_holder.retain(|_, holder| *holder != u);
+                    }
+                }
+                Op::Request { from, to, dialback } => {
+                    let r = Request {
+                        serial,
+                        dialback: dialback.then_some(4000),
+                    };
+                    let got = t.add_request(user(from), user(to), r);
+                    let online = from != to
+                        && self.sessions.contains_key(&from)
+                        && self.sessions.contains_key(&to);
+                    let pending = self.requests.contains_key(&(from, to))
+                        || self.requests.contains_key(&(to, from));
+                    let want = if !online {
+                        Err(RequestRefused::NotOnline)
+                    } else if pending {
+                        Err(RequestRefused::AlreadyPending)
+                    } else {
+                        self.requests.insert((from, to), r);
+                        Ok(())
+                    };
+                    prop_assert_eq!(got, want);
+                }
+                Op::Take { from, to } => {
+                    let got = t.take_request(user(from), user(to));
+                    prop_assert_eq!(got, self.requests.remove(&(from, to)));
+                }
+            }
+            Ok(())
+        }
+
+        fn seal(&mut self, u: u8, key: u8) -> Sealing {
+            let Some(s) = self.sessions.get_mut(&u) else {
+                return Sealing::NoSession;
+            };
+            if let Some(old) = s.3.replace(key) {
+                if self.sid_holder.get(&old) == Some(&u) {
+                    self.sid_holder.remove(&old);
+                }
+            }
+            match self.sid_holder.get(&key) {
+                Some(&other) if other != u => Sealing::Collision,
+                _ => {
+                    self.sid_holder.insert(key, u);
+                    Sealing::Filed
+                }
+            }
+        }
+
+        /// Every lookup of the table agrees with the model.
+        fn agrees(&self, t: &SessionTable) -> Result<(), TestCaseError> {
+            let holder = |pick: &dyn Fn(&ModelSession) -> bool| {
+                self.sessions.iter().find(|s| pick(s.1)).map(|s| user(*s.0))
+            };
+            prop_assert_eq!(t.len(), self.sessions.len());
+            for u in 0..6u8 {
+                let want = self.sessions.get(&u);
+                prop_assert_eq!(t.conn_of(user(u)), want.map(|s| usize::from(s.0)));
+                prop_assert_eq!(t.get(&user(u)).map(|s| s.serial()), want.map(|s| s.2));
+                prop_assert_eq!(t.user_of(u.into()), holder(&|s| s.0 == u));
+            }
+            for tok in 0..8u8 {
+                prop_assert_eq!(t.by_token(&token(tok.into())), holder(&|s| s.1 == tok));
+            }
+            for key in 0..3u8 {
+                let want = self.sid_holder.get(&key).map(|&u| user(u));
+                prop_assert_eq!(t.by_sid(&channel(key).id()), want);
+            }
+            let mut by_serial: Vec<_> =
+                self.sessions.iter().map(|(u, s)| (s.2, user(*u))).collect();
+            by_serial.sort();
+            let listed: Vec<UserIdx> = by_serial.into_iter().map(|x| x.1).collect();
+            prop_assert_eq!(t.listed().collect::<Vec<_>>(), listed);
+            let live: BTreeSet<UserIdx> = t.iter().map(|(u, _)| u).collect();
+            prop_assert_eq!(live, self.sessions.keys().map(|&u| user(u)).collect());
+            Ok(())
+        }
     }
 
     proptest! {
+        /// Random operations against the model: after every step the table
+        /// answered as the model did, keeps its invariants, and every lookup
+        /// agrees.
         #[test]
         fn the_table_agrees_with_a_model_and_keeps_its_invariants(
             ops in proptest::collection::vec(op(), 1..80)
         ) {
             let mut t = SessionTable::default();
             let mut m = Model::default();
-            let mut serial = 0u64;
-            let now = at();
             for op in ops {
-                match op {
-                    Op::Insert { user, conn, tok } => {
-                        serial += 1;
-                        let free = !m.sessions.contains_key(&user)
-                            && m.sessions.values().all(|s| s.0 != conn && s.1 != tok);
-                        let got = t.insert(UserIdx(user.into()), conn.into(), serial, token(tok.into()), now);
-                        prop_assert_eq!(got.is_ok(), free);
-                        if free {
-                            m.sessions.insert(user, (conn, tok, serial, None));
-                        }
-                    }
-                    Op::Seal { user, key } => {
-                        let got = t.seal(UserIdx(user.into()), channel(key));
-                        let want = match m.sessions.get_mut(&user) {
-                            None => Sealing::NoSession,
-                            Some(s) => {
-                                if let Some(old) = s.3.replace(key) {
-                                    if m.sid_holder.get(&old) == Some(&user) {
-                                        m.sid_holder.remove(&old);
-                                    }
-                                }
-                                match m.sid_holder.get(&key) {
-                                    Some(&o) if o != user => Sealing::Collision,
-                                    _ => {
-                                        m.sid_holder.insert(key, user);
-                                        Sealing::Filed
-                                    }
-                                }
-                            }
-                        };
-                        prop_assert_eq!(got, want);
-                    }
-                    Op::Remove { user } => {
-                        let got = t.remove(UserIdx(user.into()));
-                        let want = m.sessions.remove(&user);
-                        prop_assert_eq!(got.is_some(), want.is_some());
-                        if let (Some(got), Some(want)) = (got, want) {
-                            prop_assert_eq!(got.session.conn(), usize::from(want.0));
-                            let mut gone: Vec<_> = got.requests.iter().map(|((f, t), r)| ((f.0 as u8, t.0 as u8), *r)).collect();
-                            gone.sort_by_key(|g| g.0);
-                            let want_gone: Vec<_> = m.requests.iter().filter(|((f, t), _)| *f == user || *t == user).map(|(k, r)| (*k, *r)).collect();
-                            prop_assert_eq!(gone, want_gone);
-                            m.requests.retain(|(f, t), _| *f != user && *t != user);
-                            m.sid_holder.retain(|_, u| *u != user);
-                        }
-                    }
-                    Op::Request { from, to, dialback } => {
-                        serial += 1;
-                        let r = Request { serial, dialback: dialback.then_some(4000) };
-                        let got = t.add_request(UserIdx(from.into()), UserIdx(to.into()), r);
-                        let online = from != to && m.sessions.contains_key(&from) && m.sessions.contains_key(&to);
-                        let pending = m.requests.contains_key(&(from, to)) || m.requests.contains_key(&(to, from));
-                        let want = if !online {
-                            Err(RequestRefused::NotOnline)
-                        } else if pending {
-                            Err(RequestRefused::AlreadyPending)
-                        } else {
-                            m.requests.insert((from, to), r);
-                            Ok(())
-                        };
-                        prop_assert_eq!(got, want);
-                    }
-                    Op::Take { from, to } => {
-                        let got = t.take_request(UserIdx(from.into()), UserIdx(to.into()));
-                        prop_assert_eq!(got, m.requests.remove(&(from, to)));
-                    }
-                }
-                // After every step: the invariants, and every lookup agrees
-                // with the model.
-                if let Err(e) = t.check() {
-                    return Err(TestCaseError::fail(e));
-                }
-                prop_assert_eq!(t.len(), m.sessions.len());
-                for user in 0..6u8 {
-                    let u = UserIdx(user.into());
-                    let want = m.sessions.get(&user);
-                    prop_assert_eq!(t.conn_of(u), want.map(|s| usize::from(s.0)));
-                    prop_assert_eq!(t.user_of(user.into()), m.sessions.iter().find(|s| s.1.0 == user).map(|s| UserIdx((*s.0).into())));
-                    prop_assert_eq!(t.get(&u).map(|s| s.serial()), want.map(|s| s.2));
-                }
-                for tok in 0..8u8 {
-                    let want = m.sessions.iter().find(|s| s.1.1 == tok).map(|s| UserIdx((*s.0).into()));
-                    prop_assert_eq!(t.by_token(&token(tok.into())), want);
-                }
-                for key in 0..3u8 {
-                    let want = m.sid_holder.get(&key).map(|&u| UserIdx(u.into()));
-                    prop_assert_eq!(t.by_sid(&channel(key).id()), want);
-                }
-                let mut by_serial: Vec<_> = m.sessions.iter().map(|(u, s)| (s.2, UserIdx((*u).into()))).collect();
-                by_serial.sort();
-                prop_assert_eq!(t.listed().collect::<Vec<_>>(), by_serial.into_iter().map(|x| x.1).collect::<Vec<_>>());
-                let live: BTreeSet<_> = t.iter().map(|(u, _)| u.0).collect();
-                prop_assert_eq!(live, m.sessions.keys().map(|&u| u32::from(u)).collect::<BTreeSet<_>>());
+                m.step(&mut t, op)?;
+                t.check().map_err(TestCaseError::fail)?;
+                m.agrees(&t)?;
             }
         }
     }
