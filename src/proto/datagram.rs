@@ -86,6 +86,18 @@ pub enum ServerDatagram {
     UnknownToken,
 }
 
+/// The space-separated fields of `s`, at most `N` of them (`None` if more),
+/// without allocating: every ACK goes through here.
+fn fields<const N: usize>(s: &str) -> Option<([&str; N], usize)> {
+    let mut out = [""; N];
+    let mut n = 0;
+    for f in s.split(' ') {
+        *out.get_mut(n)? = f;
+        n += 1;
+    }
+    Some((out, n))
+}
+
 fn text_of(bytes: &[u8]) -> Option<&str> {
     if bytes.len() > MAX_DATAGRAM {
         return None;
@@ -100,10 +112,9 @@ fn text_of(bytes: &[u8]) -> Option<&str> {
 
 impl ClientDatagram {
     pub fn parse(bytes: &[u8]) -> Option<ClientDatagram> {
-        let s = text_of(bytes)?;
-        let f: Vec<&str> = s.split(' ').collect();
+        let (f, n) = fields::<3>(text_of(bytes)?)?;
         let token = Token::parse;
-        match f.as_slice() {
+        match &f[..n] {
             ["REGISTER", t] => Some(ClientDatagram::Register {
                 token: token(t)?,
                 cookie: None,
@@ -152,9 +163,8 @@ impl UdpRequest {
     /// Parses a sealed datagram's body: the plaintext forms without the token
     /// (`REGISTER [cookie]`, `ACK <id>`, `PING`).
     pub fn parse(bytes: &[u8]) -> Option<UdpRequest> {
-        let s = text_of(bytes)?;
-        let f: Vec<&str> = s.split(' ').collect();
-        match f.as_slice() {
+        let (f, n) = fields::<2>(text_of(bytes)?)?;
+        match &f[..n] {
             ["REGISTER"] => Some(UdpRequest::Register { cookie: None }),
             ["REGISTER", c] => Some(UdpRequest::Register {
                 cookie: Some(Cookie::parse(c)?),

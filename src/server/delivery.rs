@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use super::accounts::UserIdx;
 use super::broadcast::{after_send, BroadcastRecord, DeliveryRow, NextStep};
-use super::engine::{ConnId, Engine, Output, Timer};
+use super::engine::{ConnId, Engine, Output};
+use super::retransmit::Pending;
 use super::sessions::Sealing;
 use crate::proto::sealed::{self, Channel, OpenError, Role, SessionId, UdpSecret};
 use crate::proto::{ClientDatagram, Event, OkReply, ServerDatagram, ServerLine, UdpRequest};
@@ -374,10 +375,7 @@ impl Engine {
                 s.inflight.set_sent(id, 1);
                 let serial = s.serial();
                 self.send_bcast(user, addr, id);
-                self.timers.arm(
-                    now + after_send(1).wait(),
-                    Timer::Retransmit(user, serial, id),
-                );
+                self.arm_retransmit(now, user, serial, id, 1);
             }
             None => self.deliver_tcp(user, id),
         }
@@ -433,8 +431,38 @@ impl Engine {
         }
     }
 
-    /// A retransmit timer: send again, or give up on UDP and use TCP.
-    pub(super) fn retransmit(&mut self, now: Instant, user: UserIdx, serial: u64, id: u64) {
+    /// The retransmit (or TCP fallback) due after the `sent`-th datagram.
+    fn arm_retransmit(&mut self, now: Instant, user: UserIdx, serial: u64, id: u64, sent: u32) {
+        let p = Pending {
+            user,
+            serial,
+            id,
+            sent,
+        };
+        self.retransmits
+            .arm(p.lane(), now + after_send(sent).wait(), p);
+    }
+
+    /// Drops the retransmits that ACKs, fallbacks, expiries and ended sessions
+    /// cancelled from the lanes' fronts (after every input).
+    pub(super) fn purge_retransmits(&mut self) {
+        let sessions = &self.sessions;
+        self.retransmits.purge(|p| {
+            sessions
+                .get(&p.user)
+                .is_some_and(|s| s.serial() == p.serial && s.inflight.sent(p.id) == Some(p.sent))
+        });
+    }
+
+    /// A retransmit came due: send again, or give up on UDP and use TCP.
+    /// Skipped if it was cancelled (the delivery ended, or its session).
+    pub(super) fn retransmit(&mut self, now: Instant, p: Pending) {
+        let Pending {
+            user,
+            serial,
+            id,
+            sent,
+        } = p;
         let Some(s) = self
             .sessions
             .get_mut(&user)
@@ -442,9 +470,9 @@ impl Engine {
         else {
             return;
         };
-        let Some(sent) = s.inflight.sent(id) else {
+        if s.inflight.sent(id) != Some(sent) {
             return;
-        };
+        }
         if self.book.get(id).is_none() {
             self.settle(now, user, id);
             return;
@@ -454,10 +482,7 @@ impl Engine {
                 s.inflight.set_sent(id, sent + 1);
                 let addr = s.udp.expect("in flight implies a UDP endpoint");
                 self.send_bcast(user, addr, id);
-                self.timers.arm(
-                    now + after_send(sent + 1).wait(),
-                    Timer::Retransmit(user, serial, id),
-                );
+                self.arm_retransmit(now, user, serial, id, sent + 1);
             }
             NextStep::FallBack(_) => {
                 self.stats.tcp_fallbacks += 1;

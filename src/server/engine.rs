@@ -293,7 +293,6 @@ pub(super) enum Timer {
     Reauth(UserIdx, u64),
     Grace(UserIdx, u64),
     Request(UserIdx, UserIdx, u64),
-    Retransmit(UserIdx, u64, u64),
     RegisterWait(UserIdx, u64),
     /// One armed at a time (`Engine::expiry_at`), for the earliest expiry.
     Expiry,
@@ -329,6 +328,9 @@ pub struct Engine {
     /// Who watches whose presence (`WATCH`), see `presence.rs`.
     pub(super) presence: super::presence::Presence,
     pub(super) timers: crate::server::timers::Timers<Timer>,
+    /// Broadcast retransmits, apart from `timers`: one per datagram sent,
+    /// cancelled by its ACK without a lookup (`retransmit.rs`).
+    pub(super) retransmits: super::retransmit::Lanes<super::retransmit::Pending>,
     outputs: VecDeque<Output>,
     /// The last `BCAST` datagram encoded, by broadcast id: a fan-out sends the
     /// same bytes to every recipient, so it is encoded once, not 10,000 times.
@@ -406,6 +408,7 @@ impl Engine {
             fanout: VecDeque::new(),
             presence: Default::default(),
             timers: Default::default(),
+            retransmits: Default::default(),
             outputs: VecDeque::new(),
             bcast_wire: None,
             serial: 0,
@@ -503,6 +506,8 @@ impl Engine {
             Input::Timeout => self.on_timeout(now),
             Input::Shutdown => self.shutdown(now),
         }
+        // ACKs and ended sessions cancel retransmits; none may set the deadline.
+        self.purge_retransmits();
     }
 
     /// A TCP connection was accepted.
@@ -711,6 +716,9 @@ impl Engine {
         while let Some(t) = self.timers.pop_due(now) {
             self.fire(now, t);
         }
+        while let Some(p) = self.retransmits.pop_due(now) {
+            self.retransmit(now, p);
+        }
         self.run_kdf(now, KDF_TURN_BUDGET);
         self.run_fanout(now, FANOUT_BATCH);
     }
@@ -756,7 +764,11 @@ impl Engine {
         if !self.outputs.is_empty() || !self.kdf_queue.is_empty() || !self.fanout.is_empty() {
             return Some(self.now);
         }
-        self.timers.next_deadline()
+        let retransmit = self.retransmits.next_deadline();
+        match (self.timers.next_deadline(), retransmit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Hashes or fan-outs in progress (tests look at the work itself;
@@ -991,7 +1003,6 @@ impl Engine {
             Timer::Reauth(user, serial) => self.fire_reauth(now, user, serial),
             Timer::Grace(user, serial) => self.fire_grace(now, user, serial),
             Timer::Request(from, to, serial) => self.fire_request(from, to, serial),
-            Timer::Retransmit(user, serial, id) => self.retransmit(now, user, serial, id),
             Timer::RegisterWait(user, serial) => self.fire_register_wait(now, user, serial),
             Timer::Expiry => self.fire_expiry(now),
             Timer::Compact => self.fire_compact(now),

@@ -23,6 +23,7 @@ pub mod presence;
 pub mod punch;
 pub mod records;
 pub mod resume;
+pub mod retransmit;
 pub mod service;
 pub mod sessions;
 pub mod sockets;

@@ -399,10 +399,24 @@ pub fn parse_broadcasts(bytes: &[u8]) -> (BroadcastFile, Parsed<()>) {
 /// `got,<seq>,<id>` (delivered) or `upto,<seq>,<id>` (every live broadcast up to
 /// `id` is done for that account; written by compaction).
 pub fn format_delivery(r: &DeliveryRow) -> String {
-    match r {
-        DeliveryRow::Got { user, id } => format!("got,{},{id}\n", user.0),
-        DeliveryRow::Upto { user, id } => format!("upto,{},{id}\n", user.0),
-    }
+    let mut out = Vec::with_capacity(32);
+    push_delivery(&mut out, r);
+    String::from_utf8(out).expect("ASCII")
+}
+
+/// [`format_delivery`] appended to `out`: one row per ACK, written without
+/// the formatting machinery or an allocation of its own.
+pub fn push_delivery(out: &mut Vec<u8>, r: &DeliveryRow) {
+    let (kind, user, id): (&[u8], _, _) = match *r {
+        DeliveryRow::Got { user, id } => (b"got,", user.0, id),
+        DeliveryRow::Upto { user, id } => (b"upto,", user.0, id),
+    };
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(digits.format(user).as_bytes());
+    out.push(b',');
+    out.extend_from_slice(digits.format(id).as_bytes());
+    out.push(b'\n');
 }
 
 fn parse_delivery_line(text: &str) -> Result<DeliveryRow, String> {

@@ -147,9 +147,12 @@ pub(super) struct Ended {
 #[derive(Debug, Default)]
 pub(super) struct SessionTable {
     sessions: DenseMap<UserIdx, Session>,
-    by_token: HashMap<Token, UserIdx>,
+    /// Keyed by server-made random values (tokens, session ids), so the
+    /// fast unkeyed Fx hash cannot be steered into collisions; SipHash was
+    /// a tenth of the per-ACK cost.
+    by_token: HashMap<Token, UserIdx, rustc_hash::FxBuildHasher>,
     /// Sealed sessions by the id their datagrams carry.
-    by_sid: HashMap<SessionId, UserIdx>,
+    by_sid: HashMap<SessionId, UserIdx, rustc_hash::FxBuildHasher>,
     by_conn: DenseMap<ConnId, UserIdx>,
     /// Serial → user: `LIST` order.
     list_order: BTreeMap<u64, UserIdx>,

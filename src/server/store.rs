@@ -519,8 +519,7 @@ impl Store {
 
     /// Queues a delivery row for this turn's write.
     pub fn record_delivery(&mut self, row: &DeliveryRow) {
-        self.delivery_buf
-            .extend_from_slice(records::format_delivery(row).as_bytes());
+        records::push_delivery(&mut self.delivery_buf, row);
     }
 
     /// Writes this turn's delivery rows; fsyncs if the last fsync is a second old.

@@ -822,6 +822,50 @@ fn udp_delivery_is_acked_once_and_persisted() {
     assert!(sim.take_datagrams().is_empty(), "no retransmit after ACK");
 }
 
+/// An ACK cancels its retransmit outright, and so does the end of the
+/// session: neither leaves a deadline that wakes the loop for nothing
+/// (`retransmit.rs`; the timer heap before it woke once per delivery).
+#[test]
+fn acked_and_orphaned_retransmits_wake_nothing() {
+    use super::broadcast::{after_send, UDP_ATTEMPTS};
+    let (mut sim, a, b, tb) = alice_and_bob_on_udp();
+    let all_retransmits: Duration = (1..=UDP_ATTEMPTS).map(|k| after_send(k).wait()).sum();
+    let quiet_until = |sim: &Sim| sim.now + all_retransmits;
+    // Alice never registers UDP: let her wait for it end first.
+    sim.advance(Duration::from_secs(10));
+    for i in 0..4 {
+        sim.send(a, &format!("BROADCAST acked {i}"));
+        assert!(sim.expect_line(a).starts_with("OK BROADCAST"));
+    }
+    assert_eq!(sim.take_datagrams().len(), 4);
+    assert!(sim
+        .engine
+        .poll_timeout()
+        .is_some_and(|t| t < quiet_until(&sim)));
+    // ACKed out of order: the last ACK leaves no retransmit, armed or held.
+    for id in [2, 4, 1, 3] {
+        sim.datagram(udp(5000), &format!("ACK {tb} {id}"));
+    }
+    assert!(sim.engine.retransmits.is_empty());
+    assert!(
+        sim.engine
+            .poll_timeout()
+            .is_none_or(|t| t >= quiet_until(&sim)),
+        "a wake-up for an ACKed datagram"
+    );
+    // In flight when bob's session ends: nothing fires for it either.
+    sim.send(a, "BROADCAST orphaned");
+    assert!(sim.expect_line(a).starts_with("OK BROADCAST"));
+    assert_eq!(sim.take_datagrams().len(), 1);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: b });
+    sim.settle();
+    assert!(sim.engine.retransmits.is_empty());
+    assert!(sim
+        .engine
+        .poll_timeout()
+        .is_none_or(|t| t >= quiet_until(&sim)));
+}
+
 #[test]
 fn a_burst_waits_for_window_room_and_goes_out_in_order() {
     use super::delivery::UDP_WINDOW;
