@@ -1,6 +1,8 @@
 //! What the user types: slash commands and plain chat text, parsed and
 //! validated before anything is sent. The command table here is the single
-//! source for both parsing and `/help`.
+//! source of the commands' names: parsing (each entry carries its own
+//! parser), `/help`, Tab completion and the history's password filter all
+//! read it, so a command cannot be in one and missing from another.
 
 use crate::proto::command::MAX_BROADCAST_TEXT;
 use crate::proto::names::{is_valid_password, is_valid_username};
@@ -9,15 +11,36 @@ use crate::proto::MAX_LINE;
 /// Longest chat text: `MSG <text>\n` must fit in one link line.
 pub const MAX_MSG_TEXT: usize = MAX_LINE - "MSG ".len() - 1;
 
+/// Why a command's arguments were refused (shown with its usage).
+type Why = &'static str;
+
 /// One entry of the command table.
-#[derive(Debug, PartialEq, Eq)]
 pub struct Spec {
     pub name: &'static str,
     /// Other names accepted for it (listed by `/help`).
     pub aliases: &'static [&'static str],
     pub usage: &'static str,
     pub about: &'static str,
+    /// Its arguments include a password: never kept in history.
+    pub carries_password: bool,
+    /// Its arguments, parsed.
+    parse: fn(&Args) -> Result<UserCommand, Why>,
 }
+
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Spec({})", self.name)
+    }
+}
+
+/// Entries are compared by name (their parser is a function pointer).
+impl PartialEq for Spec {
+    fn eq(&self, other: &Spec) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Spec {}
 
 /// Every command, in the order `/help` lists them.
 pub const COMMANDS: &[Spec] = &[
@@ -26,104 +49,145 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &["h", "?"],
         usage: "/help",
         about: "show this list",
+        carries_password: false,
+        parse: |_| Ok(UserCommand::Help),
     },
     Spec {
         name: "signup",
         aliases: &[],
         usage: "/signup <user> <password> <password-again>",
         about: "create an account (on a terminal, /signup alone asks; passwords are not echoed)",
+        carries_password: true,
+        parse: parse_signup,
     },
     Spec {
         name: "login",
         aliases: &[],
         usage: "/login <user> <password>",
         about: "log in (on a terminal, /login alone asks)",
+        carries_password: true,
+        parse: parse_login,
     },
     Spec {
         name: "list",
         aliases: &[],
         usage: "/list",
         about: "show who is online, with their IP addresses",
+        carries_password: false,
+        parse: |a| a.none(UserCommand::List),
     },
     Spec {
         name: "connect",
         aliases: &[],
         usage: "/connect <user-or-ip>",
         about: "ask someone for a direct link (they answer /accept or /deny)",
+        carries_password: false,
+        parse: parse_connect,
     },
     Spec {
         name: "accept",
         aliases: &[],
         usage: "/accept <user>",
         about: "accept a request; that user then connects straight to you",
+        carries_password: false,
+        parse: |a| a.one_user().map(UserCommand::Accept),
     },
     Spec {
         name: "deny",
         aliases: &[],
         usage: "/deny <user>",
         about: "turn a request down",
+        carries_password: false,
+        parse: |a| a.one_user().map(UserCommand::Deny),
     },
     Spec {
         name: "msg",
         aliases: &["m"],
         usage: "/msg <user> <text>",
         about: "send text on your direct link with <user>",
+        carries_password: false,
+        parse: parse_msg,
     },
     Spec {
         name: "peers",
         aliases: &[],
         usage: "/peers",
         about: "list direct links and pending requests",
+        carries_password: false,
+        parse: |a| a.none(UserCommand::Peers),
     },
     Spec {
         name: "bye",
         aliases: &[],
         usage: "/bye <user>",
         about: "close the direct link with <user>",
+        carries_password: false,
+        parse: |a| a.one_user().map(UserCommand::Bye),
     },
     Spec {
         name: "broadcast",
         aliases: &[],
         usage: "/broadcast <text>",
         about: "send text to every user (offline ones get it when they log in)",
+        carries_password: false,
+        parse: parse_broadcast,
     },
     Spec {
         name: "passwd",
         aliases: &[],
         usage: "/passwd <old> <new> <new-again>",
         about: "change your password (on a terminal, /passwd alone asks, without echo; never kept in history); re-logins use the new one",
+        carries_password: true,
+        parse: parse_passwd,
     },
     Spec {
         name: "watch",
         aliases: &[],
         usage: "/watch <user>",
         about: "say when <user> comes online or goes offline (users you link with are watched too)",
+        carries_password: false,
+        parse: |a| a.one_user().map(UserCommand::Watch),
     },
     Spec {
         name: "unwatch",
         aliases: &[],
         usage: "/unwatch <user>",
         about: "stop following <user>'s presence",
+        carries_password: false,
+        parse: |a| a.one_user().map(UserCommand::Unwatch),
     },
     Spec {
         name: "reconnect",
         aliases: &[],
         usage: "/reconnect",
         about: "reconnect to the server now (it also does so by itself, with backoff)",
+        carries_password: false,
+        parse: |a| a.none(UserCommand::Reconnect),
     },
     Spec {
         name: "ping",
         aliases: &[],
         usage: "/ping",
         about: "check that the server answers",
+        carries_password: false,
+        parse: |a| a.none(UserCommand::Ping),
     },
     Spec {
         name: "quit",
         aliases: &["exit", "q"],
         usage: "/quit",
         about: "close links and the server connection, and leave",
+        carries_password: false,
+        parse: |a| a.none(UserCommand::Quit),
     },
 ];
+
+/// The command typed as `name` (lower case, without the `/`), by name or alias.
+pub fn find(name: &str) -> Option<&'static Spec> {
+    COMMANDS
+        .iter()
+        .find(|s| s.name == name || s.aliases.contains(&name))
+}
 
 /// A parsed slash command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,10 +233,7 @@ pub enum UserInput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputError {
     Unknown(String),
-    Usage {
-        spec: &'static Spec,
-        why: &'static str,
-    },
+    Usage { spec: &'static Spec, why: Why },
 }
 
 impl std::fmt::Display for InputError {
@@ -186,11 +247,107 @@ impl std::fmt::Display for InputError {
     }
 }
 
-fn spec(name: &str) -> &'static Spec {
-    COMMANDS
-        .iter()
-        .find(|s| s.name == name)
-        .expect("name is in COMMANDS")
+/// A command's arguments: the text after its name, and its words.
+struct Args<'a> {
+    rest: &'a str,
+    words: Vec<&'a str>,
+}
+
+impl Args<'_> {
+    fn user(&self, s: &str) -> Result<String, Why> {
+        if is_valid_username(s) {
+            Ok(s.to_owned())
+        } else {
+            Err("not a valid username (a letter, then letters, digits, _ . -)")
+        }
+    }
+
+    fn password(&self, s: &str) -> Result<String, Why> {
+        if is_valid_password(s) {
+            Ok(s.to_owned())
+        } else {
+            Err("passwords are 1 to 128 characters without spaces")
+        }
+    }
+
+    fn none(&self, cmd: UserCommand) -> Result<UserCommand, Why> {
+        if self.words.is_empty() {
+            Ok(cmd)
+        } else {
+            Err("this command takes no arguments")
+        }
+    }
+
+    fn one_user(&self) -> Result<String, Why> {
+        match self.words.as_slice() {
+            [u] => self.user(u),
+            _ => Err("give exactly one username"),
+        }
+    }
+}
+
+fn parse_signup(a: &Args) -> Result<UserCommand, Why> {
+    Ok(match a.words.as_slice() {
+        [] => UserCommand::Signup(None),
+        [u, p, p2] => UserCommand::Signup(Some((a.user(u)?, a.password(p)?, a.password(p2)?))),
+        _ => return Err("give a username and the password twice"),
+    })
+}
+
+fn parse_login(a: &Args) -> Result<UserCommand, Why> {
+    Ok(match a.words.as_slice() {
+        [] => UserCommand::Login(None),
+        [u, p] => UserCommand::Login(Some((a.user(u)?, a.password(p)?))),
+        _ => return Err("give a username and a password"),
+    })
+}
+
+fn parse_connect(a: &Args) -> Result<UserCommand, Why> {
+    match a.words.as_slice() {
+        [target] => Ok(UserCommand::Connect(target.to_string())),
+        _ => Err("give one username or IP address"),
+    }
+}
+
+/// `/msg <user> <text>`: the text is the rest of the line, spaces kept.
+fn parse_msg(a: &Args) -> Result<UserCommand, Why> {
+    let rest = a.rest;
+    let (to, text) = rest
+        .trim_start()
+        .split_once(' ')
+        .unwrap_or((rest.trim(), ""));
+    if text.is_empty() {
+        return Err("give a username and some text");
+    }
+    if text.len() > MAX_MSG_TEXT {
+        return Err("that message is too long (1019 bytes at most)");
+    }
+    Ok(UserCommand::Msg {
+        user: a.user(to)?,
+        text: text.to_owned(),
+    })
+}
+
+fn parse_broadcast(a: &Args) -> Result<UserCommand, Why> {
+    if a.rest.trim().is_empty() {
+        return Err("give some text");
+    }
+    if a.rest.len() > MAX_BROADCAST_TEXT {
+        return Err("that broadcast is too long (900 bytes at most)");
+    }
+    Ok(UserCommand::Broadcast(a.rest.to_owned()))
+}
+
+fn parse_passwd(a: &Args) -> Result<UserCommand, Why> {
+    Ok(match a.words.as_slice() {
+        [] => UserCommand::PasswdPrompt,
+        [o, n, again] => UserCommand::Passwd {
+            old: a.password(o)?,
+            new: a.password(n)?,
+            again: a.password(again)?,
+        },
+        _ => return Err("give the old password and the new one twice"),
+    })
 }
 
 /// Parses one typed line. `//text` sends `/text` as chat.
@@ -204,104 +361,26 @@ pub fn parse(line: &str) -> Result<UserInput, InputError> {
     }
     let (name, rest) = body.split_once(' ').unwrap_or((body, ""));
     let name = name.to_ascii_lowercase();
-    let Some(spec) = COMMANDS
-        .iter()
-        .find(|s| s.name == name || s.aliases.contains(&name.as_str()))
-    else {
-        return Err(InputError::Unknown(name));
+    let spec = find(&name).ok_or(InputError::Unknown(name))?;
+    let args = Args {
+        rest,
+        words: rest.split_whitespace().collect(),
     };
-    let usage = |why| InputError::Usage { spec, why };
-    let words: Vec<&str> = rest.split_whitespace().collect();
-    let user = |s: &str| {
-        if is_valid_username(s) {
-            Ok(s.to_owned())
-        } else {
-            Err(usage(
-                "not a valid username (a letter, then letters, digits, _ . -)",
-            ))
-        }
-    };
-    let password = |s: &str| {
-        if is_valid_password(s) {
-            Ok(s.to_owned())
-        } else {
-            Err(usage("passwords are 1 to 128 characters without spaces"))
-        }
-    };
-    let no_args = |cmd| {
-        if words.is_empty() {
-            Ok(cmd)
-        } else {
-            Err(usage("this command takes no arguments"))
-        }
-    };
-    let one_user = || match words.as_slice() {
-        [u] => user(u),
-        _ => Err(usage("give exactly one username")),
-    };
-    let cmd = match spec.name {
-        "help" => UserCommand::Help,
-        "signup" => match words.as_slice() {
-            [] => UserCommand::Signup(None),
-            [u, p, p2] => UserCommand::Signup(Some((user(u)?, password(p)?, password(p2)?))),
-            _ => return Err(usage("give a username and the password twice")),
-        },
-        "login" => match words.as_slice() {
-            [] => UserCommand::Login(None),
-            [u, p] => UserCommand::Login(Some((user(u)?, password(p)?))),
-            _ => return Err(usage("give a username and a password")),
-        },
-        "list" => no_args(UserCommand::List)?,
-        "connect" => match words.as_slice() {
-            [target] => UserCommand::Connect(target.to_string()),
-            _ => return Err(usage("give one username or IP address")),
-        },
-        "accept" => UserCommand::Accept(one_user()?),
-        "deny" => UserCommand::Deny(one_user()?),
-        "bye" => UserCommand::Bye(one_user()?),
-        "msg" => {
-            let (to, text) = rest
-                .trim_start()
-                .split_once(' ')
-                .unwrap_or((rest.trim(), ""));
-            if text.is_empty() {
-                return Err(usage("give a username and some text"));
-            }
-            if text.len() > MAX_MSG_TEXT {
-                return Err(usage("that message is too long (1019 bytes at most)"));
-            }
-            UserCommand::Msg {
-                user: user(to)?,
-                text: text.to_owned(),
-            }
-        }
-        "peers" => no_args(UserCommand::Peers)?,
-        "broadcast" => {
-            if rest.trim().is_empty() {
-                return Err(usage("give some text"));
-            }
-            if rest.len() > MAX_BROADCAST_TEXT {
-                return Err(usage("that broadcast is too long (900 bytes at most)"));
-            }
-            UserCommand::Broadcast(rest.to_owned())
-        }
-        "ping" => no_args(UserCommand::Ping)?,
-        "passwd" => match words.as_slice() {
-            [] => UserCommand::PasswdPrompt,
-            [o, n, a] => UserCommand::Passwd {
-                old: password(o)?,
-                new: password(n)?,
-                again: password(a)?,
-            },
-            _ => return Err(usage("give the old password and the new one twice")),
-        },
-        "watch" => UserCommand::Watch(one_user()?),
-        "unwatch" => UserCommand::Unwatch(one_user()?),
-        "reconnect" => no_args(UserCommand::Reconnect)?,
-        "quit" => no_args(UserCommand::Quit)?,
-        _ => unreachable!("every name in COMMANDS is handled"),
-    };
-    Ok(UserInput::Command(cmd))
+    (spec.parse)(&args)
+        .map(UserInput::Command)
+        .map_err(|why| InputError::Usage { spec, why })
+}
+
+/// True for typed lines whose words include a password (`/login alice pw`),
+/// by the command table: such lines are never kept in history.
+pub fn carries_password(line: &str) -> bool {
+    let mut words = line.split_whitespace();
+    let first = words.next().unwrap_or("").to_ascii_lowercase();
+    let secret = first
+        .strip_prefix('/')
+        .and_then(find)
+        .is_some_and(|s| s.carries_password);
+    secret && words.next().is_some()
 }
 
 /// The `/help` text, without origin tags.
@@ -336,7 +415,7 @@ pub fn help_lines(auto_reauth: bool) -> Vec<String> {
 
 /// Usage line for a command by name (for prompts that cannot run).
 pub fn usage_of(name: &str) -> &'static str {
-    spec(name).usage
+    find(name).expect("name is in COMMANDS").usage
 }
 
 #[cfg(test)]
@@ -437,6 +516,56 @@ mod tests {
         assert!(parse(&fits).is_ok());
         let long = format!("/broadcast {}", "x".repeat(MAX_BROADCAST_TEXT + 1));
         assert!(parse(&long).is_err());
+    }
+
+    /// Each entry parses by its name and every alias (to a command or a
+    /// usage error, never "unknown"), and the names are unique: the table is
+    /// the parser's only list, so this catches an entry it cannot reach.
+    #[test]
+    fn every_name_and_alias_in_the_table_reaches_its_parser() {
+        let mut names: Vec<&str> = COMMANDS
+            .iter()
+            .flat_map(|s| std::iter::once(s.name).chain(s.aliases.iter().copied()))
+            .collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "a name or alias used twice");
+        for s in COMMANDS {
+            for n in std::iter::once(s.name).chain(s.aliases.iter().copied()) {
+                match parse(&format!("/{}", n.to_uppercase())) {
+                    Ok(UserInput::Command(_)) => {}
+                    Err(InputError::Usage { spec, .. }) => assert_eq!(spec.name, s.name),
+                    other => panic!("/{n}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// The history filter reads the table: the commands that carry a
+    /// password are the ones flagged, in any case, and only with arguments.
+    #[test]
+    fn password_commands_are_kept_out_of_history_by_the_table() {
+        let flagged: Vec<&str> = COMMANDS
+            .iter()
+            .filter(|s| s.carries_password)
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(flagged, ["signup", "login", "passwd"]);
+        for s in COMMANDS {
+            assert_eq!(
+                carries_password(&format!("/{} alice pw pw", s.name)),
+                s.carries_password,
+                "/{}",
+                s.name
+            );
+        }
+        assert!(carries_password("/PASSWD a b b"));
+        assert!(!carries_password("/login"));
+        assert!(
+            !carries_password("//login alice pw"),
+            "chat text, not a command"
+        );
     }
 
     #[test]

@@ -191,16 +191,8 @@ pub struct Editor {
     draft: Vec<char>,
 }
 
-/// True for lines whose words include a password.
-pub fn carries_password(line: &str) -> bool {
-    let first = line
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let words = line.split_whitespace().count();
-    matches!(first.as_str(), "/login" | "/signup" | "/passwd") && words > 1
-}
+/// True for lines whose words include a password (by the command table).
+pub use super::input::carries_password;
 
 impl Editor {
     pub fn new(prompt: &str, history: Vec<String>) -> Editor {

@@ -8,23 +8,15 @@
 
 use proptest::prelude::*;
 
+use super::command::Verb;
 use super::{ClientDatagram, Command, Frame, LineReader, LinkLine, ServerDatagram, ServerLine};
 use super::{UdpRequest, MAX_LINE};
 use crate::server::accounts::UserIdx;
 use crate::server::records;
 
-const WORDS: &[&str] = &[
-    "SIGNUP",
-    "LOGIN",
-    "LIST",
-    "CONNECT",
-    "ACCEPT",
-    "DENY",
-    "BROADCAST",
-    "PING",
-    "QUIT",
-    "PASSWD",
-    "WATCH",
+/// The protocol's words besides the command verbs (which come from
+/// [`Verb::ALL`], so a new verb is exercised here without being listed).
+const OTHER_WORDS: &[&str] = &[
     "OK",
     "ERR",
     "EVENT",
@@ -79,9 +71,14 @@ const WORDS: &[&str] = &[
     "\\",
 ];
 
+fn words() -> Vec<&'static str> {
+    let verbs = Verb::ALL.into_iter().map(Verb::name);
+    verbs.chain(OTHER_WORDS.iter().copied()).collect()
+}
+
 fn word() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => prop::sample::select(WORDS).prop_map(str::to_owned),
+        4 => prop::sample::select(words()).prop_map(str::to_owned),
         1 => "[ -~]{0,12}",
         1 => any::<String>().prop_map(|s| s.chars().take(12).collect()),
     ]

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use super::command::Verb;
 use super::error::ErrorCode;
 use super::names::Token;
 
@@ -130,23 +131,29 @@ pub enum OkReply {
 }
 
 impl OkReply {
-    pub fn verb(&self) -> &'static str {
+    /// The command it answers.
+    pub fn kind(&self) -> Verb {
         match self {
-            OkReply::Signup { .. } => "SIGNUP",
-            OkReply::Login { .. } => "LOGIN",
-            OkReply::List { .. } => "LIST",
-            OkReply::Connect { .. } => "CONNECT",
-            OkReply::Accept { .. } => "ACCEPT",
-            OkReply::Deny { .. } => "DENY",
-            OkReply::Broadcast { .. } => "BROADCAST",
-            OkReply::Ping => "PING",
-            OkReply::Quit => "QUIT",
-            OkReply::Passwd => "PASSWD",
-            OkReply::Watch { .. } => "WATCH",
-            OkReply::Ticket { .. } => "TICKET",
-            OkReply::Resume { .. } => "RESUME",
-            OkReply::Sync { .. } => "SYNC",
+            OkReply::Signup { .. } => Verb::Signup,
+            OkReply::Login { .. } => Verb::Login,
+            OkReply::List { .. } => Verb::List,
+            OkReply::Connect { .. } => Verb::Connect,
+            OkReply::Accept { .. } => Verb::Accept,
+            OkReply::Deny { .. } => Verb::Deny,
+            OkReply::Broadcast { .. } => Verb::Broadcast,
+            OkReply::Ping => Verb::Ping,
+            OkReply::Quit => Verb::Quit,
+            OkReply::Passwd => Verb::Passwd,
+            OkReply::Watch { .. } => Verb::Watch,
+            OkReply::Ticket { .. } => Verb::Ticket,
+            OkReply::Resume { .. } => Verb::Resume,
+            OkReply::Sync { .. } => Verb::Sync,
         }
+    }
+
+    /// The verb's name, as in `OK <VERB>`.
+    pub fn verb(&self) -> &'static str {
+        self.kind().name()
     }
 }
 
@@ -294,51 +301,53 @@ fn kv<'a>(field: &'a str, key: &str) -> Option<&'a str> {
 
 fn parse_ok(rest: &str) -> Option<OkReply> {
     let (verb, args) = rest.split_once(' ').unwrap_or((rest, ""));
+    // The server writes verbs in upper case.
+    let verb = Verb::from_name(verb).filter(|v| v.name() == verb)?;
     let a: Vec<&str> = args.split(' ').filter(|s| !s.is_empty()).collect();
     Some(match (verb, a.as_slice()) {
-        ("SIGNUP", [user]) => OkReply::Signup {
+        (Verb::Signup, [user]) => OkReply::Signup {
             user: user.to_string(),
         },
-        ("LOGIN", [user, token]) => OkReply::Login {
+        (Verb::Login, [user, token]) => OkReply::Login {
             user: user.to_string(),
             token: Token::parse(token)?,
         },
-        ("LIST", [count]) => OkReply::List {
+        (Verb::List, [count]) => OkReply::List {
             count: count.parse().ok()?,
         },
-        ("CONNECT", [user]) => OkReply::Connect {
+        (Verb::Connect, [user]) => OkReply::Connect {
             user: user.to_string(),
         },
-        ("ACCEPT", [user, token]) => OkReply::Accept {
+        (Verb::Accept, [user, token]) => OkReply::Accept {
             user: user.to_string(),
             token: Token::parse(token)?,
         },
-        ("DENY", [user]) => OkReply::Deny {
+        (Verb::Deny, [user]) => OkReply::Deny {
             user: user.to_string(),
         },
-        ("BROADCAST", [id, reached, pending, expires]) => OkReply::Broadcast {
+        (Verb::Broadcast, [id, reached, pending, expires]) => OkReply::Broadcast {
             id: id.parse().ok()?,
             reached: kv(reached, "reached")?.parse().ok()?,
             pending: kv(pending, "pending")?.parse().ok()?,
             expires: kv(expires, "expires")?.parse().ok()?,
         },
-        ("PING", []) => OkReply::Ping,
-        ("QUIT", []) => OkReply::Quit,
-        ("PASSWD", []) => OkReply::Passwd,
-        ("WATCH", [count]) => OkReply::Watch {
+        (Verb::Ping, []) => OkReply::Ping,
+        (Verb::Quit, []) => OkReply::Quit,
+        (Verb::Passwd, []) => OkReply::Passwd,
+        (Verb::Watch, [count]) => OkReply::Watch {
             count: count.parse().ok()?,
         },
-        ("TICKET", [ticket, expires]) => OkReply::Ticket {
+        (Verb::Ticket, [ticket, expires]) => OkReply::Ticket {
             ticket: super::Ticket::parse(ticket)?,
             expires: kv(expires, "expires")?.parse().ok()?,
         },
-        ("RESUME", [user, token, ticket, expires]) => OkReply::Resume {
+        (Verb::Resume, [user, token, ticket, expires]) => OkReply::Resume {
             user: user.to_string(),
             token: Token::parse(token)?,
             ticket: super::Ticket::parse(ticket)?,
             expires: kv(expires, "expires")?.parse().ok()?,
         },
-        ("SYNC", [user]) => OkReply::Sync {
+        (Verb::Sync, [user]) => OkReply::Sync {
             user: user.to_string(),
         },
         _ => return None,
