@@ -103,6 +103,9 @@ pub struct Figures {
     pub kb_per_session: Option<f64>,
     pub deliveries_per_s: Option<f64>,
     pub cpu_ms_per_1000: Option<f64>,
+    /// Share of one CPU this process (the load generator) used over the
+    /// delivery phase: near 1.0, deliveries/s measures the tool, not the server.
+    pub tool_busy: Option<f64>,
     pub delivered: u64,
     pub expected: u64,
     pub errors: Vec<String>,
@@ -776,6 +779,8 @@ fn measure(
             .rss_kb;
         f.kb_per_session = Some(after.saturating_sub(before) as f64 / (a.sessions + 1) as f64);
         let cpu0 = procfs::cpu(server.pid).map_err(|e| e.to_string())?.total();
+        let me = std::process::id();
+        let tool0 = procfs::cpu(me).map_err(|e| e.to_string())?.total();
         let (got, t0, last) = load.deliver(sender, a.broadcasts, a.bwindow, f.expected, a.pad);
         // Trailing ACKs still cost the server.
         let mut events = Events::with_capacity(1024);
@@ -784,6 +789,11 @@ fn measure(
             load.turn(&mut events, Duration::from_millis(20));
         }
         let cpu1 = procfs::cpu(server.pid).map_err(|e| e.to_string())?.total();
+        let tool1 = procfs::cpu(me).map_err(|e| e.to_string())?.total();
+        let span_ms = (now_ns() - t0) as f64 / 1e6;
+        if span_ms > 0.0 {
+            f.tool_busy = Some((tool1 - tool0) as f64 * procfs::ms_per_tick() / span_ms);
+        }
         f.delivered = got;
         if got > 0 && last > t0 {
             f.deliveries_per_s = Some(got as f64 / ((last - t0) as f64 / 1e9));
@@ -1120,6 +1130,21 @@ pub fn markdown(r: &Results, a: &Args, m: &Machine, command: &str) -> String {
         "\n\"TLS cost\" is how many times the plaintext figure TLS needs (time per open or per delivery for the rates, \
          KiB or CPU ms for the amounts): 1.00× is free."
     );
+    let busy: Vec<String> = r
+        .all()
+        .map(|(name, f)| {
+            let share = f
+                .tool_busy
+                .map_or("-".into(), |b| format!("{:.0}%", b * 100.0));
+            format!("{name} {share}")
+        })
+        .collect();
+    let _ = writeln!(
+        w,
+        "\nLoad generator busy during the deliveries (share of its CPU, first send to the end of the trailing 0.3 s): {}. \
+         Near 100% the deliveries/s row measures the tool, not the server.",
+        busy.join(", ")
+    );
     let goal = |row: usize| cost(&ROWS[row], &r.peer_tls, &r.peer_plain);
     let verdict = |c: Option<f64>| match c {
         Some(c) if c <= 1.5 => format!("{c:.2}× — met"),
@@ -1199,6 +1224,53 @@ mod tests {
         let b = splice("# B\ntext\n", &format!("{BEGIN}\nx\n{END}\n"));
         assert_eq!(b, format!("# B\ntext\n\n{BEGIN}\nx\n{END}\n"));
         assert_eq!(splice(&b, &format!("{BEGIN}\nx\n{END}\n")), b);
+    }
+
+    #[test]
+    fn the_report_says_how_busy_the_load_generator_was() {
+        let a = Args {
+            server: PathBuf::from("x"),
+            handshakes: 1,
+            window: 1,
+            sessions: 1,
+            broadcasts: 1,
+            bwindow: 1,
+            pad: 0,
+            kdf_iterations: 1,
+            server_cpu: None,
+            tool_cpu: None,
+            no_mosquitto: true,
+            out_md: None,
+            strict: false,
+        };
+        let busy = |b| Figures {
+            tool_busy: Some(b),
+            ..Figures::default()
+        };
+        let r = Results {
+            peer_plain: busy(0.08),
+            peer_tls: busy(0.93),
+            mosq_plain: None,
+            mosq_tls: None,
+            mosquitto_note: String::new(),
+            wall_secs: 1.0,
+            load_at_start: "1.0".into(),
+        };
+        let m = Machine {
+            cpu: "c".into(),
+            cores: 2,
+            mem_gib: 1.0,
+            kernel: "k".into(),
+            fd_limit: 1024,
+            mosquitto: None,
+            date: "d".into(),
+        };
+        let md = markdown(&r, &a, &m, "cmd");
+        assert!(
+            md.contains("Load generator busy")
+                && md.contains("peerline plaintext 8%, peerline TLS 93%"),
+            "{md}"
+        );
     }
 
     #[test]
