@@ -568,6 +568,19 @@ mod tests {
         );
     }
 
+    /// The user guide is written by hand: it must mention every command.
+    #[test]
+    fn the_client_guide_mentions_every_command() {
+        let doc = include_str!("../../docs/CLIENT.md");
+        for s in COMMANDS {
+            assert!(
+                doc.contains(&format!("/{}", s.name)),
+                "docs/CLIENT.md does not mention /{}",
+                s.name
+            );
+        }
+    }
+
     #[test]
     fn help_lists_every_command() {
         let help = help_lines(true).join("\n");

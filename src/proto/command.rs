@@ -510,6 +510,20 @@ mod tests {
         assert_eq!(Verb::from_name("HELLO"), None);
     }
 
+    /// The protocol document is written by hand: it must describe every
+    /// verb of the list.
+    #[test]
+    fn the_protocol_document_describes_every_verb() {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        for v in Verb::ALL {
+            assert!(
+                doc.contains(&format!("`{}", v.name())),
+                "docs/PROTOCOL.md does not describe {}",
+                v.name()
+            );
+        }
+    }
+
     #[test]
     fn verbs_are_case_insensitive() {
         assert_eq!(Command::parse("ping"), Ok(Command::Ping));
