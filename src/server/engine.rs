@@ -347,7 +347,8 @@ pub struct Engine {
     /// When the one `Timer::Expiry` armed is due. Arming one per broadcast
     /// (and one per firing) piled up a timer per broadcast.
     expiry_at: Option<Instant>,
-    /// Every random byte the engine uses (tokens, salts, the cookie key):
+    /// Every random byte the engine uses (tokens, salts, the cookie key, the
+    /// resume key until the data dir's replaces it):
     /// the OS in the server, a seeded generator in tests.
     pub(super) rng: Box<dyn Random>,
     /// The latest `now` handed in: what [`Engine::poll_timeout`] answers
@@ -389,6 +390,7 @@ impl Engine {
         );
         let dummy_salt = kdf::random_salt(rng.as_mut());
         let cookies = CookieKey::random(rng.as_mut());
+        let resume_key = super::resume::ResumeKey::random(rng.as_mut());
         let mut e = Engine {
             cfg,
             epoch: now,
@@ -418,7 +420,7 @@ impl Engine {
                 hash: [0; kdf::HASH_LEN],
             },
             cookies,
-            tickets: super::resume::Tickets::new(super::resume::ResumeKey::random()),
+            tickets: super::resume::Tickets::new(resume_key),
             last_compact: None,
             compact_armed: false,
             expiry_at: None,

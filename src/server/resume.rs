@@ -80,11 +80,12 @@ impl ResumeKey {
         ResumeKey(bytes)
     }
 
-    /// A fresh key from the OS (one per process when the data dir has none,
-    /// e.g. in engine tests).
-    pub fn random() -> ResumeKey {
+    /// A fresh key from `rng`: the OS for the data dir's key file; the
+    /// engine's own generator for the key it holds until the driver hands
+    /// it the file's ([`super::engine::Engine::with_resume_key`]).
+    pub fn random(rng: &mut dyn crate::rng::Random) -> ResumeKey {
         let mut b = [0u8; KEY_LEN];
-        getrandom::getrandom(&mut b).expect("the OS random source failed");
+        rng.fill(&mut b);
         ResumeKey(b)
     }
 
@@ -582,7 +583,7 @@ mod tests {
 
     #[test]
     fn the_key_file_round_trips_and_the_key_never_prints() {
-        let k = ResumeKey::random();
+        let k = ResumeKey::random(&mut crate::rng::OsRandom);
         let text = k.to_file_text();
         assert_eq!(text.len(), 65);
         let back = ResumeKey::from_file_text(text.as_bytes()).unwrap();

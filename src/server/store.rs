@@ -536,7 +536,8 @@ impl Store {
                 None => log::warn!("{RESUME_KEY} is damaged: making a new one (tickets issued so far stop working)"),
             }
         }
-        let key = ResumeKey::random();
+        // The key file's secret comes from the OS, whatever the engine uses.
+        let key = ResumeKey::random(&mut crate::rng::OsRandom);
         let tmp = format!("{RESUME_KEY}.tmp");
         self.fs.write_synced(&tmp, key.to_file_text().as_bytes())?;
         self.fs.rename(&tmp, RESUME_KEY)?;

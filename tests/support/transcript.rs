@@ -6,11 +6,18 @@
 //! connect a            open connection `a` (the WELCOME is consumed)
 //! a> LOGIN alice pw    `a` sends a line
 //! a< OK LOGIN alice *  `a` must receive this line next (`*` ends a prefix match,
-//!                      `<token>` stands for any 32-hex-digit token, `<n>` for
-//!                      any number)
+//!                      `<n>` stands for any number: a clock reading)
 //! wait 30m             advance the clock (engine replays only)
 //! a closed             `a` must have been closed by the server
 //! ```
+//!
+//! Tokens are written out, exactly: the engine replays a transcript with a
+//! seeded generator, so its tokens are the transcript's (a changed draw
+//! order or a token from the wrong place fails). The real binary draws from
+//! the OS; replayed there, a transcript's token stands for the token the
+//! server gave in its place, consistently: the same token for the same one
+//! everywhere, different ones for different ones ([`TokenNames`]), so the
+//! binary is still held to *which* token goes where.
 //!
 //! Test code, not library code: compiled into the engine tests
 //! (`src/server/tests.rs`) and the e2e binary (`tests/e2e/fixtures.rs`) by
@@ -18,6 +25,7 @@
 //! two uses part of it.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// One step of a transcript.
@@ -74,10 +82,39 @@ pub trait Player {
     /// Panics unless the server closed `name` with nothing more sent.
     fn assert_closed(&mut self, name: &str, ctx: &str);
     fn wait(&mut self, d: Duration);
+    /// True if the player's tokens are the transcript's (the engine with its
+    /// seeded generator); false if they are its own (the real binary), and
+    /// a transcript's token names one of them ([`TokenNames`]).
+    fn exact_tokens(&self) -> bool;
+}
+
+/// The real server's token for each token a transcript names: a bijection,
+/// built as lines are matched.
+#[derive(Debug, Default, Clone)]
+pub struct TokenNames {
+    theirs: HashMap<String, String>,
+    ours: HashMap<String, String>,
+}
+
+impl TokenNames {
+    /// Binds `ours` (the transcript's) to `theirs` (the server's); false if
+    /// either is bound to another already.
+    fn bind(&mut self, ours: &str, theirs: &str) -> bool {
+        match (self.theirs.get(ours), self.ours.get(theirs)) {
+            (None, None) => {
+                self.theirs.insert(ours.to_owned(), theirs.to_owned());
+                self.ours.insert(theirs.to_owned(), ours.to_owned());
+                true
+            }
+            (Some(t), Some(o)) => t == theirs && o == ours,
+            _ => false,
+        }
+    }
 }
 
 /// Plays `steps` against `player`, panicking at the first mismatch with `ctx`.
 pub fn replay(steps: &[Step], player: &mut impl Player, ctx: &str) {
+    let mut names = (!player.exact_tokens()).then(TokenNames::default);
     for (i, step) in steps.iter().enumerate() {
         let here = format!("{ctx} step {}", i + 1);
         match step {
@@ -86,8 +123,8 @@ pub fn replay(steps: &[Step], player: &mut impl Player, ctx: &str) {
             Step::Expect(n, pattern) => {
                 let got = player.next_line(n);
                 assert!(
-                    matches(pattern, &got),
-                    "{here}: {n} wanted {pattern:?}, got {got:?}"
+                    matches_renaming(pattern, &got, names.as_mut()),
+                    "{here}: {n} wanted {pattern:?}, got {got:?} (tokens named so far: {names:?})"
                 );
             }
             Step::Closed(n) => player.assert_closed(n, &here),
@@ -114,32 +151,51 @@ pub fn load_dir(dir: &std::path::Path) -> Vec<(String, Vec<Step>)> {
     out
 }
 
-/// Whether `actual` fits `pattern` (see the module docs for the wildcards).
+/// Whether `actual` fits `pattern` (see the module docs for the wildcards),
+/// tokens exactly.
 pub fn matches(pattern: &str, actual: &str) -> bool {
-    if let Some(prefix) = pattern.strip_suffix('*') {
-        return matches_words(prefix.trim_end(), actual, true);
-    }
-    matches_words(pattern, actual, false)
+    matches_renaming(pattern, actual, None)
 }
 
-fn matches_words(pattern: &str, actual: &str, prefix: bool) -> bool {
+/// Like [`matches`]; with `names`, a token in `pattern` matches the token in
+/// `actual` it is bound to, or binds to it if neither is bound yet (bindings
+/// are kept only if the whole line matches).
+pub fn matches_renaming(pattern: &str, actual: &str, names: Option<&mut TokenNames>) -> bool {
+    let (pattern, prefix) = match pattern.strip_suffix('*') {
+        Some(p) => (p.trim_end(), true),
+        None => (pattern, false),
+    };
     let p: Vec<&str> = pattern.split(' ').collect();
     let a: Vec<&str> = actual.split(' ').collect();
     if a.len() < p.len() || (!prefix && a.len() != p.len()) {
         return false;
     }
-    p.iter().zip(&a).all(|(p, a)| {
-        if *p == "<token>" {
-            return peerline::proto::names::is_valid_token(a);
+    let is_token = peerline::proto::names::is_valid_token;
+    let Some(names) = names else {
+        return p.iter().zip(&a).all(|(p, a)| word_matches(p, a));
+    };
+    let mut bound = names.clone();
+    let all = p.iter().zip(&a).all(|(p, a)| {
+        if is_token(p) {
+            is_token(a) && bound.bind(p, a)
+        } else {
+            word_matches(p, a)
         }
-        match p.strip_suffix("<n>") {
-            // `<n>` may end a word: `expires=<n>`.
-            Some(head) => a
-                .strip_prefix(head)
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
-            None => p == a,
-        }
-    })
+    });
+    if all {
+        *names = bound;
+    }
+    all
+}
+
+fn word_matches(p: &str, a: &str) -> bool {
+    match p.strip_suffix("<n>") {
+        // `<n>` may end a word: `expires=<n>`.
+        Some(head) => a
+            .strip_prefix(head)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        None => p == a,
+    }
 }
 
 #[cfg(test)]
@@ -167,12 +223,42 @@ mod tests {
     }
 
     #[test]
-    fn wildcards() {
-        assert!(matches(
-            "OK LOGIN alice <token>",
-            &format!("OK LOGIN alice {}", "ab".repeat(16))
+    fn tokens_match_exactly_or_by_a_consistent_renaming() {
+        let (t1, t2, t3) = ("ab".repeat(16), "cd".repeat(16), "ef".repeat(16));
+        let line = |t: &str| format!("OK LOGIN alice {t}");
+        // Exact (the seeded engine): only the very token.
+        assert!(matches(&line(&t1), &line(&t1)));
+        assert!(!matches(&line(&t1), &line(&t2)));
+        assert!(!matches("OK LOGIN alice <token>", &line(&t1)));
+        // Renamed (the real binary): t1 stands for whatever came first…
+        let mut names = TokenNames::default();
+        assert!(matches_renaming(&line(&t1), &line(&t3), Some(&mut names)));
+        assert!(!matches_renaming(
+            &line(&t1),
+            "OK LOGIN alice xyz",
+            Some(&mut names)
         ));
-        assert!(!matches("OK LOGIN alice <token>", "OK LOGIN alice xyz"));
+        // …and for nothing else afterwards, and nothing else stands for it.
+        assert!(!matches_renaming(&line(&t1), &line(&t2), Some(&mut names)));
+        assert!(!matches_renaming(&line(&t2), &line(&t3), Some(&mut names)));
+        assert!(matches_renaming(&line(&t2), &line(&t1), Some(&mut names)));
+        assert!(matches_renaming(&line(&t1), &line(&t3), Some(&mut names)));
+        // A line that fails binds nothing.
+        let mut fresh = TokenNames::default();
+        assert!(!matches_renaming(
+            &format!("X {t1} y"),
+            &format!("X {t2} z"),
+            Some(&mut fresh)
+        ));
+        assert!(matches_renaming(
+            &format!("X {t3}"),
+            &format!("X {t2}"),
+            Some(&mut fresh)
+        ));
+    }
+
+    #[test]
+    fn wildcards() {
         assert!(matches(
             "ERR bad-credentials *",
             "ERR bad-credentials wrong username or password"
