@@ -60,6 +60,11 @@ impl OutBuffer {
         self.buf.len() - self.pos
     }
 
+    /// Bytes allocated (what dropping it gives back to the allocator).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Queues `line` plus `\n`. Fails, queueing nothing, past the cap.
     pub fn push_line(&mut self, line: &str) -> Result<(), Overflow> {
         self.push_parts(&[line.as_bytes(), b"\n"])

@@ -56,6 +56,11 @@ impl LineReader {
         self.buf.len() - self.start
     }
 
+    /// Bytes allocated (what dropping it gives back to the allocator).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// True while the reader is skipping the tail of an over-long line.
     pub fn is_discarding(&self) -> bool {
         self.discarding

@@ -22,6 +22,7 @@ use super::admin_socket::{self, AdminSocket};
 use super::config::Config;
 use super::engine::{Engine, Input, Output};
 use super::flow::{ReadGate, OUT_CAP};
+use super::give_back::{self, GiveBack};
 use super::metrics::{self, MetricsServer};
 use super::persist::Persist;
 use super::store::Store;
@@ -110,6 +111,8 @@ pub struct Driver {
     sniffing: VecDeque<(Instant, usize)>,
     /// Handshake work left this turn (`tls::HANDSHAKE_BUDGET`).
     handshakes: HandshakeBudget,
+    /// Memory of closed connections, given back to the OS (`give_back.rs`).
+    give_back: GiveBack,
 }
 
 fn unix_ms_now() -> u64 {
@@ -257,6 +260,7 @@ impl Driver {
             tls,
             sniffing: VecDeque::new(),
             handshakes: HandshakeBudget::default(),
+            give_back: GiveBack::default(),
         };
         d.run_outputs(Instant::now());
         Ok(d)
@@ -370,6 +374,7 @@ impl Driver {
                 self.delivery_sync_at,
                 self.fds.retry_at,
                 self.sniffing.front().map(|&(at, _)| at),
+                self.give_back.due_at(now),
             ],
         )
     }
@@ -740,11 +745,16 @@ impl Driver {
         }
         for key in dead {
             let mut c = self.conns.remove(key);
+            // Its buffers go back to malloc when `c` drops; to the OS once
+            // enough has gone (defect 14: RSS stayed at the peak).
+            self.give_back
+                .freed(c.io.out.capacity() + c.io.reader.capacity());
             c.io.deregister(registry);
             if c.io.is_closing() {
                 self.lingering.retain(|&k| k != key);
             }
         }
+        self.give_back.end_turn(now, give_back::trim);
         let udp_want = netio::interest(true, !self.udp_queue.is_empty()).expect("always readable");
         if udp_want != self.udp_registered {
             let _ = registry.reregister(&mut self.udp, UDP, udp_want);
@@ -804,6 +814,8 @@ impl Driver {
             // Sessions resumed by ticket (no hash), and tickets refused.
             ("resumes_ok", e.resumes_ok),
             ("tickets_refused", e.tickets_refused),
+            // malloc_trim calls after connections' buffers were freed (give_back.rs).
+            ("memory_trims", self.give_back.trims),
         ]);
         all
     }

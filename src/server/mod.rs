@@ -14,6 +14,7 @@ pub mod driver;
 pub mod engine;
 pub mod fair;
 pub mod flow;
+pub mod give_back;
 pub mod handlers;
 pub mod kdf;
 pub mod limits;

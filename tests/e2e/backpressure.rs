@@ -415,3 +415,115 @@ fn counters_are_logged_at_shutdown() {
         assert!(stats.contains(want), "{want} missing in {stats:?}");
     }
 }
+
+// ---- defect 14: parked clients cost the documented bound in RSS, and give it back ----
+
+/// `n` clients that send `PING`s and never read, on cramped sockets (see
+/// [`connect_cramped`], plus a 4 KiB send buffer), written to until the
+/// server stops reading each (its writes make no progress for `quiet`). The
+/// kernel's socket buffers then hold only a few KB of replies, so the rest
+/// wait in the server's own output buffer, up to the high-water mark: what a
+/// client that never reads costs the server in user space.
+fn park_pingers(addr: SocketAddr, n: usize, quiet: Duration) -> Vec<TcpStream> {
+    let conns: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let s = connect_cramped(addr);
+            socket2::SockRef::from(&s)
+                .set_send_buffer_size(4096)
+                .unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let batch = b"PING\n".repeat(256);
+    let deadline = Instant::now() + 3 * WAIT;
+    let mut moved = vec![Instant::now(); n];
+    let mut sent = vec![0usize; n];
+    loop {
+        let mut busy = false;
+        for (i, s) in conns.iter().enumerate() {
+            if moved[i].elapsed() >= quiet {
+                continue;
+            }
+            busy = true;
+            match (&*s).write(&batch) {
+                Ok(k) => {
+                    sent[i] += k;
+                    moved[i] = Instant::now();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("a parked pinger was closed after {} bytes: {e}", sent[i]),
+            }
+        }
+        if !busy {
+            return conns;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server kept reading clients that read nothing ({sent:?} bytes)"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn parked_pingers_cost_the_documented_bound_in_rss_and_give_it_back() {
+    use peerline::netio::READ_CHUNK;
+    use peerline::proto::MAX_LINE;
+    // As documented, not imported: raising the constant must fail here.
+    const OUT_HIGH_WATER: usize = 64 * 1024;
+    let server = Server::start(&[]);
+    let n = 60u64;
+    let rss = || server.status_kib("VmRSS");
+    let mut regular = server.connect();
+    assert_eq!(regular.cmd("PING"), "OK PING");
+    // The documented bound for a client whose own commands fill its output
+    // (docs/ARCHITECTURE.md): output under OUT_HIGH_WATER plus one reply, in
+    // an allocation that grows by doubling (so under twice that), the line
+    // reader under one read chunk plus a partial line; plus 16 KiB for what
+    // every connection has besides (engine and slab entries, the allocator's
+    // headers, pages). Measured: 78–98 KiB each; 6.3 MB each before output
+    // backpressure (defect 13).
+    let bound_kib = ((2 * OUT_HIGH_WATER + READ_CHUNK + MAX_LINE) / 1024 + 16) as u64;
+    let mut figures = Vec::new();
+    let first_base = settled(WAIT, Duration::from_millis(500), rss);
+    let mut newcomers = Vec::new();
+    for round in 0..2 {
+        let base = settled(WAIT, Duration::from_millis(500), rss);
+        let parked = park_pingers(server.tcp, n as usize, Duration::from_millis(300));
+        let peak = settled(WAIT, Duration::from_millis(500), rss);
+        let each = peak.saturating_sub(base) / n;
+        drop(parked);
+        // They left without reading; the server is still serving.
+        assert_eq!(regular.cmd("PING"), "OK PING");
+        let after = settled(WAIT, Duration::from_millis(1500), rss);
+        figures.push(format!(
+            "round {round}: RSS {base} KiB, {peak} KiB with {n} parked ({each} KiB each), {after} KiB after"
+        ));
+        eprintln!("{}", figures.last().unwrap());
+        // Each parked pinger really filled its output: the server's RSS grew
+        // by at least half the high-water mark per client (a test whose
+        // output stayed in the kernel would prove nothing).
+        assert!(
+            each >= (OUT_HIGH_WATER / 2048) as u64,
+            "only {each} KiB per parked client: the output did not build up\n{figures:#?}"
+        );
+        assert!(
+            each <= bound_kib,
+            "{each} KiB per parked client, documented bound {bound_kib} KiB\n{figures:#?}"
+        );
+        // Memory comes back: within a quarter of what they took plus 512 KiB
+        // of the RSS before the first crowd (a second crowd must not ratchet
+        // it up either). glibc alone kept over half of it.
+        let grown = peak.saturating_sub(base);
+        assert!(
+            after <= first_base + grown / 4 + 512,
+            "RSS did not come back after the clients left\n{figures:#?}"
+        );
+        // A newcomer after them (its buffers sit above theirs in the heap,
+        // as with real traffic), kept open across the next round.
+        let mut late = server.connect();
+        assert_eq!(late.cmd("PING"), "OK PING");
+        newcomers.push(late);
+    }
+}
