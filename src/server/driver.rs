@@ -165,42 +165,58 @@ fn enlarge_udp_receive_buffer(udp: &UdpSocket) {
     }
 }
 
+/// Locks and loads the data dir (a second server on it stops here), loads
+/// the TLS pair, and builds the engine from what the store holds.
+fn load_engine(cfg: &Config) -> Result<(Store, Engine, TlsIdentity), String> {
+    let (mut store, loaded) = Store::open(&cfg.data_dir)?;
+    let resume_key = store.resume_key().map_err(|e| {
+        format!(
+            "cannot make the resume key in {}: {e}",
+            cfg.data_dir.display()
+        )
+    })?;
+    log::info!(
+        "data dir {}: {} account row(s), {} broadcast(s), {} delivery row(s), {} line(s) skipped",
+        cfg.data_dir.display(),
+        loaded.users.len(),
+        loaded.broadcasts.records.len(),
+        loaded.deliveries.len(),
+        loaded.skipped.len()
+    );
+    let tls = TlsIdentity::load(cfg.tls.clone())?;
+    log::info!(
+        "TLS certificate {}: fingerprint {}",
+        tls.cert_path().display(),
+        tls.fingerprint()
+    );
+    let engine = Engine::new(
+        cfg.engine.clone(),
+        loaded.users,
+        loaded.broadcasts,
+        loaded.deliveries,
+        Instant::now(),
+        unix_ms_now(),
+        Box::new(crate::rng::OsRandom),
+    )
+    .with_resume_key(resume_key);
+    Ok((store, engine, tls))
+}
+
+/// The `listening tcp=… udp=…` line on stdout (tests and the bench wait for
+/// it), the log and systemd's `READY=1`.
+fn announce_listening(tcp_addr: SocketAddr, udp_addr: SocketAddr) {
+    let mut out = io::stdout();
+    let _ = writeln!(out, "{}", crate::listening::format(tcp_addr, udp_addr));
+    let _ = out.flush();
+    log::info!("listening on tcp={tcp_addr} udp={udp_addr}");
+    super::service::ready(&format!("listening tcp={tcp_addr} udp={udp_addr}"));
+}
+
 impl Driver {
     /// Opens the store, binds, registers; prints the `listening` line.
     pub fn start(cfg: Config) -> Result<Driver, String> {
         ensure_fd_limit(cfg.engine.max_clients)?;
-        // Locks the data dir first: a second server on it stops here.
-        let (mut store, loaded) = Store::open(&cfg.data_dir)?;
-        let resume_key = store.resume_key().map_err(|e| {
-            format!(
-                "cannot make the resume key in {}: {e}",
-                cfg.data_dir.display()
-            )
-        })?;
-        log::info!(
-            "data dir {}: {} account row(s), {} broadcast(s), {} delivery row(s), {} line(s) skipped",
-            cfg.data_dir.display(),
-            loaded.users.len(),
-            loaded.broadcasts.records.len(),
-            loaded.deliveries.len(),
-            loaded.skipped.len()
-        );
-        let tls = TlsIdentity::load(cfg.tls.clone())?;
-        log::info!(
-            "TLS certificate {}: fingerprint {}",
-            tls.cert_path().display(),
-            tls.fingerprint()
-        );
-        let engine = Engine::new(
-            cfg.engine.clone(),
-            loaded.users,
-            loaded.broadcasts,
-            loaded.deliveries,
-            Instant::now(),
-            unix_ms_now(),
-            Box::new(crate::rng::OsRandom),
-        )
-        .with_resume_key(resume_key);
+        let (store, engine, tls) = load_engine(&cfg)?;
         let (mut listener, mut udp) = super::sockets::bind(cfg.bind, cfg.port, cfg.bind_is_default)
             .map_err(|e| format!("cannot bind {}: {e}", SocketAddr::new(cfg.bind, cfg.port)))?;
         enlarge_udp_receive_buffer(&udp);
@@ -230,11 +246,7 @@ impl Driver {
         };
         let tcp_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let udp_addr = udp.local_addr().map_err(|e| e.to_string())?;
-        let mut out = io::stdout();
-        let _ = writeln!(out, "{}", crate::listening::format(tcp_addr, udp_addr));
-        let _ = out.flush();
-        log::info!("listening on tcp={tcp_addr} udp={udp_addr}");
-        super::service::ready(&format!("listening tcp={tcp_addr} udp={udp_addr}"));
+        announce_listening(tcp_addr, udp_addr);
         let mut d = Driver {
             poll,
             listener,
