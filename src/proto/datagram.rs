@@ -208,7 +208,9 @@ impl ServerDatagram {
         }
         let f: Vec<&str> = s.splitn(5, ' ').collect();
         match f.as_slice() {
-            ["BCAST", id, from, unix, text] if is_valid_username(from) => {
+            // A broadcast's text is one line: a `\n` inside (only one at the
+            // end is the terminator) would print as two (found by fuzzing).
+            ["BCAST", id, from, unix, text] if is_valid_username(from) && !text.contains('\n') => {
                 Some(ServerDatagram::Bcast {
                     id: id.parse().ok()?,
                     from: from.to_string(),
@@ -354,6 +356,15 @@ mod tests {
             text: "x".repeat(MAX_BROADCAST_TEXT),
         };
         assert!(d.to_string().len() <= MAX_DATAGRAM);
+    }
+
+    #[test]
+    fn a_broadcast_text_with_a_newline_inside_is_refused() {
+        // fuzz/ datagram target: this parsed with text "\r\u{1}\n", which
+        // printed back as a datagram that parsed differently.
+        assert_eq!(ServerDatagram::parse(b"BCAST 4 S- 3 \r\x01\n\n"), None);
+        assert_eq!(ServerDatagram::parse(b"BCAST 4 bob 3 hi\nEVENT x"), None);
+        assert!(ServerDatagram::parse(b"BCAST 4 bob 3 hi\n").is_some());
     }
 
     #[test]
