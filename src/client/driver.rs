@@ -243,6 +243,65 @@ struct Driver {
     tls: Option<ServerTls>,
 }
 
+impl Conn {
+    /// Gets a new server connection ready to speak: TLS with the pin in
+    /// `tls`, or plaintext announced by an empty line (ignored by the
+    /// protocol), which tells the server at once that this is no TLS client,
+    /// so it greets without waiting.
+    fn speak_to_server(&mut self, tls: Option<&ServerTls>) -> Result<(), String> {
+        match tls {
+            Some(tls) => self.io.layer = tls.layer()?,
+            None => {
+                let _ = self.io.out.push_line("");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stdin, registered with the poll when it can be (a pipe, a terminal);
+/// else read directly each turn.
+fn open_stdin(registry: &mio::Registry) -> Stdin {
+    let mut stdin = Stdin::open();
+    if stdin.kind() != StdinKind::Direct && !stdin.ended() {
+        let fd = stdin.fd();
+        if let Err(e) = registry.register(&mut SourceFd(&fd), STDIN, Interest::READABLE) {
+            log::debug!("stdin cannot be polled ({e}); reading it directly");
+            stdin.fall_back_to_direct();
+        }
+    }
+    stdin
+}
+
+/// How lines are shown: colour and bell only on a terminal, never with
+/// `NO_COLOR`; JSON with `--json`.
+fn renderer(opts: &Options, utc_offset: i64) -> Renderer {
+    let stdout_tty = unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    Renderer::new(Style::detect(
+        stdout_tty,
+        no_color,
+        opts.no_bell,
+        opts.json,
+        utc_offset,
+    ))
+}
+
+/// Terminal mode (raw keys, the protected input line) when stdin and stdout
+/// are both terminals and `--json` is off.
+fn terminal_mode(opts: &Options, stdin: &Stdin) -> Option<Terminal> {
+    if opts.json || !stdin.is_terminal() || !terminal::both_are_terminals() {
+        return None;
+    }
+    match Terminal::enter() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            log::warn!("terminal mode unavailable ({e}); reading lines");
+            None
+        }
+    }
+}
+
 /// Runs the client until it decides to exit; returns the exit code.
 pub fn run(opts: Options) -> io::Result<i32> {
     let std_stream = match connect_server(&opts.host, opts.port) {
@@ -264,19 +323,9 @@ pub fn run(opts: Options) -> io::Result<i32> {
     let poll = Poll::new()?;
     let mut conns = Slab::new();
     let mut server = Conn::new(TcpStream::from_std(std_stream), Kind::Server, 0, false);
-    match &opts.tls {
-        Some(tls) => match tls.layer() {
-            Ok(layer) => server.io.layer = layer,
-            Err(e) => {
-                eprintln!("peerline-client: {e}");
-                return Ok(1);
-            }
-        },
-        // An empty line (ignored by the protocol) tells the server at once
-        // that this is no TLS client, so it greets without waiting.
-        None => {
-            let _ = server.io.out.push_line("");
-        }
+    if let Err(e) = server.speak_to_server(opts.tls.as_ref()) {
+        eprintln!("peerline-client: {e}");
+        return Ok(1);
     }
     let key = conns.vacant_key();
     server
@@ -293,53 +342,28 @@ pub fn run(opts: Options) -> io::Result<i32> {
     poll.registry()
         .register(&mut udp, UDP, Interest::READABLE)?;
 
-    let mut stdin = Stdin::open();
-    if stdin.kind() != StdinKind::Direct && !stdin.ended() {
-        let fd = stdin.fd();
-        if let Err(e) = poll
-            .registry()
-            .register(&mut SourceFd(&fd), STDIN, Interest::READABLE)
-        {
-            log::debug!("stdin cannot be polled ({e}); reading it directly");
-            stdin.fall_back_to_direct();
-        }
-    }
+    let stdin = open_stdin(poll.registry());
     let mut signals = SignalPipe::install()?;
     poll.registry()
         .register(signals.receiver(), SIGNALS, Interest::READABLE)?;
 
+    let listen_port = listener.local_addr()?.port();
+    let utc_offset = local_utc_offset();
+    let renderer = renderer(&opts, utc_offset);
+    // Last: nothing after this may fail and leave the terminal raw.
+    let term = terminal_mode(&opts, &stdin);
     let cfg = Config {
         server: server_addr,
-        listen_port: listener.local_addr()?.port(),
+        listen_port,
         interactive: stdin.is_terminal(),
         reauth_prompt: opts.reauth_prompt,
         auto_login: opts.auto_login,
-        utc_offset: local_utc_offset(),
+        utc_offset,
         allow_plaintext_links: opts.allow_plaintext_links,
         seed: random_seed(),
         stay: opts.stay || opts.count.is_some() || opts.timeout.is_some(),
         count: opts.count,
         timeout: opts.timeout,
-    };
-    let stdout_tty = unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1;
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let renderer = Renderer::new(Style::detect(
-        stdout_tty,
-        no_color,
-        opts.no_bell,
-        opts.json,
-        cfg.utc_offset,
-    ));
-    let term = if !opts.json && stdin.is_terminal() && terminal::both_are_terminals() {
-        match Terminal::enter() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                log::warn!("terminal mode unavailable ({e}); reading lines");
-                None
-            }
-        }
-    } else {
-        None
     };
     let mut engine = Engine::new(cfg);
     engine.start(now());
@@ -611,18 +635,10 @@ impl Driver {
                 let mut conn = Conn::new(stream, Kind::Server, 0, true);
                 // A fresh TLS session each time, checked against the same
                 // pin (a key that changed meanwhile is refused, exit 4).
-                match &self.tls {
-                    Some(tls) => match tls.layer() {
-                        Ok(layer) => conn.io.layer = layer,
-                        Err(e) => {
-                            log::warn!("reconnect: {e}");
-                            self.engine.handle(now(), Input::ServerClosed);
-                            return;
-                        }
-                    },
-                    None => {
-                        let _ = conn.io.out.push_line("");
-                    }
+                if let Err(e) = conn.speak_to_server(self.tls.as_ref()) {
+                    log::warn!("reconnect: {e}");
+                    self.engine.handle(now(), Input::ServerClosed);
+                    return;
                 }
                 self.conns.insert(conn);
             }
