@@ -484,32 +484,16 @@ impl Driver {
             match out {
                 Output::Show(shown) => {
                     let lines = self.renderer.render(&shown);
-                    match self.term.as_mut() {
-                        Some(term) => {
-                            for line in lines {
-                                term.print_above(&line);
-                            }
-                            write_stdout(term.take_output().as_bytes())?
-                        }
-                        None => {
-                            let mut text = String::new();
-                            for line in lines {
-                                text.push_str(&line);
-                                text.push('\n');
-                            }
-                            write_stdout(text.as_bytes())?
-                        }
-                    }
+                    self.put_on_screen(
+                        |term| lines.iter().for_each(|l| term.print_above(l)),
+                        || lines.iter().map(|l| format!("{l}\n")).collect(),
+                    )?
                 }
                 // The input line already ended the prompt's line.
                 Output::Print(line) if line.is_empty() && self.term.is_some() => {}
-                Output::Print(line) => match self.term.as_mut() {
-                    Some(term) => {
-                        term.print_above(&line);
-                        write_stdout(term.take_output().as_bytes())?
-                    }
-                    None => write_stdout(format!("{line}\n").as_bytes())?,
-                },
+                Output::Print(line) => {
+                    self.put_on_screen(|term| term.print_above(&line), || format!("{line}\n"))?
+                }
                 Output::ConnectServer => self.reconnect_server(),
                 Output::DropServer => {
                     if let Some(key) = self.server_key() {
@@ -518,18 +502,12 @@ impl Driver {
                         c.io.mark_gone();
                     }
                 }
-                Output::Prompt(text) => match self.term.as_mut() {
-                    Some(term) => {
-                        term.set_prompt(&text);
-                        write_stdout(term.take_output().as_bytes())?
-                    }
-                    None => write_stdout(text.as_bytes())?,
-                },
+                Output::Prompt(text) => {
+                    self.put_on_screen(|term| term.set_prompt(&text), || text.clone())?
+                }
                 Output::Echo(on) => match self.term.as_mut() {
-                    Some(term) => {
-                        term.set_hidden(!on);
-                        write_stdout(term.take_output().as_bytes())?
-                    }
+                    Some(_) => self.put_on_screen(|term| term.set_hidden(!on), String::new)?,
+                    // A pipe or a plain tty: the kernel's echo is the only one.
                     None => self.stdin.set_echo(on),
                 },
                 Output::ToServer(line) => {
@@ -566,6 +544,23 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Puts text in front of the person. On a terminal the line editor paints
+    /// it (`paint`), so the prompt and the line being typed stay below what is
+    /// printed; in a pipe it is `plain` text on stdout, nothing else.
+    fn put_on_screen(
+        &mut self,
+        paint: impl FnOnce(&mut Terminal),
+        plain: impl FnOnce() -> String,
+    ) -> io::Result<()> {
+        match self.term.as_mut() {
+            Some(term) => {
+                paint(term);
+                write_stdout(term.take_output().as_bytes())
+            }
+            None => write_stdout(plain().as_bytes()),
+        }
     }
 
     fn server_key(&self) -> Option<usize> {
