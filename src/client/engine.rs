@@ -982,17 +982,7 @@ impl Engine {
                 format!("account {user} created; now /login {user} <password>")
             }
             OkReply::Passwd => {
-                // A later REAUTH answers with the new password.
-                if let (
-                    Some(Sent {
-                        command: Command::Passwd { new, .. },
-                        ..
-                    }),
-                    Some((_, password)),
-                ) = (&sent, self.creds.as_mut())
-                {
-                    *password = new.clone();
-                }
+                self.remember_new_password(sent.as_ref());
                 "password changed".to_owned()
             }
             OkReply::Ticket { ticket, expires } => {
@@ -1019,75 +1009,11 @@ impl Engine {
                 });
                 return self.on_ok(now, OkReply::Login { user, token }, sent);
             }
-            OkReply::Login { user, token } => {
-                let renewed = self.me.as_deref() == Some(user.as_str());
-                if let Some(Sent {
-                    command: Command::Login { user, password },
-                    ..
-                }) = &sent
-                {
-                    self.creds = Some((user.clone(), password.clone()));
-                    // A password login (or re-login: a later deadline) earns
-                    // a ticket for the next reconnect.
-                    if self.tickets_allowed() {
-                        self.send(Command::Ticket, true);
-                    }
-                }
-                self.me = Some(user.clone());
-                self.auth_refused = false;
-                let fresh = self.udp.token.as_ref() != Some(&token);
-                if fresh {
-                    let sealed = self
-                        .udp_secret
-                        .as_ref()
-                        .map(|s| Channel::new(s, Role::Client));
-                    self.udp = Udp {
-                        token: Some(token),
-                        sealed,
-                        ..Udp::default()
-                    };
-                    self.udp_tick(now);
-                    // A new session: the server knows nothing of our watches.
-                    for cmd in self.watch.resend() {
-                        self.send(cmd, true);
-                    }
-                }
-                if std::mem::take(&mut self.rejoining) {
-                    self.backoff.reset();
-                    let links = self.links.up_users();
-                    let kept = if links.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; direct links kept ({})", links.join(", "))
-                    };
-                    let server = self.cfg.server;
-                    return self.say(
-                        Origin::Client,
-                        &format!("back on the server at {server}: logged in again as {user}{kept}"),
-                    );
-                }
-                match sent {
-                    Some(Sent {
-                        automatic: true, ..
-                    }) if renewed => {
-                        format!("session renewed for {user} (logged in again automatically)")
-                    }
-                    _ if renewed => format!("session renewed for {user}"),
-                    _ => format!("logged in as {user}; /list shows who is online"),
-                }
-            }
-            OkReply::List { count } => {
-                self.last_list = self.list_rows.iter().map(|(u, _)| u.clone()).collect();
-                let rows: Vec<Vec<String>> = std::mem::take(&mut self.list_rows)
-                    .into_iter()
-                    .map(|(u, ip)| vec![display::sanitize(&u), ip.to_string()])
-                    .collect();
-                self.say(Origin::Server, &format!("{count} user(s) online:"));
-                for l in display::table(&["USER", "IP"], &rows) {
-                    self.say(Origin::Server, &format!("  {l}"));
-                }
-                return;
-            }
+            OkReply::Login { user, token } => match self.logged_in(now, user, token, sent) {
+                Some(text) => text,
+                None => return,
+            },
+            OkReply::List { count } => return self.show_list(count),
             OkReply::Connect { user } => {
                 self.outgoing.insert(user.clone());
                 format!("asked {user} for a direct link; waiting for them to accept")
@@ -1131,6 +1057,101 @@ impl Engine {
             }
         };
         self.say(Origin::Server, &text);
+    }
+
+    /// `OK PASSWD`: a later REAUTH answers with the new password.
+    fn remember_new_password(&mut self, sent: Option<&Sent>) {
+        if let (
+            Some(Sent {
+                command: Command::Passwd { new, .. },
+                ..
+            }),
+            Some((_, password)),
+        ) = (sent, self.creds.as_mut())
+        {
+            *password = new.clone();
+        }
+    }
+
+    /// `OK LOGIN` (or a RESUME's): the session, its datagram channel and the
+    /// server-side watches start afresh when the token is new. Returns the line
+    /// to show, or `None` when a rejoin after a reconnect already said it.
+    fn logged_in(
+        &mut self,
+        now: Now,
+        user: String,
+        token: Token,
+        sent: Option<Sent>,
+    ) -> Option<String> {
+        let renewed = self.me.as_deref() == Some(user.as_str());
+        if let Some(Sent {
+            command: Command::Login { user, password },
+            ..
+        }) = &sent
+        {
+            self.creds = Some((user.clone(), password.clone()));
+            // A password login (or re-login: a later deadline) earns
+            // a ticket for the next reconnect.
+            if self.tickets_allowed() {
+                self.send(Command::Ticket, true);
+            }
+        }
+        self.me = Some(user.clone());
+        self.auth_refused = false;
+        let fresh = self.udp.token.as_ref() != Some(&token);
+        if fresh {
+            let sealed = self
+                .udp_secret
+                .as_ref()
+                .map(|s| Channel::new(s, Role::Client));
+            self.udp = Udp {
+                token: Some(token),
+                sealed,
+                ..Udp::default()
+            };
+            self.udp_tick(now);
+            // A new session: the server knows nothing of our watches.
+            for cmd in self.watch.resend() {
+                self.send(cmd, true);
+            }
+        }
+        if std::mem::take(&mut self.rejoining) {
+            self.backoff.reset();
+            let links = self.links.up_users();
+            let kept = if links.is_empty() {
+                String::new()
+            } else {
+                format!("; direct links kept ({})", links.join(", "))
+            };
+            let server = self.cfg.server;
+            self.say(
+                Origin::Client,
+                &format!("back on the server at {server}: logged in again as {user}{kept}"),
+            );
+            return None;
+        }
+        Some(match sent {
+            Some(Sent {
+                automatic: true, ..
+            }) if renewed => {
+                format!("session renewed for {user} (logged in again automatically)")
+            }
+            _ if renewed => format!("session renewed for {user}"),
+            _ => format!("logged in as {user}; /list shows who is online"),
+        })
+    }
+
+    /// `OK LIST`: the rows that came before it, as one table.
+    fn show_list(&mut self, count: usize) {
+        self.last_list = self.list_rows.iter().map(|(u, _)| u.clone()).collect();
+        let rows: Vec<Vec<String>> = std::mem::take(&mut self.list_rows)
+            .into_iter()
+            .map(|(u, ip)| vec![display::sanitize(&u), ip.to_string()])
+            .collect();
+        self.say(Origin::Server, &format!("{count} user(s) online:"));
+        for l in display::table(&["USER", "IP"], &rows) {
+            self.say(Origin::Server, &format!("  {l}"));
+        }
     }
 
     fn on_event(&mut self, now: Now, e: Event) {
