@@ -1165,31 +1165,8 @@ impl Engine {
                 self.backoff.reset();
                 self.say(Origin::Server, &display::sanitize(&text))
             }
-            Event::Request { from, ip } => {
-                self.incoming.insert(from.clone(), ip);
-                let from = display::sanitize(&from);
-                let text = format!(
-                    "{from} (from {ip}) wants a direct link with you. \
-                     Type /accept {from} or /deny {from}"
-                );
-                self.show(Shown {
-                    bell: true,
-                    ..Shown::note(Origin::Event, self.unix, &text)
-                });
-            }
-            Event::Peer { user, addr, token } => {
-                self.outgoing.remove(&user);
-                let user_shown = display::sanitize(&user);
-                self.say(
-                    Origin::Event,
-                    &format!("{user_shown} accepted; connecting to {addr}"),
-                );
-                // If our dial cannot get through, they may dial us back with it.
-                self.links.issue(&user, token.clone(), now.mono);
-                self.punches.introduced(&user, punch::Role::Requester);
-                self.reverse.introduced(&user, now.mono);
-                self.out.push_back(Output::Dial { user, addr, token });
-            }
+            Event::Request { from, ip } => self.on_request(from, ip),
+            Event::Peer { user, addr, token } => self.on_peer(now, user, addr, token),
             Event::Dialback { user, addr } => {
                 if self.links.token_for(&user, now.mono).is_some() {
                     log::info!("{user} can be dialled back at {addr}");
@@ -1214,20 +1191,7 @@ impl Engine {
                 let user = display::sanitize(&user);
                 self.say(Origin::Event, &format!("{user} turned down your request"));
             }
-            Event::Cancelled { user, reason } => {
-                self.outgoing.remove(&user);
-                self.incoming.remove(&user);
-                let user = display::sanitize(&user);
-                let text = match reason {
-                    CancelReason::Expired => {
-                        format!("the request between you and {user} expired without an answer")
-                    }
-                    CancelReason::Offline => {
-                        format!("{user} went offline; the request between you was cancelled")
-                    }
-                };
-                self.say(Origin::Event, &text);
-            }
+            Event::Cancelled { user, reason } => self.on_cancelled(user, reason),
             Event::Broadcast {
                 id,
                 from,
@@ -1262,6 +1226,52 @@ impl Engine {
                 );
             }
         }
+    }
+
+    /// `EVENT REQUEST`: someone asks for a direct link; the bell rings.
+    fn on_request(&mut self, from: String, ip: IpAddr) {
+        self.incoming.insert(from.clone(), ip);
+        let from = display::sanitize(&from);
+        let text = format!(
+            "{from} (from {ip}) wants a direct link with you. \
+             Type /accept {from} or /deny {from}"
+        );
+        self.show(Shown {
+            bell: true,
+            ..Shown::note(Origin::Event, self.unix, &text)
+        });
+    }
+
+    /// `EVENT PEER`: our request was accepted; dial them (and be ready to be
+    /// dialled back or to punch, if the dial cannot get through).
+    fn on_peer(&mut self, now: Now, user: String, addr: SocketAddr, token: Token) {
+        self.outgoing.remove(&user);
+        let user_shown = display::sanitize(&user);
+        self.say(
+            Origin::Event,
+            &format!("{user_shown} accepted; connecting to {addr}"),
+        );
+        // If our dial cannot get through, they may dial us back with it.
+        self.links.issue(&user, token.clone(), now.mono);
+        self.punches.introduced(&user, punch::Role::Requester);
+        self.reverse.introduced(&user, now.mono);
+        self.out.push_back(Output::Dial { user, addr, token });
+    }
+
+    /// `EVENT CANCELLED`: a request either way ended without an answer.
+    fn on_cancelled(&mut self, user: String, reason: CancelReason) {
+        self.outgoing.remove(&user);
+        self.incoming.remove(&user);
+        let user = display::sanitize(&user);
+        let text = match reason {
+            CancelReason::Expired => {
+                format!("the request between you and {user} expired without an answer")
+            }
+            CancelReason::Offline => {
+                format!("{user} went offline; the request between you was cancelled")
+            }
+        };
+        self.say(Origin::Event, &text);
     }
 
     /// A LOGIN or SIGNUP was refused: remembered for the exit status; an
