@@ -84,8 +84,10 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct TlsArgs {
-    #[arg(long, default_value = "target/release/peerline-server")]
-    server: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    cpus: CpuArgs,
     /// Connections opened (and closed) for the handshake rate.
     #[arg(long, default_value_t = 1000)]
     handshakes: usize,
@@ -103,20 +105,6 @@ struct TlsArgs {
     broadcast_window: usize,
     #[arg(long, default_value_t = 64)]
     pad: usize,
-    #[arg(long, default_value_t = 1000)]
-    kdf_iterations: u32,
-    #[arg(long, default_value_t = 0)]
-    server_cpu: usize,
-    #[arg(long, default_value_t = 1)]
-    tool_cpu: usize,
-    #[arg(long)]
-    no_pin: bool,
-    /// peerline only.
-    #[arg(long)]
-    no_mosquitto: bool,
-    /// Splice the TLS section into this report (replacing the previous one).
-    #[arg(long)]
-    out_md: Option<PathBuf>,
     /// The command line to show in the report.
     #[arg(long, default_value = "tools/bench.sh")]
     shown_command: String,
@@ -127,9 +115,10 @@ struct TlsArgs {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The peerline-server binary.
-    #[arg(long, default_value = "target/release/peerline-server")]
-    server: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    cpus: CpuArgs,
     /// Receiver counts for fan-out (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "50,1000,10000")]
     sizes: Vec<usize>,
@@ -142,12 +131,8 @@ struct RunArgs {
     /// Most unanswered broadcasts during the burst.
     #[arg(long, default_value_t = 32)]
     burst_window: usize,
-    /// Sessions per worker process (each peerline session uses two descriptors).
-    #[arg(long, default_value_t = 2500)]
-    per_worker: usize,
-    /// Password-hash cost for the scale scenarios (the setup rate is also measured at the default).
-    #[arg(long, default_value_t = 1000)]
-    kdf_iterations: u32,
+    #[command(flatten)]
+    workers: WorkerArgs,
     /// Sessions signed up at the default cost to measure the setup rate.
     #[arg(long, default_value_t = 200)]
     default_sessions: usize,
@@ -167,23 +152,9 @@ struct RunArgs {
     /// Sessions opened at once per worker while growing.
     #[arg(long, default_value_t = 128)]
     growth_window: usize,
-    /// CPU for the server under test; the tool takes the other one.
-    #[arg(long, default_value_t = 0)]
-    server_cpu: usize,
-    #[arg(long, default_value_t = 1)]
-    tool_cpu: usize,
-    /// Do not pin processes to CPUs.
-    #[arg(long)]
-    no_pin: bool,
-    /// peerline only.
-    #[arg(long)]
-    no_mosquitto: bool,
     /// Why mosquitto is absent, for the report (set by tools/bench.sh).
     #[arg(long, default_value = "not run (--no-mosquitto)")]
     mosquitto_note: String,
-    /// Where to write the report (nothing written if absent).
-    #[arg(long)]
-    out_md: Option<PathBuf>,
     /// Where to write the SVG plot (next to the report by default).
     #[arg(long)]
     out_svg: Option<PathBuf>,
@@ -200,8 +171,10 @@ struct RunArgs {
 
 #[derive(clap::Args)]
 struct ScaleArgs {
-    #[arg(long, default_value = "target/release/peerline-server")]
-    server: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    workers: WorkerArgs,
     /// Session counts, one server growing through them.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000,19000")]
     sizes: Vec<usize>,
@@ -214,20 +187,57 @@ struct ScaleArgs {
     /// Fan-outs per step.
     #[arg(long, default_value_t = 10)]
     reps: usize,
-    #[arg(long, default_value_t = 2500)]
-    per_worker: usize,
-    #[arg(long, default_value_t = 1000)]
-    kdf_iterations: u32,
     /// Idle window after the first login burst.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
-    #[arg(long)]
-    no_mosquitto: bool,
+}
+
+/// The arguments the measuring modes (`run`, `scale`, `tls`) share.
+#[derive(clap::Args)]
+struct CommonArgs {
+    /// The peerline-server binary.
+    #[arg(long, default_value = "target/release/peerline-server")]
+    server: PathBuf,
+    /// Password-hash cost for the sessions the tool signs up (`run` also
+    /// measures the setup rate at the server's default).
+    #[arg(long, default_value_t = 1000)]
+    kdf_iterations: u32,
+    /// Do not pin processes to CPUs.
     #[arg(long)]
     no_pin: bool,
-    /// The report to put the scale section into (its plots go beside it).
+    /// peerline only.
+    #[arg(long)]
+    no_mosquitto: bool,
+    /// The report to write (`run`) or to put this mode's section into,
+    /// replacing the previous one (plots go beside it); nothing written if absent.
     #[arg(long)]
     out_md: Option<PathBuf>,
+}
+
+/// Which CPUs the server under test and the tool are pinned to (`run`, `tls`).
+#[derive(clap::Args)]
+struct CpuArgs {
+    /// CPU for the server under test; the tool takes the other one.
+    #[arg(long, default_value_t = 0)]
+    server_cpu: usize,
+    #[arg(long, default_value_t = 1)]
+    tool_cpu: usize,
+}
+
+impl CpuArgs {
+    /// `cpu` when pinning is on: not with `--no-pin`, nor when the server and
+    /// the tool were given the same CPU.
+    fn pin(&self, no_pin: bool, cpu: usize) -> Option<usize> {
+        (!no_pin && self.server_cpu != self.tool_cpu).then_some(cpu)
+    }
+}
+
+/// How the tool spreads its sessions over worker processes (`run`, `scale`).
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// Sessions per worker process (each peerline session uses two descriptors).
+    #[arg(long, default_value_t = 2500)]
+    per_worker: usize,
 }
 
 fn main() -> ExitCode {
@@ -285,22 +295,23 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Scale(a) => {
+            let c = a.common;
             let args = scale::Args {
-                server: a.server,
+                server: c.server,
                 sizes: a.sizes,
                 accounts: a.accounts,
                 online: a.online.max(1),
                 reps: a.reps.max(1),
-                per_worker: a.per_worker.max(1),
-                kdf_iterations: a.kdf_iterations,
+                per_worker: a.workers.per_worker.max(1),
+                kdf_iterations: c.kdf_iterations,
                 idle_secs: a.idle_secs,
-                no_mosquitto: a.no_mosquitto,
-                pin: (!a.no_pin).then_some((0, 1)),
-                svg_dir: a
+                no_mosquitto: c.no_mosquitto,
+                pin: (!c.no_pin).then_some((0, 1)),
+                svg_dir: c
                     .out_md
                     .as_ref()
                     .and_then(|m| m.parent().map(PathBuf::from)),
-                out_md: a.out_md,
+                out_md: c.out_md,
             };
             let res = scale::run(&args).and_then(|r| {
                 let machine = report::Machine::probe();
@@ -330,20 +341,20 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Tls(t) => {
-            let pin = |c: usize| (!t.no_pin && t.server_cpu != t.tool_cpu).then_some(c);
+            let c = t.common;
             let args = tls::Args {
-                server: t.server,
+                server: c.server,
                 handshakes: t.handshakes,
                 window: t.window,
                 sessions: t.sessions,
                 broadcasts: t.broadcasts,
                 bwindow: t.broadcast_window.max(1),
                 pad: t.pad,
-                kdf_iterations: t.kdf_iterations,
-                server_cpu: pin(t.server_cpu),
-                tool_cpu: pin(t.tool_cpu),
-                no_mosquitto: t.no_mosquitto,
-                out_md: t.out_md,
+                kdf_iterations: c.kdf_iterations,
+                server_cpu: t.cpus.pin(c.no_pin, t.cpus.server_cpu),
+                tool_cpu: t.cpus.pin(c.no_pin, t.cpus.tool_cpu),
+                no_mosquitto: c.no_mosquitto,
+                out_md: c.out_md,
                 strict: t.strict,
             };
             match tls::main(&args, &t.shown_command) {
@@ -369,72 +380,73 @@ fn main() -> ExitCode {
 }
 
 fn run(a: RunArgs) -> Result<ExitCode, String> {
+    let (c, per_worker) = (&a.common, a.workers.per_worker);
     let started = Instant::now();
     if a.sizes.is_empty() || a.sizes.contains(&0) {
         return Err("--sizes needs positive receiver counts".into());
     }
     let max_n = *a.sizes.iter().max().expect("non-empty");
     // Checks before anything starts: the server binary and the descriptor budget.
-    if !a.server.is_file() {
+    if !c.server.is_file() {
         return Err(format!(
             "peerline-server not found at {} (build it with `cargo build --release`, or pass --server)",
-            a.server.display()
+            c.server.display()
         ));
     }
     let limit = procfs::fd_limit();
-    let worker_need = 2 * a.per_worker.min(max_n + 1) as u64 + 32;
+    let worker_need = 2 * per_worker.min(max_n + 1) as u64 + 32;
     let server_need = max_n as u64 + 64;
     if limit < worker_need || limit < server_need {
         return Err(format!(
             "open-file limit is {limit}: a worker with {} sessions needs {worker_need} and the server needs {server_need} \
              for N = {max_n}; lower --per-worker or --sizes, or raise `ulimit -n`",
-            a.per_worker.min(max_n + 1)
+            per_worker.min(max_n + 1)
         ));
     }
-    if let Some(md) = &a.out_md {
+    if let Some(md) = &c.out_md {
         if let Some(dir) = md.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
     }
-    let pin = |c: usize| (!a.no_pin && a.server_cpu != a.tool_cpu).then_some(c);
+    let pin = |cpu: usize| a.cpus.pin(c.no_pin, cpu);
     let plan = bench::Plan {
         sizes: a.sizes.clone(),
         reps: a.reps.max(1),
         burst: a.burst.max(1),
         burst_window: a.burst_window.max(1),
-        per_worker: a.per_worker.max(1),
-        kdf_low: a.kdf_iterations,
+        per_worker: per_worker.max(1),
+        kdf_low: c.kdf_iterations,
         default_sessions: a.default_sessions.max(a.storm),
         storm: a.storm.max(1),
         pingers: a.pingers.max(1),
         ping_interval_ms: a.ping_interval_ms.max(1),
         idle_secs: a.idle_secs,
         pad: a.pad,
-        server_cpu: pin(a.server_cpu),
-        tool_cpu: pin(a.tool_cpu),
+        server_cpu: pin(a.cpus.server_cpu),
+        tool_cpu: pin(a.cpus.tool_cpu),
         growth_window: a.growth_window.max(1),
     };
     if plan.tool_cpu.is_some() {
-        let _ = clock::pin_to_cpu(a.tool_cpu);
+        let _ = clock::pin_to_cpu(a.cpus.tool_cpu);
     }
     eprintln!(
         "peerline-bench: sizes {:?}, {} repeats, {} per worker, open-file limit {limit}",
         plan.sizes, plan.reps, plan.per_worker
     );
-    let peer = bench::run(bench::System::Peerline, &plan, &a.server);
+    let peer = bench::run(bench::System::Peerline, &plan, &c.server);
     let mut mosquitto_note = a.mosquitto_note.clone();
-    let mosq = if a.no_mosquitto {
+    let mosq = if c.no_mosquitto {
         None
     } else if servers::which("mosquitto").is_none() {
         mosquitto_note = "not installed; peerline reported alone".into();
         eprintln!("mosquitto is not installed: reporting peerline alone");
         None
     } else {
-        Some(bench::run(bench::System::Mosquitto, &plan, &a.server))
+        Some(bench::run(bench::System::Mosquitto, &plan, &c.server))
     };
     let machine = report::Machine::probe();
     let wall = started.elapsed().as_secs_f64();
-    if let Some(md) = &a.out_md {
+    if let Some(md) = &c.out_md {
         let svg_path = a
             .out_svg
             .clone()
