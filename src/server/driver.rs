@@ -29,7 +29,8 @@ use super::store::Store;
 use super::tls::{HandshakeBudget, TlsIdentity};
 use crate::netio::{self, enable_keepalive, set_int_option, Connection, Fate, Next, ReadsDue};
 use crate::proto::datagram::MAX_DATAGRAM;
-use crate::signals::SignalPipe;
+use crate::proto::Frame;
+use crate::signals::{Caught, SignalPipe};
 use crate::tls::layer::TLS_HANDSHAKE_BYTE;
 use crate::tls::Layer;
 use crate::udpbatch::{Mmsg, RecvBatch, SendQueue};
@@ -290,77 +291,90 @@ impl Driver {
                 return Err(format!("poll failed: {e}"));
             }
             let now = Instant::now();
-            let mut stop = false;
-            let mut reload = false;
             self.handshakes.new_turn();
             self.end_sniffing(now);
-            for ev in events.iter() {
-                match ev.token() {
-                    LISTENER => self.accept_all(now),
-                    admin_socket::LISTENER => self.admin.accept(self.poll.registry()),
-                    metrics::LISTENER => {
-                        if let Some(m) = self.metrics.as_mut() {
-                            m.accept(self.poll.registry());
-                        }
-                    }
-                    t if metrics::owns(t) => {
-                        // Taken out for the call: the body borrows the driver.
-                        if let Some(mut m) = self.metrics.take() {
-                            m.on_event(t, || metrics::render(&self.counters(now)));
-                            self.metrics = Some(m);
-                        }
-                    }
-                    t if admin_socket::owns(t) => {
-                        if let Some((conn, line)) = self.admin.on_event(t) {
-                            self.admin_request(now, conn, line);
-                        }
-                    }
-                    UDP => {
-                        if ev.is_readable() {
-                            self.recv_datagrams(now);
-                        }
-                        if ev.is_writable() {
-                            self.udp_queue.flush(&mut Mmsg(&self.udp));
-                        }
-                    }
-                    SIGNALS => {
-                        let caught = self.signals.take();
-                        stop |= caught.stop;
-                        reload |= caught.reload;
-                    }
-                    Token(i) => self.conn_event(now, i, ev.is_readable(), ev.is_writable()),
-                }
-            }
-            if self.fds.retry_at.is_some_and(|at| at <= now) {
-                self.fds.retry_at = None;
-                self.accept_all(now);
-            }
-            self.catch_up_reads(now);
-            self.engine.handle(now, Input::Timeout);
-            // Everything this turn wrote to the store shares one fsync per
-            // file; only then are those signups and broadcasts confirmed.
-            self.run_outputs(now);
-            self.commit(now);
-            // Ending the turn can itself produce outputs (a failed write ends a
-            // session, which cancels requests): run until quiet. Each further
-            // round needs a connection that failed in the one before, so this
-            // ends; the bound is a backstop, and whatever it leaves (outputs
-            // not polled, connections still dirty) makes the next poll return
-            // at once (`timeout`), never wait for an unrelated wake-up.
-            for _ in 0..END_ROUNDS {
-                self.end_turn(now);
-                if self.run_outputs(now) == 0 {
-                    break;
-                }
-                self.commit(now);
-            }
-            if reload && !stop {
+            let caught = self.dispatch(now, &events);
+            self.settle(now);
+            if caught.reload && !caught.stop {
                 self.reload();
             }
-            if stop {
+            if caught.stop {
                 log::info!("signal received: shutting down");
                 return self.shutdown();
             }
+        }
+    }
+
+    /// Hands each readiness event of this turn to its owner; returns the
+    /// signals that arrived among them, acted on once the turn has settled.
+    fn dispatch(&mut self, now: Instant, events: &Events) -> Caught {
+        let mut caught = Caught::default();
+        for ev in events.iter() {
+            match ev.token() {
+                LISTENER => self.accept_all(now),
+                admin_socket::LISTENER => self.admin.accept(self.poll.registry()),
+                metrics::LISTENER => {
+                    if let Some(m) = self.metrics.as_mut() {
+                        m.accept(self.poll.registry());
+                    }
+                }
+                t if metrics::owns(t) => {
+                    // Taken out for the call: the body borrows the driver.
+                    if let Some(mut m) = self.metrics.take() {
+                        m.on_event(t, || metrics::render(&self.counters(now)));
+                        self.metrics = Some(m);
+                    }
+                }
+                t if admin_socket::owns(t) => {
+                    if let Some((conn, line)) = self.admin.on_event(t) {
+                        self.admin_request(now, conn, line);
+                    }
+                }
+                UDP => {
+                    if ev.is_readable() {
+                        self.recv_datagrams(now);
+                    }
+                    if ev.is_writable() {
+                        self.udp_queue.flush(&mut Mmsg(&self.udp));
+                    }
+                }
+                SIGNALS => {
+                    let c = self.signals.take();
+                    caught.stop |= c.stop;
+                    caught.reload |= c.reload;
+                }
+                Token(i) => self.conn_event(now, i, ev.is_readable(), ev.is_writable()),
+            }
+        }
+        caught
+    }
+
+    /// The rest of a turn, after its events: accepts and reads that were put
+    /// off, the engine's timers, then outputs, store commits and ended
+    /// connections, round after round until quiet.
+    fn settle(&mut self, now: Instant) {
+        if self.fds.retry_at.is_some_and(|at| at <= now) {
+            self.fds.retry_at = None;
+            self.accept_all(now);
+        }
+        self.catch_up_reads(now);
+        self.engine.handle(now, Input::Timeout);
+        // Everything this turn wrote to the store shares one fsync per
+        // file; only then are those signups and broadcasts confirmed.
+        self.run_outputs(now);
+        self.commit(now);
+        // Ending the turn can itself produce outputs (a failed write ends a
+        // session, which cancels requests): run until quiet. Each further
+        // round needs a connection that failed in the one before, so this
+        // ends; the bound is a backstop, and whatever it leaves (outputs
+        // not polled, connections still dirty) makes the next poll return
+        // at once (`timeout`), never wait for an unrelated wake-up.
+        for _ in 0..END_ROUNDS {
+            self.end_turn(now);
+            if self.run_outputs(now) == 0 {
+                break;
+            }
+            self.commit(now);
         }
     }
 
@@ -553,30 +567,7 @@ impl Driver {
         if let Some(c) = self.conns.get_mut(key) {
             c.io.take_read_again();
         }
-        if !self.sniff(now, key) {
-            return;
-        }
-        let handshaking = self
-            .conns
-            .get(key)
-            .is_some_and(|c| c.io.layer.is_handshaking());
-        if !self.handshakes.admit(handshaking) {
-            self.read_next_turn(key);
-            return;
-        }
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        if c.io.is_gone() {
-            return;
-        }
-        if c.io.is_closing() {
-            // Lingering: discard input until the peer closes too; `end_turn`
-            // frees the connection once our last lines are out as well.
-            if c.io.layer.is_tls() {
-                mark_dirty(&mut self.dirty, key, c);
-            }
-            c.io.discard_input();
+        if !self.admit_read(now, key) {
             return;
         }
         let mut taken = 0;
@@ -594,14 +585,7 @@ impl Driver {
                 mark_dirty(&mut self.dirty, key, c);
             }
             match c.io.next_input(&mut taken) {
-                Next::Frame(frame) => {
-                    self.engine.handle(now, Input::Frame { conn: key, frame });
-                    self.run_outputs(now);
-                    let accepts = self.engine.accepts_input(key);
-                    if let Some(c) = self.conns.get_mut(key) {
-                        c.gate.after_frame(accepts, c.io.out.len());
-                    }
-                }
+                Next::Frame(frame) => self.feed_frame(now, key, frame),
                 // The handshake has just finished, and no frame that came
                 // with it has reached the engine yet: the session a LOGIN
                 // among them starts is sealed.
@@ -628,6 +612,51 @@ impl Driver {
                     return;
                 }
             }
+        }
+    }
+
+    /// Whether `key`'s input is taken now: not before its first byte has
+    /// said plain or TLS, not past this turn's handshake budget (then it is
+    /// read next turn), and not once it is gone or lingering (a lingering
+    /// connection's input is discarded here).
+    fn admit_read(&mut self, now: Instant, key: usize) -> bool {
+        if !self.sniff(now, key) {
+            return false;
+        }
+        let handshaking = self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.io.layer.is_handshaking());
+        if !self.handshakes.admit(handshaking) {
+            self.read_next_turn(key);
+            return false;
+        }
+        let Some(c) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if c.io.is_gone() {
+            return false;
+        }
+        if c.io.is_closing() {
+            // Lingering: discard input until the peer closes too; `end_turn`
+            // frees the connection once our last lines are out as well.
+            if c.io.layer.is_tls() {
+                mark_dirty(&mut self.dirty, key, c);
+            }
+            c.io.discard_input();
+            return false;
+        }
+        true
+    }
+
+    /// One frame through the engine, its outputs executed at once, so the
+    /// gate sees the output it caused before the next frame is taken.
+    fn feed_frame(&mut self, now: Instant, key: usize, frame: Frame) {
+        self.engine.handle(now, Input::Frame { conn: key, frame });
+        self.run_outputs(now);
+        let accepts = self.engine.accepts_input(key);
+        if let Some(c) = self.conns.get_mut(key) {
+            c.gate.after_frame(accepts, c.io.out.len());
         }
     }
 
