@@ -302,8 +302,9 @@ fn terminal_mode(opts: &Options, stdin: &Stdin) -> Option<Terminal> {
     }
 }
 
-/// Runs the client until it decides to exit; returns the exit code.
-pub fn run(opts: Options) -> io::Result<i32> {
+/// The connection to the server, ready for the poll; `None` (said on
+/// stderr) when it cannot be made.
+fn dial_server(opts: &Options) -> io::Result<Option<std::net::TcpStream>> {
     let std_stream = match connect_server(&opts.host, opts.port) {
         Ok(s) => s,
         Err(e) => {
@@ -311,12 +312,61 @@ pub fn run(opts: Options) -> io::Result<i32> {
                 "peerline-client: cannot connect to {}:{}: {e}",
                 opts.host, opts.port
             );
-            return Ok(1);
+            return Ok(None);
         }
     };
     std_stream.set_nonblocking(true)?;
     let _ = std_stream.set_nodelay(true);
     enable_keepalive(&std_stream, KEEPALIVE_IDLE_SECS);
+    Ok(Some(std_stream))
+}
+
+/// The listener peers dial and the UDP socket for hole punching, both
+/// registered with the poll.
+fn peer_sockets(
+    registry: &mio::Registry,
+    opts: &Options,
+    local_ip: IpAddr,
+) -> io::Result<(TcpListener, UdpSocket)> {
+    let mut listener =
+        TcpListener::bind(listen_addr(opts.listen_addr, local_ip, opts.listen_port))?;
+    registry.register(&mut listener, LISTENER, Interest::READABLE)?;
+    // The UDP socket uses the interface that reaches the server.
+    let mut udp = UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
+    registry.register(&mut udp, UDP, Interest::READABLE)?;
+    Ok((listener, udp))
+}
+
+/// The engine's configuration: the options, plus what only the running
+/// client knows (addresses, whether stdin is a terminal, the time zone).
+/// The auto-login password moves into it rather than being copied.
+fn engine_config(
+    opts: &mut Options,
+    server: SocketAddr,
+    listen_port: u16,
+    interactive: bool,
+    utc_offset: i64,
+) -> Config {
+    Config {
+        server,
+        listen_port,
+        interactive,
+        reauth_prompt: opts.reauth_prompt,
+        auto_login: opts.auto_login.take(),
+        utc_offset,
+        allow_plaintext_links: opts.allow_plaintext_links,
+        seed: random_seed(),
+        stay: opts.stay || opts.count.is_some() || opts.timeout.is_some(),
+        count: opts.count,
+        timeout: opts.timeout,
+    }
+}
+
+/// Runs the client until it decides to exit; returns the exit code.
+pub fn run(mut opts: Options) -> io::Result<i32> {
+    let Some(std_stream) = dial_server(&opts)? else {
+        return Ok(1);
+    };
     let server_addr = std_stream.peer_addr()?;
     let local_ip = std_stream.local_addr()?.ip();
 
@@ -333,14 +383,7 @@ pub fn run(opts: Options) -> io::Result<i32> {
         .sync_interest(poll.registry(), Token(key), false)?;
     conns.insert(server);
 
-    let mut listener =
-        TcpListener::bind(listen_addr(opts.listen_addr, local_ip, opts.listen_port))?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    // The UDP socket uses the interface that reaches the server.
-    let mut udp = UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
-    poll.registry()
-        .register(&mut udp, UDP, Interest::READABLE)?;
+    let (listener, udp) = peer_sockets(poll.registry(), &opts, local_ip)?;
 
     let stdin = open_stdin(poll.registry());
     let mut signals = SignalPipe::install()?;
@@ -352,19 +395,13 @@ pub fn run(opts: Options) -> io::Result<i32> {
     let renderer = renderer(&opts, utc_offset);
     // Last: nothing after this may fail and leave the terminal raw.
     let term = terminal_mode(&opts, &stdin);
-    let cfg = Config {
-        server: server_addr,
+    let cfg = engine_config(
+        &mut opts,
+        server_addr,
         listen_port,
-        interactive: stdin.is_terminal(),
-        reauth_prompt: opts.reauth_prompt,
-        auto_login: opts.auto_login,
+        stdin.is_terminal(),
         utc_offset,
-        allow_plaintext_links: opts.allow_plaintext_links,
-        seed: random_seed(),
-        stay: opts.stay || opts.count.is_some() || opts.timeout.is_some(),
-        count: opts.count,
-        timeout: opts.timeout,
-    };
+    );
     let mut engine = Engine::new(cfg);
     engine.start(now());
     let mut d = Driver {
