@@ -8,6 +8,14 @@
 //! live in a [`Slab`] (a vector that reuses freed slots and grows by appending,
 //! so untouched capacity is never resident) and a key finds its slot through
 //! a `Vec<u32>`: 4 bytes per key ever used.
+//!
+//! [`DenseMap::reserve`] sizes both up front (the server reserves its
+//! per-connection tables to the most connections it can have): the slab then
+//! never doubles, and a reservation costs address space, not memory — a
+//! large allocation is mmapped by glibc and its pages are zero-filled by the
+//! kernel when first written, and nothing here writes past the entries in
+//! use (`Vec::with_capacity` does not initialise, `Slab` pushes one entry at
+//! a time, the key index is extended by `resize` only up to the largest key).
 
 use slab::Slab;
 
@@ -40,6 +48,19 @@ impl<K, V> Default for DenseMap<K, V> {
 impl<K: DenseKey, V> DenseMap<K, V> {
     pub fn len(&self) -> usize {
         self.values.len()
+    }
+
+    /// Room for `values` entries and keys below `keys` without reallocating.
+    pub fn reserve(&mut self, keys: usize, values: usize) {
+        self.slots
+            .reserve_exact(keys.saturating_sub(self.slots.len()));
+        self.values
+            .reserve_exact(values.saturating_sub(self.values.len()));
+    }
+
+    /// Entries the value slab holds without reallocating.
+    pub fn capacity(&self) -> usize {
+        self.values.capacity()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -130,5 +151,27 @@ mod tests {
         assert_eq!(keys, [0, 9]);
         *m.get_mut(&0).unwrap() = "A";
         assert_eq!(m[&0], "A");
+    }
+
+    /// Reserved once, the map never reallocates (so never doubles) while its
+    /// keys and entries stay within the reservation — the server's slabs
+    /// rely on this for memory per session that does not step.
+    #[test]
+    fn a_reserved_map_does_not_reallocate_within_its_reservation() {
+        let mut m: DenseMap<usize, [u64; 16]> = DenseMap::default();
+        m.reserve(1000, 1000);
+        let (values, keys) = (m.capacity(), m.slots.capacity());
+        assert!(values >= 1000 && keys >= 1000);
+        for i in 0..1000 {
+            m.insert(i, [i as u64; 16]);
+        }
+        for i in (0..1000).step_by(2) {
+            m.remove(&i);
+        }
+        for i in 0..500 {
+            m.insert(i * 2, [0; 16]);
+        }
+        assert_eq!((m.capacity(), m.slots.capacity()), (values, keys));
+        assert_eq!(m.len(), 1000);
     }
 }

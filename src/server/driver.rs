@@ -156,6 +156,27 @@ fn ensure_fd_limit(max_clients: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// How many connections the per-connection tables are reserved for: every
+/// connection is a descriptor, so never more than the open-files limit, and
+/// the engine refuses past `max_clients` (a refused one is closed at once;
+/// a slab that must grow past this simply reallocates). Capped so a huge
+/// `--max-clients` with a huge limit does not reserve gigabytes of address
+/// space.
+fn connection_slots(max_clients: usize) -> usize {
+    const CAP: usize = 1 << 20;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let fds = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        max_clients
+    };
+    max_clients.min(fds).min(CAP)
+}
+
 /// Asks for a UDP receive buffer big enough to absorb the ACK burst of a large
 /// fan-out: with the kernel default (~208 KB) the load tool measured tens of
 /// thousands of dropped ACKs at 10,000 recipients, each costing a retransmit.
@@ -217,7 +238,13 @@ impl Driver {
     /// Opens the store, binds, registers; prints the `listening` line.
     pub fn start(cfg: Config) -> Result<Driver, String> {
         ensure_fd_limit(cfg.engine.max_clients)?;
-        let (store, engine, tls) = load_engine(&cfg)?;
+        let (store, mut engine, tls) = load_engine(&cfg)?;
+        // Reserved once, so the tables never double as sessions come (issue 18).
+        let slots = connection_slots(cfg.engine.max_clients);
+        engine.reserve_connections(slots);
+        // Loading the data dir freed its read buffers: give those pages back
+        // now, so the RSS at the start is what the server holds.
+        give_back::trim();
         let (mut listener, mut udp) = super::sockets::bind(cfg.bind, cfg.port, cfg.bind_is_default)
             .map_err(|e| format!("cannot bind {}: {e}", SocketAddr::new(cfg.bind, cfg.port)))?;
         enlarge_udp_receive_buffer(&udp);
@@ -258,7 +285,7 @@ impl Driver {
             udp_read_again: false,
             udp_local: udp_addr,
             signals,
-            conns: Slab::new(),
+            conns: Slab::with_capacity(slots),
             dirty: Vec::new(),
             reads_due: ReadsDue::default(),
             lingering: Vec::new(),
@@ -936,6 +963,11 @@ impl Driver {
                     log::info!("SIGHUP: {c}");
                 }
                 self.engine.set_config(new.engine.clone());
+                // A raised max-clients: the tables' room follows (no-op otherwise).
+                let slots = connection_slots(new.engine.max_clients);
+                self.engine.reserve_connections(slots);
+                self.conns
+                    .reserve_exact(slots.saturating_sub(self.conns.len()));
                 self.cfg = new;
             }
         }
@@ -1011,6 +1043,33 @@ mod tests {
     use super::*;
     use crate::server::engine::EngineConfig;
     use crate::server::records::BroadcastFile;
+
+    /// The driver's and the engine's connection records are slab entries
+    /// held for every connection (issue 18, memory per session): a field that
+    /// widens one costs every connection, so widening must be a decision,
+    /// made here.
+    #[test]
+    fn connection_records_stay_small() {
+        let driver = std::mem::size_of::<Conn>();
+        let engine = std::mem::size_of::<crate::server::engine::Conn>();
+        assert!(driver <= 160, "driver::Conn is {driver} bytes");
+        assert!(engine <= 120, "engine::Conn is {engine} bytes");
+    }
+
+    /// The tables are reserved for no more connections than there can be
+    /// descriptors, nor than `--max-clients`.
+    #[test]
+    fn connection_slots_are_bounded_by_max_clients_and_the_fd_limit() {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        let fds = lim.rlim_cur as usize;
+        assert_eq!(connection_slots(10), 10.min(fds));
+        assert_eq!(connection_slots(usize::MAX), fds.min(1 << 20));
+    }
 
     /// The loop's sleep asks the engine: queued outputs (left, say, by the
     /// last round of `run`) make it return at once rather than wait for

@@ -512,6 +512,14 @@ impl Engine {
         self.purge_retransmits();
     }
 
+    /// Sizes the per-connection and per-session tables for `n` connections
+    /// at once (the driver's bound on descriptors), so they never double as
+    /// sessions come: untouched room costs address space, not RSS (`dense.rs`).
+    pub fn reserve_connections(&mut self, n: usize) {
+        self.conns.reserve(n, n);
+        self.sessions.reserve(n);
+    }
+
     /// A TCP connection was accepted.
     fn on_connect(&mut self, now: Instant, conn: ConnId, addr: SocketAddr) {
         if self.conns.len() >= self.cfg.max_clients {

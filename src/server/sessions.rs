@@ -165,6 +165,15 @@ impl SessionTable {
         self.sessions.len()
     }
 
+    /// Room for `n` sessions in the session slab and the connection index
+    /// without reallocating (`dense.rs`: address space, not memory). The
+    /// token and sealed-id hash maps are left to grow: a reserved hash table
+    /// would touch every page of it within the first few hundred sessions.
+    pub fn reserve(&mut self, n: usize) {
+        self.sessions.reserve(0, n);
+        self.by_conn.reserve(n, n);
+    }
+
     pub fn get(&self, user: &UserIdx) -> Option<&Session> {
         self.sessions.get(user)
     }
@@ -403,6 +412,15 @@ mod tests {
     use crate::rng::Seeded;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
+
+    /// A session record is a slab entry held for every session (issue 18,
+    /// memory per session): a field that widens it costs every session, so
+    /// widening it must be a decision, made here.
+    #[test]
+    fn a_session_record_stays_small() {
+        let size = std::mem::size_of::<Session>();
+        assert!(size <= 152, "sessions::Session is {size} bytes");
+    }
 
     const A: UserIdx = UserIdx(1);
     const B: UserIdx = UserIdx(2);

@@ -46,7 +46,11 @@ fn write_in_background(
 }
 
 /// Waits, bounded, until `f` returns the same value for `quiet`; returns it.
-fn settled<T: PartialEq + Copy>(limit: Duration, quiet: Duration, mut f: impl FnMut() -> T) -> T {
+pub(crate) fn settled<T: PartialEq + Copy>(
+    limit: Duration,
+    quiet: Duration,
+    mut f: impl FnMut() -> T,
+) -> T {
     let deadline = Instant::now() + limit;
     let mut last = f();
     let mut since = Instant::now();

@@ -8,6 +8,7 @@ mod client_daily;
 mod fixtures;
 mod harness;
 mod limits;
+mod memory;
 mod nat;
 mod netns;
 mod p2p;

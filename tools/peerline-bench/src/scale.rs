@@ -53,6 +53,9 @@ pub struct Step {
     pub n: usize,
     pub rss_kb: u64,
     pub kb_per_session: f64,
+    /// RSS added by this step's sessions ÷ their number (from the RSS before
+    /// any session for the first step): "flat" means this is flat too.
+    pub kb_marginal: f64,
     pub last_p50_ms: f64,
     pub last_p99_ms: f64,
     pub incomplete: usize,
@@ -235,10 +238,14 @@ fn sessions_axis(system: System, a: &Args) -> SystemScale {
                     let deliveries: u64 = fan.samples.iter().map(|s| s.0).sum();
                     let cpu_ms = c1 - c0;
                     let sessions = fleet.receivers + 1;
+                    let (prev_n, prev_kb) =
+                        r.steps.last().map_or((0, base.rss_kb), |p| (p.n, p.rss_kb));
                     r.steps.push(Step {
                         n: sessions,
                         rss_kb: st.rss_kb,
                         kb_per_session: (st.rss_kb as f64 - base.rss_kb as f64) / sessions as f64,
+                        kb_marginal: (st.rss_kb as f64 - prev_kb as f64)
+                            / sessions.saturating_sub(prev_n).max(1) as f64,
                         last_p50_ms: fan.last().map_or(0.0, |s| s.p50 as f64 / 1e6),
                         last_p99_ms: fan.last().map_or(0.0, |s| s.p99 as f64 / 1e6),
                         incomplete: fan.incomplete(),
@@ -486,17 +493,19 @@ pub fn markdown(r: &Report, a: &Args, machine: &crate::report::Machine) -> Strin
     let _ = writeln!(
         s,
         "Accounts stored before the start; sessions log in (peerline: and register UDP) step by step. \
-         KB per session: (RSS − RSS before any session) ÷ sessions. Fan-out: {} broadcasts to every \
+         KB per session: (RSS − RSS before any session) ÷ sessions; marginal: (RSS − the previous step's RSS) ÷ the sessions \
+         added (the first step: from the RSS before any session). peerline's server gives the memory freed by loading its data dir \
+         back (`malloc_trim`) before it listens, so its RSS before any session is what it holds. Fan-out: {} broadcasts to every \
          session at each step; CPU per delivery is the server's CPU over those fan-outs ÷ deliveries.\n",
         a.reps
     );
     let _ = writeln!(
         s,
-        "| sessions | system | RSS (KB) | KB per session | last receiver p50 (ms) | p99 (ms) | incomplete | server CPU per delivery (µs) |"
+        "| sessions | system | RSS (KB) | KB per session | marginal KB per session | last receiver p50 (ms) | p99 (ms) | incomplete | server CPU per delivery (µs) |"
     );
     let _ = writeln!(
         s,
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let mut rows: Vec<(&str, &Step)> = Vec::new();
     for sys in std::iter::once(&r.peer).chain(r.mosq.as_ref()) {
@@ -506,10 +515,11 @@ pub fn markdown(r: &Report, a: &Args, machine: &crate::report::Machine) -> Strin
     for (name, st) in rows {
         let _ = writeln!(
             s,
-            "| {} | {name} | {} | {:.2} | {:.2} | {:.2} | {} | {:.2} |",
+            "| {} | {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} |",
             st.n,
             st.rss_kb,
             st.kb_per_session,
+            st.kb_marginal,
             st.last_p50_ms,
             st.last_p99_ms,
             st.incomplete,
