@@ -118,13 +118,7 @@ fn guess_sim() -> Sim {
 
 /// Sends a LOGIN; returns the reply and whether a hash was queued for it.
 fn login_from(sim: &mut Sim, conn: ConnId, password: &str) -> (String, bool) {
-    sim.engine.handle(
-        sim.now,
-        Input::Frame {
-            conn,
-            frame: Frame::Line(format!("LOGIN alice {password}")),
-        },
-    );
+    sim.feed(conn, &format!("LOGIN alice {password}"));
     let hashing = sim.engine.has_work();
     sim.settle();
     (sim.expect_line(conn), hashing)
@@ -294,13 +288,7 @@ fn hashing_is_shared_per_source_so_a_hundred_guessers_cannot_delay_a_login() {
     // Alone.
     let solo = sim.connect_from("10.0.9.1");
     welcomed(&mut sim, solo);
-    sim.engine.handle(
-        sim.now,
-        Input::Frame {
-            conn: solo,
-            frame: Frame::Line("LOGIN alice pw".into()),
-        },
-    );
+    sim.feed(solo, "LOGIN alice pw");
     let (alone, reply) = turns_until_reply(&mut sim, solo, 10_000);
     assert!(reply.starts_with("OK LOGIN"), "{reply}");
     // A hundred guessing connections from one address, queued first.
@@ -317,24 +305,12 @@ fn hashing_is_shared_per_source_so_a_hundred_guessers_cannot_delay_a_login() {
     let guessers: Vec<ConnId> = (0..100)
         .map(|_| {
             let c = open(&mut sim, "10.0.0.66");
-            sim.engine.handle(
-                sim.now,
-                Input::Frame {
-                    conn: c,
-                    frame: Frame::Line("LOGIN alice guess".into()),
-                },
-            );
+            sim.feed(c, "LOGIN alice guess");
             c
         })
         .collect();
     let other = open(&mut sim, "10.0.0.7");
-    sim.engine.handle(
-        sim.now,
-        Input::Frame {
-            conn: other,
-            frame: Frame::Line("LOGIN alice pw".into()),
-        },
-    );
+    sim.feed(other, "LOGIN alice pw");
     let (shared, reply) = turns_until_reply(&mut sim, other, 10_000);
     assert!(reply.starts_with("OK LOGIN"), "{reply}");
     // Two sources share the capacity: about twice as long as alone, not a
@@ -383,32 +359,18 @@ fn a_broadcast_costs_the_online_users_not_every_account() {
         .handle(sim.now, Input::Disconnect { conn: carol });
     sim.advance(secs(4));
     sim.lines.clear();
-    sim.engine.handle(
-        sim.now,
-        Input::Frame {
-            conn: a,
-            frame: Frame::Line("BROADCAST hello".into()),
-        },
-    );
+    sim.feed(a, "BROADCAST hello");
     // One turn finishes the whole fan-out: it visits the 2 online users, not
     // 200,002 accounts (that took 391 turns of FANOUT_BATCH).
     let mut turns = 0;
     let mut reply = None;
     loop {
         turns += 1;
-        sim.engine.handle(sim.now, Input::Timeout);
-        while let Some(o) = sim.engine.poll_output() {
-            match o {
-                Output::Send { conn, line } if conn == a => reply = Some(line.wire().to_string()),
-                Output::StoreBroadcast { conn, record } => sim.engine.handle(
-                    sim.now,
-                    Input::BroadcastStored {
-                        conn,
-                        record,
-                        ok: true,
-                    },
-                ),
-                _ => {}
+        for o in sim.hand_turn() {
+            if let Output::Send { conn, line } = o {
+                if conn == a {
+                    reply = Some(line.wire().to_string());
+                }
             }
         }
         if !sim.engine.has_work() {
@@ -472,13 +434,7 @@ fn at_once_from(sim: &mut Sim, ip: &str, n: usize, line: &str) -> Vec<String> {
             let addr = SocketAddr::new(ip.parse().unwrap(), 2000 + c as u16);
             sim.engine.handle(sim.now, Input::Connect { conn: c, addr });
             sim.engine.handle(sim.now, Input::Secure { conn: c }); // remote: over TLS
-            sim.engine.handle(
-                sim.now,
-                Input::Frame {
-                    conn: c,
-                    frame: Frame::Line(line.into()),
-                },
-            );
+            sim.feed(c, line);
             c
         })
         .collect();
@@ -533,13 +489,7 @@ fn passwd_counts_as_a_password_check() {
         assert!(sim.expect_line(c).starts_with("ERR bad-credentials"));
     }
     // Past the source's burst: refused, and no hash queued for it.
-    sim.engine.handle(
-        sim.now,
-        Input::Frame {
-            conn: c,
-            frame: Frame::Line("PASSWD pw new new".into()),
-        },
-    );
+    sim.feed(c, "PASSWD pw new new");
     assert!(!sim.engine.has_work(), "a refused PASSWD was hashed");
     sim.settle();
     let l = sim.expect_line(c);

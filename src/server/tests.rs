@@ -128,6 +128,13 @@ impl Sim {
     }
 
     fn send(&mut self, conn: ConnId, line: &str) {
+        self.feed(conn, line);
+        self.settle();
+    }
+
+    /// Hands `line` to the engine and nothing more: no turn runs and no
+    /// output is taken, for tests that drive the turns by hand.
+    fn feed(&mut self, conn: ConnId, line: &str) {
         self.engine.handle(
             self.now,
             Input::Frame {
@@ -135,7 +142,33 @@ impl Sim {
                 frame: Frame::Line(line.to_owned()),
             },
         );
-        self.settle();
+    }
+
+    /// The outputs waiting now, taken as they are (none executed).
+    fn take_outputs(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.engine.poll_output()).collect()
+    }
+
+    /// One engine turn by hand: its outputs, with every stored broadcast
+    /// confirmed at once (as the driver's commit would), so the replies that
+    /// confirmation produces come in the same turn.
+    fn hand_turn(&mut self) -> Vec<Output> {
+        self.engine.handle(self.now, Input::Timeout);
+        let mut outs = Vec::new();
+        while let Some(o) = self.engine.poll_output() {
+            match o {
+                Output::StoreBroadcast { conn, record } => self.engine.handle(
+                    self.now,
+                    Input::BroadcastStored {
+                        conn,
+                        record,
+                        ok: true,
+                    },
+                ),
+                o => outs.push(o),
+            }
+        }
+        outs
     }
 
     fn datagram(&mut self, from: SocketAddr, text: &str) {
@@ -386,13 +419,7 @@ fn poll_timeout_is_due_while_outputs_or_work_wait() {
     // Drained and idle: sleep until the pre-login idle limit.
     assert_eq!(sim.engine.poll_timeout(), Some(idle_deadline(&sim)));
     // A LOGIN being hashed is work: due now until the hash is done.
-    sim.engine.handle(
-        sim.now,
-        Input::Frame {
-            conn: 7,
-            frame: Frame::Line("LOGIN nobody pw".into()),
-        },
-    );
+    sim.feed(7, "LOGIN nobody pw");
     while sim.engine.poll_output().is_some() {}
     assert!(sim.engine.poll_timeout().is_some_and(|t| t <= sim.now));
     let mut turns = 0;
@@ -453,20 +480,8 @@ fn commands_queued_behind_a_login_are_answered_in_order() {
     });
     let c = sim.connect();
     sim.send(c, "SIGNUP alice pw pw");
-    sim.engine.handle(
-        sim.now,
-        Input::Frame {
-            conn: c,
-            frame: Frame::Line("LOGIN alice pw".into()),
-        },
-    );
-    sim.engine.handle(
-        sim.now,
-        Input::Frame {
-            conn: c,
-            frame: Frame::Line("LIST".into()),
-        },
-    );
+    sim.feed(c, "LOGIN alice pw");
+    sim.feed(c, "LIST");
     sim.engine.handle(
         sim.now,
         Input::Frame {
@@ -490,26 +505,11 @@ fn a_slow_hash_does_not_delay_other_connections() {
     });
     let a = sim.connect();
     let b = sim.connect();
-    sim.engine.handle(
-        sim.now,
-        Input::Frame {
-            conn: a,
-            frame: Frame::Line("LOGIN nobody pw".into()),
-        },
-    );
+    sim.feed(a, "LOGIN nobody pw");
     // One turn of work, then b's command: answered at once, a still hashing.
     sim.engine.handle(sim.now, Input::Timeout);
-    sim.engine.handle(
-        sim.now,
-        Input::Frame {
-            conn: b,
-            frame: Frame::Line("PING".into()),
-        },
-    );
-    let mut outs = Vec::new();
-    while let Some(o) = sim.engine.poll_output() {
-        outs.push(o);
-    }
+    sim.feed(b, "PING");
+    let outs = sim.take_outputs();
     assert!(outs.contains(&Output::Send {
         conn: b,
         line: crate::proto::ServerLine::Ok(crate::proto::OkReply::Ping)
@@ -530,13 +530,7 @@ fn unknown_user_costs_the_same_hashing_as_a_wrong_password() {
     let (_, _) = sim.login_new("alice");
     let turns = |sim: &mut Sim, line: &str| {
         let c = sim.connect();
-        sim.engine.handle(
-            sim.now,
-            Input::Frame {
-                conn: c,
-                frame: Frame::Line(line.into()),
-            },
-        );
+        sim.feed(c, line);
         let mut n = 0;
         while sim.engine.has_work() {
             sim.engine.handle(sim.now, Input::Timeout);
@@ -1052,20 +1046,13 @@ fn fanout_to_many_is_batched_across_turns() {
     }
     sim.advance(Duration::from_secs(4));
     sim.lines.clear();
-    sim.engine.handle(
-        sim.now,
-        Input::Frame {
-            conn: a,
-            frame: Frame::Line("BROADCAST to all".into()),
-        },
-    );
+    sim.feed(a, "BROADCAST to all");
     // Drive by hand: the reply comes first, then at most a batch per turn.
     let mut per_turn = Vec::new();
     let mut replied = false;
     for _ in 0..100 {
-        sim.engine.handle(sim.now, Input::Timeout);
         let mut lines = 0;
-        while let Some(o) = sim.engine.poll_output() {
+        for o in sim.hand_turn() {
             match o {
                 Output::Send { conn, line } if conn == a => {
                     replied |= matches!(
@@ -1074,14 +1061,6 @@ fn fanout_to_many_is_batched_across_turns() {
                     )
                 }
                 Output::Send { .. } => lines += 1,
-                Output::StoreBroadcast { conn, record } => sim.engine.handle(
-                    sim.now,
-                    Input::BroadcastStored {
-                        conn,
-                        record,
-                        ok: true,
-                    },
-                ),
                 _ => {}
             }
         }
@@ -1370,13 +1349,7 @@ fn an_account_deleted_while_its_login_hashes_is_refused_not_a_panic() {
     let c = t.connect();
     t.send(c, "SIGNUP alice pw pw");
     assert_eq!(t.expect_line(c), "OK SIGNUP alice");
-    t.engine.handle(
-        t.now,
-        Input::Frame {
-            conn: c,
-            frame: Frame::Line("LOGIN alice pw".to_owned()),
-        },
-    );
+    t.feed(c, "LOGIN alice pw");
     const ADMIN: ConnId = usize::MAX / 2;
     t.engine.handle(
         t.now,
