@@ -845,27 +845,43 @@ fn answer(hello: &[u8], me: &str, issued: (&str, &str)) -> (LinkWire, Vec<u8>) {
 }
 
 impl T {
+    /// Plays `peer` taking the encrypted hello that the engine (logged in as
+    /// `me`) sent on link `id` in `out`, through to the engine's "link is
+    /// up"; returns `peer`'s wire and the outputs of that last step.
+    fn answered_as(
+        &mut self,
+        peer: &str,
+        me: &str,
+        id: LinkId,
+        out: &[Output],
+    ) -> (LinkWire, Vec<Output>) {
+        let hello = bytes_to(out, id);
+        assert!(hello.starts_with(link_noise::MAGIC), "{out:?}");
+        let (mut wire, answer) = answer(&hello, peer, (me, P2P));
+        let out = self.link_bytes(id, &answer);
+        assert!(printed(&out).is_empty(), "not up before {peer} confirms");
+        assert_eq!(
+            wire_events(&mut wire, &bytes_to(&out, id)),
+            vec![wire_line(&format!("PEER {me}"))]
+        );
+        let out = self.link_bytes(id, &wire.seal(&format!("OK PEER {peer}")).unwrap());
+        assert!(
+            any_contains(
+                &printed(&out),
+                &format!("direct link with {peer} is up (encrypted)")
+            ),
+            "{out:?}"
+        );
+        (wire, out)
+    }
+
     /// `alice` dialed `bob` on link 9 (encrypted); returns bob's wire once
     /// both sides are up.
     fn dialed_encrypted(&mut self) -> LinkWire {
         self.server(&format!("EVENT PEER bob 127.0.0.1:50000 {P2P}"));
         let out = self.dialed(9, "bob");
         assert!(printed(&out).is_empty());
-        let hello = bytes_to(&out, 9);
-        assert!(hello.starts_with(link_noise::MAGIC), "{out:?}");
-        let (mut bob, answer) = answer(&hello, "bob", ("alice", P2P));
-        let out = self.link_bytes(9, &answer);
-        assert!(printed(&out).is_empty(), "not up before bob confirms");
-        assert_eq!(
-            wire_events(&mut bob, &bytes_to(&out, 9)),
-            vec![wire_line("PEER alice")]
-        );
-        let out = self.link_bytes(9, &bob.seal("OK PEER bob").unwrap());
-        assert!(
-            any_contains(&printed(&out), "direct link with bob is up (encrypted)"),
-            "{out:?}"
-        );
-        bob
+        self.answered_as("bob", "alice", 9, &out).0
     }
 
     /// `bob` (logged in, alice accepted) takes alice's encrypted hello on
@@ -1612,18 +1628,7 @@ fn the_acceptor_dials_back_as_the_initiator_when_not_reached() {
     // The dial-back's hello is bob → alice: alice (who holds the token from
     // EVENT PEER) answers it as the listener; the link comes up named alice.
     let out = t.dialed(4, "alice");
-    let hello = bytes_to(&out, 4);
-    let (mut alice, answer) = answer(&hello, "alice", ("bob", P2P));
-    let out = t.link_bytes(4, &answer);
-    assert_eq!(
-        wire_events(&mut alice, &bytes_to(&out, 4)),
-        vec![wire_line("PEER bob")]
-    );
-    let out = t.link_bytes(4, &alice.seal("OK PEER alice").unwrap());
-    assert!(
-        any_contains(&printed(&out), "direct link with alice is up"),
-        "{out:?}"
-    );
+    t.answered_as("alice", "bob", 4, &out);
 }
 
 #[test]
@@ -1868,19 +1873,7 @@ fn the_requester_speaks_first_on_a_punched_link_and_keeps_only_it() {
     let out = t.advance(Duration::ZERO);
     assert_eq!(punches(&out), vec![("bob".to_owned(), nat_b())]);
     let out = t.punched(9, "bob");
-    let hello = bytes_to(&out, 9);
-    assert!(hello.starts_with(link_noise::MAGIC), "{out:?}");
-    let (mut bob, answer) = answer(&hello, "bob", ("alice", P2P));
-    let out = t.link_bytes(9, &answer);
-    assert_eq!(
-        wire_events(&mut bob, &bytes_to(&out, 9)),
-        vec![wire_line("PEER alice")]
-    );
-    let out = t.link_bytes(9, &bob.seal("OK PEER bob").unwrap());
-    assert!(
-        any_contains(&printed(&out), "direct link with bob is up (encrypted)"),
-        "{out:?}"
-    );
+    let (_bob, out) = t.answered_as("bob", "alice", 9, &out);
     assert!(out.contains(&Output::CloseLink(3)), "{out:?}");
     // Nothing more is tried, and no failure line ever comes.
     let out = t.advance(reverse::LINK_WINDOW * 2);

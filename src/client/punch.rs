@@ -201,6 +201,16 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// A punch to bob, introduced in `role` and scheduled to start at the
+    /// returned instant.
+    fn scheduled_for_bob(role: Role) -> (Instant, Punches) {
+        let t0 = Instant::now();
+        let mut p = Punches::default();
+        p.introduced("bob", role);
+        assert!(p.schedule("bob", addr(), t0));
+        (t0, p)
+    }
+
     #[test]
     fn a_punch_needs_an_introduction() {
         let t0 = Instant::now();
@@ -231,10 +241,7 @@ mod tests {
 
     #[test]
     fn refused_attempts_are_retried_within_the_bounds() {
-        let t0 = Instant::now();
-        let mut p = Punches::default();
-        p.introduced("bob", Role::Acceptor);
-        p.schedule("bob", addr(), t0);
+        let (t0, mut p) = scheduled_for_bob(Role::Acceptor);
         let mut now = t0;
         let mut attempts = 0;
         loop {
@@ -254,10 +261,7 @@ mod tests {
 
     #[test]
     fn a_silent_attempt_times_out_and_none_starts_after_the_window() {
-        let t0 = Instant::now();
-        let mut p = Punches::default();
-        p.introduced("bob", Role::Acceptor);
-        p.schedule("bob", addr(), t0);
+        let (t0, mut p) = scheduled_for_bob(Role::Acceptor);
         let mut now = t0;
         let mut attempts = 0;
         while p.in_progress("bob") {
@@ -282,10 +286,7 @@ mod tests {
 
     #[test]
     fn a_connected_attempt_has_no_attempt_deadline_and_ending_returns_it() {
-        let t0 = Instant::now();
-        let mut p = Punches::default();
-        p.introduced("bob", Role::Requester);
-        p.schedule("bob", addr(), t0);
+        let (t0, mut p) = scheduled_for_bob(Role::Requester);
         p.due(t0);
         p.started("bob", 3, t0);
         p.connected(3);
