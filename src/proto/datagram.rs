@@ -24,12 +24,7 @@ pub const COOKIE_LEN: usize = 12;
 
 impl Cookie {
     pub fn parse(s: &str) -> Option<Cookie> {
-        if s.len() != 2 * COOKIE_LEN {
-            return None;
-        }
-        let mut b = [0u8; COOKIE_LEN];
-        hex::decode_to_slice(s, &mut b).ok()?;
-        Some(Cookie(b))
+        cookie_of(s.as_bytes())
     }
 }
 
@@ -87,47 +82,127 @@ pub enum ServerDatagram {
 }
 
 /// The space-separated fields of `s`, at most `N` of them (`None` if more),
-/// without allocating: every ACK goes through here.
-fn fields<const N: usize>(s: &str) -> Option<([&str; N], usize)> {
-    let mut out = [""; N];
+/// without allocating: every ACK goes through here. Bytes, not `str`: every
+/// valid client datagram is ASCII (keywords, hex, decimal digits), so a
+/// non-ASCII byte fails its field's own check and the datagram needs no
+/// UTF-8 validation of its own.
+fn fields<const N: usize>(s: &[u8]) -> Option<([&[u8]; N], usize)> {
+    let mut out: [&[u8]; N] = [&[]; N];
     let mut n = 0;
-    for f in s.split(' ') {
-        *out.get_mut(n)? = f;
-        n += 1;
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        if b == b' ' {
+            *out.get_mut(n)? = &s[start..i];
+            n += 1;
+            start = i + 1;
+        }
     }
-    Some((out, n))
+    *out.get_mut(n)? = &s[start..];
+    Some((out, n + 1))
 }
 
-fn text_of(bytes: &[u8]) -> Option<&str> {
+/// The datagram without its tolerated line terminator (`\n` or `\r\n`);
+/// `None` if it is longer than any valid one.
+fn body_of(bytes: &[u8]) -> Option<&[u8]> {
     if bytes.len() > MAX_DATAGRAM {
         return None;
     }
-    let s = std::str::from_utf8(bytes).ok()?;
-    Some(
-        s.strip_suffix('\n')
-            .map(|s| s.strip_suffix('\r').unwrap_or(s))
-            .unwrap_or(s),
-    )
+    Some(match bytes.strip_suffix(b"\n") {
+        Some(b) => b.strip_suffix(b"\r").unwrap_or(b),
+        None => bytes,
+    })
+}
+
+fn text_of(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(body_of(bytes)?).ok()
+}
+
+/// A hex digit's value, or 16 for anything else.
+const HEX: [u8; 256] = {
+    let mut t = [16u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// `2 × N` hex digits (either case) → `N` bytes.
+fn unhex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 15);
+    }
+    // 16 is the only table value with bit 4 set.
+    (bad & 16 == 0).then_some(out)
+}
+
+/// A token field: 32 hex digits decoded in place (every token this server
+/// issues); other lengths through [`Token::parse`], the one validity rule.
+fn token_of(s: &[u8]) -> Option<Token> {
+    if s.len() == 32 {
+        return unhex::<16>(s).map(Token::from_bytes);
+    }
+    Token::parse(std::str::from_utf8(s).ok()?)
+}
+
+/// A decimal `u64` as `str::parse` reads one (an optional `+`, then at least
+/// one digit, no overflow), from bytes.
+fn u64_of(s: &[u8]) -> Option<u64> {
+    let digits = s.strip_prefix(b"+").unwrap_or(s);
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &d in digits {
+        let d = d.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(d as u64)?;
+    }
+    Some(v)
+}
+
+fn cookie_of(s: &[u8]) -> Option<Cookie> {
+    unhex::<COOKIE_LEN>(s).map(Cookie)
 }
 
 impl ClientDatagram {
+    /// The one parser of plaintext client datagrams. `ACK` is every
+    /// delivery's answer, so this works on bytes: no UTF-8 pass, no string
+    /// searcher, the token decoded into a fixed array.
     pub fn parse(bytes: &[u8]) -> Option<ClientDatagram> {
-        let (f, n) = fields::<3>(text_of(bytes)?)?;
-        let token = Token::parse;
+        let (f, n) = fields::<3>(body_of(bytes)?)?;
         match &f[..n] {
-            ["REGISTER", t] => Some(ClientDatagram::Register {
-                token: token(t)?,
+            [b"ACK", t, id] => Some(ClientDatagram::Ack {
+                token: token_of(t)?,
+                id: u64_of(id)?,
+            }),
+            [b"REGISTER", t] => Some(ClientDatagram::Register {
+                token: token_of(t)?,
                 cookie: None,
             }),
-            ["REGISTER", t, c] => Some(ClientDatagram::Register {
-                token: token(t)?,
-                cookie: Some(Cookie::parse(c)?),
+            [b"REGISTER", t, c] => Some(ClientDatagram::Register {
+                token: token_of(t)?,
+                cookie: Some(cookie_of(c)?),
             }),
-            ["ACK", t, id] => Some(ClientDatagram::Ack {
-                token: token(t)?,
-                id: id.parse().ok()?,
+            [b"PING", t] => Some(ClientDatagram::Ping {
+                token: token_of(t)?,
             }),
-            ["PING", t] => Some(ClientDatagram::Ping { token: token(t)? }),
             _ => None,
         }
     }
@@ -163,16 +238,14 @@ impl UdpRequest {
     /// Parses a sealed datagram's body: the plaintext forms without the token
     /// (`REGISTER [cookie]`, `ACK <id>`, `PING`).
     pub fn parse(bytes: &[u8]) -> Option<UdpRequest> {
-        let (f, n) = fields::<2>(text_of(bytes)?)?;
+        let (f, n) = fields::<2>(body_of(bytes)?)?;
         match &f[..n] {
-            ["REGISTER"] => Some(UdpRequest::Register { cookie: None }),
-            ["REGISTER", c] => Some(UdpRequest::Register {
-                cookie: Some(Cookie::parse(c)?),
+            [b"ACK", id] => Some(UdpRequest::Ack { id: u64_of(id)? }),
+            [b"REGISTER"] => Some(UdpRequest::Register { cookie: None }),
+            [b"REGISTER", c] => Some(UdpRequest::Register {
+                cookie: Some(cookie_of(c)?),
             }),
-            ["ACK", id] => Some(UdpRequest::Ack {
-                id: id.parse().ok()?,
-            }),
-            ["PING"] => Some(UdpRequest::Ping),
+            [b"PING"] => Some(UdpRequest::Ping),
             _ => None,
         }
     }
@@ -365,6 +438,244 @@ mod tests {
         assert_eq!(ServerDatagram::parse(b"BCAST 4 S- 3 \r\x01\n\n"), None);
         assert_eq!(ServerDatagram::parse(b"BCAST 4 bob 3 hi\nEVENT x"), None);
         assert!(ServerDatagram::parse(b"BCAST 4 bob 3 hi\n").is_some());
+    }
+
+    /// The parsers as they were before they moved to bytes (`str::split`,
+    /// the `hex` crate, `str::parse`): the reading of `docs/PROTOCOL.md`
+    /// the byte parsers must keep, malformed inputs included.
+    mod spec {
+        use super::super::*;
+
+        fn fields<const N: usize>(s: &str) -> Option<([&str; N], usize)> {
+            let mut out = [""; N];
+            let mut n = 0;
+            for f in s.split(' ') {
+                *out.get_mut(n)? = f;
+                n += 1;
+            }
+            Some((out, n))
+        }
+
+        fn text(bytes: &[u8]) -> Option<&str> {
+            if bytes.len() > MAX_DATAGRAM {
+                return None;
+            }
+            let s = std::str::from_utf8(bytes).ok()?;
+            Some(
+                s.strip_suffix('\n')
+                    .map(|s| s.strip_suffix('\r').unwrap_or(s))
+                    .unwrap_or(s),
+            )
+        }
+
+        fn cookie(s: &str) -> Option<Cookie> {
+            if s.len() != 2 * COOKIE_LEN {
+                return None;
+            }
+            let mut b = [0u8; COOKIE_LEN];
+            hex::decode_to_slice(s, &mut b).ok()?;
+            Some(Cookie(b))
+        }
+
+        pub fn client(bytes: &[u8]) -> Option<ClientDatagram> {
+            let (f, n) = fields::<3>(text(bytes)?)?;
+            let token = Token::parse;
+            match &f[..n] {
+                ["REGISTER", t] => Some(ClientDatagram::Register {
+                    token: token(t)?,
+                    cookie: None,
+                }),
+                ["REGISTER", t, c] => Some(ClientDatagram::Register {
+                    token: token(t)?,
+                    cookie: Some(cookie(c)?),
+                }),
+                ["ACK", t, id] => Some(ClientDatagram::Ack {
+                    token: token(t)?,
+                    id: id.parse().ok()?,
+                }),
+                ["PING", t] => Some(ClientDatagram::Ping { token: token(t)? }),
+                _ => None,
+            }
+        }
+
+        pub fn request(bytes: &[u8]) -> Option<UdpRequest> {
+            let (f, n) = fields::<2>(text(bytes)?)?;
+            match &f[..n] {
+                ["REGISTER"] => Some(UdpRequest::Register { cookie: None }),
+                ["REGISTER", c] => Some(UdpRequest::Register {
+                    cookie: Some(cookie(c)?),
+                }),
+                ["ACK", id] => Some(UdpRequest::Ack {
+                    id: id.parse().ok()?,
+                }),
+                ["PING"] => Some(UdpRequest::Ping),
+                _ => None,
+            }
+        }
+    }
+
+    /// Pieces a datagram is made of, well-formed or nearly: keywords (and
+    /// near misses), hex of every length around the token's and cookie's
+    /// (either case, a non-hex digit inside), numbers at and past `u64`'s
+    /// edges (signs too), non-ASCII and invalid UTF-8, stray separators.
+    fn piece() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            prop_oneof![
+                Just("ACK"),
+                Just("REGISTER"),
+                Just("PING"),
+                Just("ack"),
+                Just("ACKS"),
+                Just(""),
+                Just(" "),
+                Just("\r"),
+                Just("\n"),
+                Just("\t"),
+                Just("+"),
+                Just("-1"),
+                Just("+7"),
+                Just("18446744073709551615"),
+                Just("18446744073709551616"),
+                Just("0018446744073709551615"),
+            ]
+            .prop_map(|s| s.as_bytes().to_vec()),
+            "[0-9a-fA-F]{22,34}".prop_map(String::into_bytes),
+            "[0-9a-f]{120,130}".prop_map(String::into_bytes),
+            "[0-9a-fA-Fg ]{0,40}".prop_map(String::into_bytes),
+            "\\+?[0-9]{0,21}".prop_map(String::into_bytes),
+            "[ -~]{0,8}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..4),
+            Just("\u{e9}".as_bytes().to_vec()),
+        ]
+    }
+
+    /// Datagrams shaped like the real ones, with one part likely wrong:
+    /// what the fast paths must get exactly right.
+    fn shaped() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let kw = prop_oneof![
+            4 => Just(&b"ACK"[..]),
+            2 => Just(&b"REGISTER"[..]),
+            2 => Just(&b"PING"[..]),
+            1 => Just(&b"ack"[..]),
+        ];
+        let token = prop_oneof![
+            6 => "[0-9a-fA-F]{32}".prop_map(String::into_bytes),
+            2 => "[0-9a-fA-F]{31,33}".prop_map(String::into_bytes),
+            2 => ("[0-9a-f]{32}", 0..32usize, any::<u8>()).prop_map(|(t, i, b)| {
+                let mut t = t.into_bytes();
+                t[i] = b;
+                t
+            }),
+            1 => "[0-9a-f]{33,129}".prop_map(String::into_bytes),
+            1 => piece(),
+        ];
+        let arg = prop_oneof![
+            4 => "\\+?[0-9]{1,20}".prop_map(String::into_bytes),
+            2 => "[+-]?[0-9]{0,22}".prop_map(String::into_bytes),
+            2 => "[0-9a-fA-F]{24}".prop_map(String::into_bytes),
+            1 => "[0-9a-fA-Fx]{23,25}".prop_map(String::into_bytes),
+            1 => piece(),
+        ];
+        (
+            kw,
+            token,
+            proptest::option::of(arg),
+            proptest::option::of(piece()),
+        )
+            .prop_map(|(kw, token, arg, extra)| {
+                let mut d = kw.to_vec();
+                for part in [Some(token), arg, extra].into_iter().flatten() {
+                    d.push(b' ');
+                    d.extend_from_slice(&part);
+                }
+                d
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+        /// The byte parsers (fast paths included) read every input exactly
+        /// as the string parsers they replaced: same datagram, same refusal.
+        #[test]
+        fn byte_parsers_agree_with_the_spec(
+            shaped in shaped(),
+            parts in proptest::collection::vec(piece(), 0..5),
+            end in proptest::prop_oneof![
+                proptest::strategy::Just(&b""[..]),
+                proptest::strategy::Just(&b"\n"[..]),
+                proptest::strategy::Just(&b"\r\n"[..]),
+                proptest::strategy::Just(&b"\r"[..]),
+                proptest::strategy::Just(&b"\n\n"[..]),
+                proptest::strategy::Just(&b" "[..]),
+            ],
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48),
+        ) {
+            let mut d = parts.join(&b' ');
+            d.extend_from_slice(end);
+            let mut e = shaped.clone();
+            e.extend_from_slice(end);
+            proptest::prop_assert_eq!(ClientDatagram::parse(&e), spec::client(&e), "{:?}", e);
+            proptest::prop_assert_eq!(UdpRequest::parse(&e), spec::request(&e), "{:?}", e);
+            // A sealed body is the same without the token.
+            if let Some(at) = shaped.iter().position(|&b| b == b' ') {
+                let tail = shaped[at..].iter().skip_while(|&&b| b != b' ').skip(1);
+                let mut body = shaped[..at].to_vec();
+                let rest: Vec<u8> = tail.copied().collect();
+                if !rest.is_empty() {
+                    body.push(b' ');
+                    body.extend_from_slice(&rest);
+                }
+                proptest::prop_assert_eq!(UdpRequest::parse(&body), spec::request(&body), "{:?}", body);
+            }
+            proptest::prop_assert_eq!(ClientDatagram::parse(&d), spec::client(&d), "{:?}", d);
+            proptest::prop_assert_eq!(UdpRequest::parse(&d), spec::request(&d), "{:?}", d);
+            proptest::prop_assert_eq!(ClientDatagram::parse(&noise), spec::client(&noise));
+            proptest::prop_assert_eq!(UdpRequest::parse(&noise), spec::request(&noise));
+        }
+    }
+
+    /// The fast path's own edges, spelled out (the property above samples them).
+    #[test]
+    fn ack_edges_read_as_the_spec_reads_them() {
+        let t = "0123456789abcdef".repeat(2);
+        for d in [
+            format!("ACK {t} 0"),
+            format!("ACK {t} +0"),
+            format!("ACK {t} +"),
+            format!("ACK {t} -1"),
+            format!("ACK {t} 18446744073709551615"),
+            format!("ACK {t} 18446744073709551616"),
+            format!("ACK {} 5", t.to_uppercase()),
+            format!("ACK {}g 5", &t[..31]),
+            format!("ACK {t}0 5"),
+            format!("ACK {t}00 5"),
+            format!("ACK {t} 5\r"),
+            format!("ACK {t} 5\r\n"),
+            format!("ACK {t}  5"),
+            format!("ACK {t} 5 "),
+            format!("ACK  {t} 5"),
+            format!("ACK {t} \u{664}"),
+            format!("REGISTER {t} {}", "Ab".repeat(12)),
+            format!("REGISTER {t} {}", "Ag".repeat(12)),
+            "ACK +".to_string(),
+            "ACK 12".to_string(),
+        ] {
+            let b = d.as_bytes();
+            assert_eq!(ClientDatagram::parse(b), spec::client(b), "{d:?}");
+            assert_eq!(UdpRequest::parse(b), spec::request(b), "{d:?}");
+        }
+        assert_eq!(
+            ClientDatagram::parse(format!("ACK {t} 18446744073709551615").as_bytes()),
+            Some(ClientDatagram::Ack {
+                token: Token::parse(&t).unwrap(),
+                id: u64::MAX
+            })
+        );
+        let mut bad = format!("ACK {t} 5").into_bytes();
+        bad[10] = 0xc3;
+        assert_eq!(ClientDatagram::parse(&bad), None, "non-ASCII in the token");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod bench;
 mod clock;
 mod fleet;
+mod floor;
 mod links;
 mod mqtt;
 mod procfs;
@@ -66,6 +67,9 @@ enum Cmd {
     /// TLS beside plaintext (handshakes/s, memory per session, acknowledged
     /// deliveries with sealed datagrams), mosquitto over TLS beside both.
     Tls(TlsArgs),
+    /// The kernel's floor per acknowledged delivery (floor.rs), then
+    /// peerline's and mosquitto's sustained burst at the same N.
+    Floor(FloorArgs),
     /// (internal) A session-driving worker, commanded over stdin/stdout.
     #[command(hide = true)]
     Worker {
@@ -111,6 +115,39 @@ struct TlsArgs {
     /// Fail (exit 1) if any phase failed.
     #[arg(long)]
     strict: bool,
+}
+
+#[derive(clap::Args)]
+struct FloorArgs {
+    #[arg(long, default_value = "target/release/peerline-server")]
+    server: PathBuf,
+    /// Receiving sockets (and the bench's receivers).
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Floor rounds, and broadcasts in the systems' sustained burst.
+    #[arg(long, default_value_t = 500)]
+    rounds: usize,
+    /// Most unanswered rounds in the floor (4 × 1,000 ACKs fit the 8 MiB
+    /// receive buffer; more overflow it and the floor measures losses).
+    #[arg(long, default_value_t = 4)]
+    window: usize,
+    #[arg(long, default_value_t = 117)]
+    bcast_len: usize,
+    #[arg(long, default_value_t = 41)]
+    ack_len: usize,
+    /// Only the floor with peerline's dual-stack socket and the plain IPv4 one.
+    #[arg(long)]
+    two_variants: bool,
+    /// The floor alone.
+    #[arg(long)]
+    floor_only: bool,
+    #[arg(long)]
+    no_mosquitto: bool,
+    #[arg(long)]
+    no_pin: bool,
+    /// Splice the floor section into this report.
+    #[arg(long)]
+    out_md: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -369,6 +406,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Floor(f) => match floor_cmd(f) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("peerline-bench floor: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Run(args) => match run(args) {
             Ok(code) => code,
             Err(e) => {
@@ -470,6 +514,7 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
         let old = std::fs::read_to_string(md).unwrap_or_default();
         let text = scale::carry(&old, text);
         let text = restart::carry(&old, text);
+        let text = floor::carry(&old, text);
         std::fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))?;
         std::fs::write(&svg_path, report::svg(&peer, mosq.as_ref()))
             .map_err(|e| format!("{}: {e}", svg_path.display()))?;
@@ -485,6 +530,76 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn floor_cmd(f: FloorArgs) -> Result<(), String> {
+    let pin = |c: usize| (!f.no_pin).then_some(c);
+    let load0 = floor::loadavg();
+    let a = floor::Args {
+        n: f.n.max(1),
+        rounds: f.rounds.max(1),
+        window: f.window.max(1),
+        bcast_len: f.bcast_len.clamp(1, 1200),
+        ack_len: f.ack_len.clamp(1, 1200),
+        server_cpu: pin(0),
+        tool_cpu: pin(1),
+        variants: if f.two_variants {
+            vec![floor::Variant::V4, floor::Variant::DualStack]
+        } else {
+            floor::Variant::ALL.to_vec()
+        },
+    };
+    let floors = floor::run(&a);
+    let mut systems: Vec<(&str, Option<f64>)> = Vec::new();
+    if !f.floor_only {
+        if !f.server.is_file() {
+            return Err(format!(
+                "peerline-server not found at {}",
+                f.server.display()
+            ));
+        }
+        let plan = bench::Plan {
+            sizes: vec![a.n],
+            reps: 3,
+            burst: a.rounds,
+            burst_window: 32,
+            per_worker: 2500,
+            kdf_low: 1000,
+            default_sessions: 20,
+            storm: 20,
+            pingers: 20,
+            ping_interval_ms: 5,
+            idle_secs: 1,
+            pad: 64,
+            server_cpu: a.server_cpu,
+            tool_cpu: a.tool_cpu,
+            growth_window: 128,
+        };
+        let peer = bench::run(bench::System::Peerline, &plan, &f.server);
+        systems.push(("peerline", floor::bench_us(&peer)));
+        if !f.no_mosquitto && servers::which("mosquitto").is_some() {
+            let m = bench::run(bench::System::Mosquitto, &plan, &f.server);
+            systems.push(("mosquitto", floor::bench_us(&m)));
+        }
+    }
+    let when = format!(
+        "Measured {} UTC",
+        std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    );
+    let md = floor::markdown(&a, &floors, &systems, (&load0, &floor::loadavg()), &when);
+    println!("{md}");
+    if let Some(path) = &f.out_md {
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        let text = scale::splice_between(&old, floor::BEGIN, floor::END, &md);
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn print_summary(p: &bench::Results, m: Option<&bench::Results>) {
