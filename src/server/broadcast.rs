@@ -5,8 +5,12 @@
 //! id at or below it is done for this user) plus the few ids above it that were
 //! delivered out of order. One broadcast to 10,000 users therefore costs one
 //! record, not a set of 10,000 names; once a user has it, the floor moves past it.
+//!
+//! Every ACK passes through [`BroadcastBook::mark_delivered`], so the live
+//! broadcasts are a `Vec` sorted by id (ids only grow, so a new one is pushed
+//! at the end; a binary search finds the first above a floor), and an ACK of
+//! the next broadcast a user is due moves the floor without touching `above`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::accounts::{Accounts, UserIdx};
@@ -49,7 +53,8 @@ struct Live {
 
 #[derive(Debug, Default)]
 pub struct BroadcastBook {
-    live: BTreeMap<u64, Live>,
+    /// Sorted by id, each id once.
+    live: Vec<Live>,
     delivered: Vec<Delivered>,
     next_id: u64,
 }
@@ -108,11 +113,33 @@ impl BroadcastBook {
     pub fn add(&mut self, record: BroadcastRecord, accounts: &Accounts) {
         self.next_id = self.next_id.max(record.id + 1);
         let sender = accounts.find(&record.from);
-        self.live.insert(record.id, Live { record, sender });
+        let live = Live { record, sender };
+        match self.live.last() {
+            // The usual case: a new broadcast has the highest id.
+            Some(last) if last.record.id < live.record.id => self.live.push(live),
+            None => self.live.push(live),
+            _ => match self.find(live.record.id) {
+                Ok(at) => self.live[at] = live,
+                Err(at) => self.live.insert(at, live),
+            },
+        }
+    }
+
+    fn find(&self, id: u64) -> Result<usize, usize> {
+        self.live.binary_search_by_key(&id, |l| l.record.id)
+    }
+
+    fn find_live(&self, id: u64) -> Option<&Live> {
+        self.find(id).ok().map(|at| &self.live[at])
+    }
+
+    /// The live broadcasts with an id above `floor`, oldest first.
+    fn above(&self, floor: u64) -> &[Live] {
+        &self.live[self.live.partition_point(|l| l.record.id <= floor)..]
     }
 
     pub fn get(&self, id: u64) -> Option<&BroadcastRecord> {
-        self.live.get(&id).map(|l| &l.record)
+        self.find_live(id).map(|l| &l.record)
     }
 
     pub fn live_count(&self) -> usize {
@@ -125,7 +152,7 @@ impl BroadcastBook {
 
     /// Whether `user` is in the audience of broadcast `id` (alive or not).
     pub fn is_recipient(&self, id: u64, user: UserIdx) -> bool {
-        self.live.get(&id).is_some_and(|l| Self::eligible(l, user))
+        self.find_live(id).is_some_and(|l| Self::eligible(l, user))
     }
 
     pub fn is_delivered(&self, user: UserIdx, id: u64) -> bool {
@@ -138,14 +165,14 @@ impl BroadcastBook {
     /// Live broadcasts `user` should get and has not, oldest first.
     pub fn pending_for(&self, user: UserIdx, now_unix: u64) -> Vec<u64> {
         let floor = self.delivered.get(user.0 as usize).map_or(0, |d| d.floor);
-        self.live
-            .range(floor + 1..)
-            .filter(|(id, l)| {
+        self.above(floor)
+            .iter()
+            .filter(|l| {
                 l.record.expires_unix > now_unix
                     && Self::eligible(l, user)
-                    && !self.is_delivered(user, **id)
+                    && !self.is_delivered(user, l.record.id)
             })
-            .map(|(id, _)| *id)
+            .map(|l| l.record.id)
             .collect()
     }
 
@@ -154,8 +181,19 @@ impl BroadcastBook {
         if self.is_delivered(user, id) {
             return false;
         }
-        let d = self.slot(user);
-        if let Err(pos) = d.above.binary_search(&id) {
+        let floor = self.slot(user).floor;
+        // In-order delivery, the usual case: `id` is the first live
+        // broadcast above the floor that `user` receives, so the floor moves
+        // to it (and `advance` on past any that follow and are done).
+        let next = self
+            .above(floor)
+            .iter()
+            .find(|l| Self::eligible(l, user))
+            .map(|l| l.record.id);
+        let d = &mut self.delivered[user.0 as usize];
+        if next == Some(id) {
+            d.floor = id;
+        } else if let Err(pos) = d.above.binary_search(&id) {
             d.above.insert(pos, id);
         }
         self.advance(user);
@@ -176,42 +214,48 @@ impl BroadcastBook {
         let Some(d) = self.delivered.get_mut(i) else {
             return;
         };
-        for (id, l) in self.live.range(d.floor + 1..) {
-            let done = !Self::eligible(l, user) || d.above.binary_search(id).is_ok();
+        let live = &self.live[self.live.partition_point(|l| l.record.id <= d.floor)..];
+        let mut rest = live;
+        for l in live {
+            let id = l.record.id;
+            let done = !Self::eligible(l, user) || d.above.binary_search(&id).is_ok();
             if !done {
                 break;
             }
-            d.floor = *id;
+            d.floor = id;
+            rest = &rest[1..];
         }
-        // With no live broadcast left above, everything delivered is below the
-        // next id: fold it into the floor too.
+        // With no live broadcast left up to the highest delivered id,
+        // everything delivered is below the next id: fold it into the floor.
         if let Some(&max) = d.above.last().filter(|&&max| max > d.floor) {
-            if self.live.range(d.floor + 1..=max).next().is_none() {
+            if rest.first().map_or(true, |l| l.record.id > max) {
                 d.floor = d.floor.max(max);
             }
         }
-        let floor = d.floor;
-        d.above.retain(|&x| x > floor);
+        if !d.above.is_empty() {
+            let floor = d.floor;
+            d.above.retain(|&x| x > floor);
+        }
     }
 
     /// Drops broadcasts expired by `now_unix`; returns how many.
     pub fn purge_expired(&mut self, now_unix: u64) -> usize {
         let before = self.live.len();
-        self.live.retain(|_, l| l.record.expires_unix > now_unix);
+        self.live.retain(|l| l.record.expires_unix > now_unix);
         before - self.live.len()
     }
 
     /// Unix second of the next expiry, if any broadcast is live.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.live.values().map(|l| l.record.expires_unix).min()
+        self.live.iter().map(|l| l.record.expires_unix).min()
     }
 
     /// The compacted contents of the store: live broadcasts, the id
     /// high-water mark, one floor row per user with a floor, and the
     /// out-of-order deliveries above it.
     pub fn snapshot(&self) -> Snapshot {
-        let records = self.live.values().map(|l| l.record.clone()).collect();
-        let oldest_live = self.live.keys().next().copied().unwrap_or(u64::MAX);
+        let records = self.live.iter().map(|l| l.record.clone()).collect();
+        let oldest_live = self.live.first().map_or(u64::MAX, |l| l.record.id);
         let mut rows = Vec::new();
         for (i, d) in self.delivered.iter().enumerate() {
             let user = UserIdx(i as u32);
@@ -220,7 +264,7 @@ impl BroadcastBook {
                 rows.push(DeliveryRow::Upto { user, id: d.floor });
             }
             for &id in &d.above {
-                if self.live.contains_key(&id) {
+                if self.find(id).is_ok() {
                     rows.push(DeliveryRow::Got { user, id });
                 }
             }
@@ -391,6 +435,80 @@ mod tests {
             }
         }
         assert!(book.delivered.iter().all(|d| d.above.is_empty()));
+    }
+
+    proptest::proptest! {
+        /// Against a model that remembers every (user, id) delivered: in
+        /// any order of broadcasts, ACKs (in order, out of order, repeated,
+        /// for broadcasts not meant for the user), expiries and snapshot
+        /// reloads, the book says the same about what is delivered and what
+        /// is pending, and a delivery is new exactly once.
+        #[test]
+        fn the_book_agrees_with_a_set_of_deliveries(
+            ops in proptest::collection::vec((0u8..10, 1u32..5, 1u64..12), 1..120),
+        ) {
+            use std::collections::BTreeSet;
+            let acc = accounts(&["a", "b", "c", "d"]);
+            let names = ["a", "b", "c", "d"];
+            let mut book = BroadcastBook::default();
+            let mut model: BTreeSet<(u32, u64)> = BTreeSet::new();
+            let mut made: Vec<BroadcastRecord> = Vec::new();
+            let mut now = 0;
+            for (op, user, x) in ops {
+                let u = UserIdx(user);
+                match op {
+                    // A new broadcast from one of the users, to the first
+                    // 1..=4 accounts, expiring at one of a few times.
+                    0 | 1 => {
+                        let id = book.next_id();
+                        let r = rec(id, names[(x % 4) as usize], 5 + x % 3 * 10, (x % 4) as u32 + 1);
+                        made.push(r.clone());
+                        book.add(r, &acc);
+                    }
+                    // An ACK, as the engine makes one: only for recipients.
+                    2..=6 => {
+                        let id = if op == 2 { x } else { book.pending_for(u, now).first().copied().unwrap_or(x) };
+                        if book.is_recipient(id, u) {
+                            let new = book.mark_delivered(u, id);
+                            proptest::prop_assert_eq!(new, model.insert((user, id)), "{:?} {}", u, id);
+                        }
+                    }
+                    7 => {
+                        now += x;
+                        book.purge_expired(now);
+                    }
+                    _ => {
+                        let snap = book.snapshot();
+                        book = BroadcastBook::load(snap.broadcasts, snap.next_id, snap.deliveries, &acc, now);
+                    }
+                }
+                for user in 1..=4u32 {
+                    let u = UserIdx(user);
+                    let want: Vec<u64> = made
+                        .iter()
+                        .filter(|r| {
+                            r.expires_unix > now
+                                && book.get(r.id).is_some()
+                                && user < r.audience
+                                && names[user as usize - 1] != r.from
+                                && !model.contains(&(user, r.id))
+                        })
+                        .map(|r| r.id)
+                        .collect();
+                    proptest::prop_assert_eq!(book.pending_for(u, now), want, "{:?}", u);
+                    for r in &made {
+                        // (The floor passes broadcasts not meant for the user.)
+                        if book.is_recipient(r.id, u) {
+                            proptest::prop_assert_eq!(
+                                book.is_delivered(u, r.id),
+                                model.contains(&(user, r.id)),
+                                "{:?} {}", u, r.id
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
