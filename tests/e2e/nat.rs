@@ -44,8 +44,8 @@ impl Net {
         })
     }
 
-    /// A logged-in client in namespace `ns`.
-    fn client(&self, ns: &str, user: &str) -> Client {
+    /// `user`, signed up and logged in with a client in namespace `ns`.
+    fn user(&self, ns: &str, user: &'static str) -> User {
         let mut cmd = self.topo.command(ns, CLIENT_BIN);
         cmd.arg(self.server.tcp.ip().to_string())
             .arg(self.server.tcp.port().to_string())
@@ -58,18 +58,25 @@ impl Net {
         c.send(&format!("/signup {user} pw-{user} pw-{user}"));
         c.send(&format!("/login {user} pw-{user}"));
         c.expect(&format!("logged in as {user}"));
-        c
+        User { c, name: user }
     }
 }
 
-/// One side of a case: the client and its username.
-struct Side<'a> {
-    c: &'a mut Client,
-    name: &'a str,
+/// A logged-in user: the client and its username.
+struct User {
+    c: Client,
+    name: &'static str,
 }
 
-fn side<'a>(c: &'a mut Client, name: &'a str) -> Side<'a> {
-    Side { c, name }
+/// `req` asks `acc` for a link and `acc` accepts when asked; returns when
+/// the `/accept` went out.
+fn ask_and_accept(req: &mut User, acc: &mut User) -> Instant {
+    let (rn, an) = (req.name, acc.name);
+    req.c.send(&format!("/connect {an}"));
+    acc.c.expect(&format!("/accept {rn}"));
+    let sent = Instant::now();
+    acc.c.send(&format!("/accept {rn}"));
+    sent
 }
 
 /// How one attempt ended.
@@ -84,12 +91,9 @@ enum Attempt {
 }
 
 /// One link from `req` to `acc`, then a message each way and `/bye`.
-fn one_link(req: &mut Side, acc: &mut Side) -> Attempt {
+fn one_link(req: &mut User, acc: &mut User) -> Attempt {
     let (rn, an) = (req.name, acc.name);
-    req.c.send(&format!("/connect {an}"));
-    acc.c.expect(&format!("/accept {rn}"));
-    let t0 = Instant::now();
-    acc.c.send(&format!("/accept {rn}"));
+    let t0 = ask_and_accept(req, acc);
     // Dialled by the requester (forward or punched), or dialled back by the
     // acceptor; either way the line names the peer the hello authenticated.
     let dialled = format!("direct link with {an} is up");
@@ -158,7 +162,7 @@ impl Outcome {
 }
 
 /// The one per-case loop: `n` links from `req` to `acc` in a row.
-fn case(label: &str, n: usize, req: &mut Side, acc: &mut Side) -> Outcome {
+fn case(label: &str, n: usize, req: &mut User, acc: &mut User) -> Outcome {
     let mut times = Vec::new();
     let mut no_path = 0;
     for _ in 0..n {
@@ -181,12 +185,10 @@ fn case(label: &str, n: usize, req: &mut Side, acc: &mut Side) -> Outcome {
 
 /// `req` asks `acc`, no direct path exists: one clear line each, naming the
 /// fix, and no link.
-fn no_path_between(req: &mut Side, acc: &mut Side) {
+fn no_path_between(req: &mut User, acc: &mut User) {
     let (r0, a0) = (req.c.seen.len(), acc.c.seen.len());
     let (rn, an) = (req.name, acc.name);
-    req.c.send(&format!("/connect {an}"));
-    acc.c.expect(&format!("/accept {rn}"));
-    acc.c.send(&format!("/accept {rn}"));
+    ask_and_accept(req, acc);
     let said_r = req
         .c
         .expect_long(&format!("no direct path to {an}"), LINK_WAIT);
@@ -228,15 +230,14 @@ fn nat_links_to_a_reachable_acceptor() {
     ) else {
         return;
     };
-    let mut pubu = net.client(&net.topo.c0, "pubu");
-    let mut pub2 = net.client(&net.topo.public, "pub2");
-    let mut nata = net.client(&net.topo.ca, "nata");
-    nata.send("/list");
-    nata.expect(&format!("{RA_WAN}"));
-    let pubu_s = &mut side(&mut pubu, "pubu");
-    let r = case("public→public", N, &mut side(&mut pub2, "pub2"), pubu_s);
+    let mut pubu = net.user(&net.topo.c0, "pubu");
+    let mut pub2 = net.user(&net.topo.public, "pub2");
+    let mut nata = net.user(&net.topo.ca, "nata");
+    nata.c.send("/list");
+    nata.c.expect(&format!("{RA_WAN}"));
+    let r = case("public→public", N, &mut pub2, &mut pubu);
     assert_eq!(r.linked(), N);
-    let r = case("NAT→public", N, &mut side(&mut nata, "nata"), pubu_s);
+    let r = case("NAT→public", N, &mut nata, &mut pubu);
     assert_eq!(r.linked(), N);
 }
 
@@ -251,14 +252,9 @@ fn nat_public_requester_reaches_a_natted_acceptor() {
     ) else {
         return;
     };
-    let mut pubu = net.client(&net.topo.c0, "pubu");
-    let mut nata = net.client(&net.topo.ca, "nata");
-    let r = case(
-        "public→NAT",
-        N,
-        &mut side(&mut pubu, "pubu"),
-        &mut side(&mut nata, "nata"),
-    );
+    let mut pubu = net.user(&net.topo.c0, "pubu");
+    let mut nata = net.user(&net.topo.ca, "nata");
+    let r = case("public→NAT", N, &mut pubu, &mut nata);
     assert_eq!(r.linked(), N);
 }
 
@@ -275,32 +271,22 @@ fn nat_to_nat_links_by_simultaneous_open() {
     ) else {
         return;
     };
-    let mut nata = net.client(&net.topo.ca, "nata");
-    let mut natb = net.client(&net.topo.cb, "natb");
-    let mut bystander = net.client(&net.topo.ca, "nosy");
-    let r = case(
-        "NAT→NAT (EIM)",
-        N,
-        &mut side(&mut natb, "natb"),
-        &mut side(&mut nata, "nata"),
-    );
+    let mut nata = net.user(&net.topo.ca, "nata");
+    let mut natb = net.user(&net.topo.cb, "natb");
+    let mut bystander = net.user(&net.topo.ca, "nosy");
+    let r = case("NAT→NAT (EIM)", N, &mut natb, &mut nata);
     assert_eq!(
         r.linked(),
         N,
         "simultaneous open did not link NAT B → NAT A"
     );
-    let r = case(
-        "NAT→NAT (EIM), other way",
-        1,
-        &mut side(&mut nata, "nata"),
-        &mut side(&mut natb, "natb"),
-    );
+    let r = case("NAT→NAT (EIM), other way", 1, &mut nata, &mut natb);
     assert_eq!(r.linked(), 1);
-    bystander.lines_for(Duration::from_millis(300));
+    bystander.c.lines_for(Duration::from_millis(300));
     assert!(
-        bystander.seen.iter().all(|l| !l.contains("is up")),
+        bystander.c.seen.iter().all(|l| !l.contains("is up")),
         "{:#?}",
-        bystander.seen
+        bystander.c.seen
     );
 }
 
@@ -316,18 +302,12 @@ fn symmetric_nat_links_to_public_and_says_no_path_between_nats() {
     ) else {
         return;
     };
-    let mut pubu = net.client(&net.topo.c0, "pubu");
-    let mut nata = net.client(&net.topo.ca, "nata");
-    let mut natb = net.client(&net.topo.cb, "natb");
-    let nata_s = &mut side(&mut nata, "nata");
-    let r = case(
-        "public→symmetric NAT",
-        1,
-        &mut side(&mut pubu, "pubu"),
-        nata_s,
-    );
+    let mut pubu = net.user(&net.topo.c0, "pubu");
+    let mut nata = net.user(&net.topo.ca, "nata");
+    let mut natb = net.user(&net.topo.cb, "natb");
+    let r = case("public→symmetric NAT", 1, &mut pubu, &mut nata);
     assert_eq!(r.linked(), 1);
-    no_path_between(&mut side(&mut natb, "natb"), nata_s);
+    no_path_between(&mut natb, &mut nata);
 }
 
 /// The figures: 20 attempts per case (`PEERLINE_NAT_ATTEMPTS` changes it),
@@ -342,45 +322,30 @@ fn nat_figures() {
         .unwrap_or(20);
     let mut rows = Vec::new();
     if let Some(net) = Net::build("nat_figures", Mapping::EndpointIndependent) {
-        let mut pubu = net.client(&net.topo.c0, "pubu");
-        let mut pub2 = net.client(&net.topo.public, "pub2");
-        let mut nata = net.client(&net.topo.ca, "nata");
-        let mut natb = net.client(&net.topo.cb, "natb");
-        rows.push(case(
-            "public → public",
-            n,
-            &mut side(&mut pub2, "pub2"),
-            &mut side(&mut pubu, "pubu"),
-        ));
-        rows.push(case(
-            "public → NAT",
-            n,
-            &mut side(&mut pubu, "pubu"),
-            &mut side(&mut nata, "nata"),
-        ));
-        rows.push(case(
-            "NAT → public",
-            n,
-            &mut side(&mut nata, "nata"),
-            &mut side(&mut pubu, "pubu"),
-        ));
+        let mut pubu = net.user(&net.topo.c0, "pubu");
+        let mut pub2 = net.user(&net.topo.public, "pub2");
+        let mut nata = net.user(&net.topo.ca, "nata");
+        let mut natb = net.user(&net.topo.cb, "natb");
+        rows.push(case("public → public", n, &mut pub2, &mut pubu));
+        rows.push(case("public → NAT", n, &mut pubu, &mut nata));
+        rows.push(case("NAT → public", n, &mut nata, &mut pubu));
         rows.push(case(
             "NAT → NAT, endpoint-independent",
             n,
-            &mut side(&mut natb, "natb"),
-            &mut side(&mut nata, "nata"),
+            &mut natb,
+            &mut nata,
         ));
     } else {
         return;
     }
     if let Some(net) = Net::build("nat_figures_symmetric", Mapping::Symmetric) {
-        let mut nata = net.client(&net.topo.ca, "nata");
-        let mut natb = net.client(&net.topo.cb, "natb");
+        let mut nata = net.user(&net.topo.ca, "nata");
+        let mut natb = net.user(&net.topo.cb, "natb");
         rows.push(case(
             "NAT → NAT, symmetric (no path: the clear line is the success)",
             n,
-            &mut side(&mut natb, "natb"),
-            &mut side(&mut nata, "nata"),
+            &mut natb,
+            &mut nata,
         ));
     }
     println!(
