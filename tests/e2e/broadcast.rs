@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::harness::{Line, Server, SIGKILL, SIGTERM};
+use crate::harness::{recv_datagram, Line, Server, SIGKILL, SIGTERM};
 
 // ---- helpers ------------------------------------------------------------------
 
@@ -60,27 +60,10 @@ impl Udp {
 
     /// The next datagram from the server within `limit`.
     fn recv(&mut self, limit: Duration) -> Option<String> {
-        let deadline = Instant::now() + limit;
-        let mut buf = [0u8; 2048];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.sock.set_read_timeout(Some(left)).unwrap();
-            match self.sock.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    assert_eq!(from, self.server, "datagram from a stranger");
-                    let s = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    self.seen.push(s.clone());
-                    return Some(s);
-                }
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(e) => panic!("UDP receive failed: {e}"),
-            }
-        }
+        let d = recv_datagram(&self.sock, self.server, limit)?;
+        let s = String::from_utf8_lossy(&d).into_owned();
+        self.seen.push(s.clone());
+        Some(s)
     }
 
     /// The next datagram, which must be a `BCAST`.

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -28,6 +28,30 @@ pub const TEST_LIMITS: [(&str, &str); 4] = [
 
 /// Default bound for one expected line.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The next datagram `sock` gets within `limit`, `None` if none comes; one
+/// from anyone but `server` fails the test.
+pub fn recv_datagram(sock: &UdpSocket, server: SocketAddr, limit: Duration) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 2048];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        sock.set_read_timeout(Some(left)).unwrap();
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                assert_eq!(from, server, "datagram from a stranger");
+                return Some(buf[..n].to_vec());
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("UDP receive failed: {e}"),
+        }
+    }
+}
 
 /// A running server; killed (by PID, ours) on drop.
 pub struct Server {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use peerline::proto::sealed::{self, Channel, Role, UdpSecret, MARKER, MIN_REGISTER};
 
-use crate::harness::{Capture, Client, Line, Server};
+use crate::harness::{recv_datagram, Capture, Client, Line, Server};
 
 /// A client's UDP socket for a sealed session.
 struct SealedUdp {
@@ -52,26 +52,9 @@ impl SealedUdp {
     }
 
     fn recv_raw(&mut self, limit: Duration) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + limit;
-        let mut buf = [0u8; 2048];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.sock.set_read_timeout(Some(left)).unwrap();
-            match self.sock.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    assert_eq!(from, self.server, "datagram from a stranger");
-                    self.seen.push(buf[..n].to_vec());
-                    return Some(buf[..n].to_vec());
-                }
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(e) => panic!("UDP receive failed: {e}"),
-            }
-        }
+        let d = recv_datagram(&self.sock, self.server, limit)?;
+        self.seen.push(d.clone());
+        Some(d)
     }
 
     /// The next datagram, opened; it must be sealed for this session.
