@@ -284,13 +284,19 @@ pub(super) enum StoreWait {
     Admin(super::admin::AdminOp),
 }
 
+/// [`Engine::reauth_live`], for callers that borrow only the session table.
+fn reauth_is_live(sessions: &SessionTable, at: Instant, user: UserIdx, serial: u64) -> bool {
+    sessions
+        .get(&user)
+        .is_some_and(|s| s.serial() == serial && s.reauth_at == at && s.grace_until.is_none())
+}
+
 /// A timer's kind and subject: one slot each in the timer table. The serial
 /// is the subject's, so a slot never outlives what it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Timer {
     Idle(ConnId, u64),
     LoginDeadline(ConnId, u64),
-    Reauth(UserIdx, u64),
     Grace(UserIdx, u64),
     Request(UserIdx, UserIdx, u64),
     RegisterWait(UserIdx, u64),
@@ -331,6 +337,11 @@ pub struct Engine {
     /// Broadcast retransmits, apart from `timers`: one per datagram sent,
     /// cancelled by its ACK without a lookup (`retransmit.rs`).
     pub(super) retransmits: super::retransmit::Lanes<super::retransmit::Pending>,
+    /// Every session's re-login (`EVENT REAUTH`) deadline, apart from
+    /// `timers`: 32 bytes per session instead of ~160, never stopped — an
+    /// entry whose session ended or re-logged in is dead
+    /// ([`Engine::reauth_live`]) and dropped unseen (`timers::Lazy`).
+    pub(super) reauths: crate::server::timers::Lazy<(UserIdx, u64)>,
     outputs: VecDeque<Output>,
     /// The last `BCAST` datagram encoded, by broadcast id: a fan-out sends the
     /// same bytes to every recipient, so it is encoded once, not 10,000 times.
@@ -411,6 +422,7 @@ impl Engine {
             presence: Default::default(),
             timers: Default::default(),
             retransmits: Default::default(),
+            reauths: Default::default(),
             outputs: VecDeque::new(),
             bcast_wire: None,
             serial: 0,
@@ -510,6 +522,8 @@ impl Engine {
         }
         // ACKs and ended sessions cancel retransmits; none may set the deadline.
         self.purge_retransmits();
+        // Nor may an ended or renewed session's re-login timer.
+        self.purge_reauths();
     }
 
     /// Sizes the per-connection and per-session tables for `n` connections
@@ -729,6 +743,11 @@ impl Engine {
         while let Some(p) = self.retransmits.pop_due(now) {
             self.retransmit(now, p);
         }
+        while let Some((at, (user, serial))) = self.reauths.pop_due(now) {
+            if self.reauth_live(at, user, serial) {
+                self.fire_reauth(now, user, serial);
+            }
+        }
         self.run_kdf(now, KDF_TURN_BUDGET);
         self.run_fanout(now, FANOUT_BATCH);
     }
@@ -774,11 +793,14 @@ impl Engine {
         if !self.outputs.is_empty() || !self.kdf_queue.is_empty() || !self.fanout.is_empty() {
             return Some(self.now);
         }
-        let retransmit = self.retransmits.next_deadline();
-        match (self.timers.next_deadline(), retransmit) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.next_deadline(),
+            self.retransmits.next_deadline(),
+            self.reauths.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Hashes or fan-outs in progress (tests look at the work itself;
@@ -943,7 +965,7 @@ impl Engine {
             self.timers.stop(&Timer::Idle(conn, c.serial));
             self.timers.stop(&Timer::LoginDeadline(conn, c.serial));
         }
-        self.timers.arm(reauth_at, Timer::Reauth(user, serial));
+        self.reauths.arm(reauth_at, (user, serial));
         self.timers.arm(
             now + self.cfg.register_wait,
             Timer::RegisterWait(user, serial),
@@ -965,8 +987,8 @@ impl Engine {
         let serial = s.serial();
         self.timers.stop(&Timer::Grace(user, serial));
         let token = s.token().clone();
-        self.timers
-            .arm(now + self.cfg.session_ttl, Timer::Reauth(user, serial));
+        // The entry armed before is dead now: its deadline is not `reauth_at`.
+        self.reauths.arm(now + self.cfg.session_ttl, (user, serial));
         log::info!("re-login {}", self.accounts.name(user));
         token
     }
@@ -977,8 +999,8 @@ impl Engine {
         }
         let ended = self.sessions.remove(user).expect("checked above");
         let serial = ended.session.serial();
+        // Its re-login timer is dead with it (`reauth_live`), not looked up.
         for t in [
-            Timer::Reauth(user, serial),
             Timer::Grace(user, serial),
             Timer::RegisterWait(user, serial),
         ] {
@@ -1010,7 +1032,6 @@ impl Engine {
         match t {
             Timer::Idle(conn, serial) => self.fire_idle(now, conn, serial),
             Timer::LoginDeadline(conn, serial) => self.fire_login_deadline(now, conn, serial),
-            Timer::Reauth(user, serial) => self.fire_reauth(now, user, serial),
             Timer::Grace(user, serial) => self.fire_grace(now, user, serial),
             Timer::Request(from, to, serial) => self.fire_request(from, to, serial),
             Timer::RegisterWait(user, serial) => self.fire_register_wait(now, user, serial),
@@ -1162,6 +1183,24 @@ impl Engine {
 
     pub(super) fn session_if(&self, user: UserIdx, serial: u64) -> Option<&Session> {
         self.sessions.get(&user).filter(|s| s.serial() == serial)
+    }
+
+    /// Whether a re-login timer entry is the one its session waits for: the
+    /// session is still there, its deadline is this one (a re-login or a
+    /// resumption moved it, leaving the older entry dead), and its REAUTH has
+    /// not been sent yet (an entry armed twice for one deadline fires once).
+    fn reauth_live(&self, at: Instant, user: UserIdx, serial: u64) -> bool {
+        reauth_is_live(&self.sessions, at, user, serial)
+    }
+
+    /// Drops dead re-login entries from the front (after every input), so an
+    /// ended session's timer never wakes the loop; and all of them once they
+    /// could outnumber the sessions online.
+    fn purge_reauths(&mut self) {
+        let sessions = &self.sessions;
+        self.reauths.purge(sessions.len(), |at, &(user, serial)| {
+            reauth_is_live(sessions, at, user, serial)
+        });
     }
 
     /// Makes sure the one expiry timer is armed for the earliest expiry.

@@ -397,8 +397,8 @@ impl Engine {
             s.reauth_at = reauth_at;
             s.serial()
         };
-        self.timers
-            .arm(reauth_at, super::engine::Timer::Reauth(user, serial));
+        // The entry `start_session` armed (a TTL away) is dead now.
+        self.reauths.arm(reauth_at, (user, serial));
         self.stats.resumes_ok += 1;
         log::info!(
             "resumed {} by ticket (conn {conn})",

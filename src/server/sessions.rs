@@ -60,9 +60,9 @@ pub(super) struct Session {
     sealed: Option<Box<Channel>>,
     pub udp: Option<SocketAddr>,
     pub grace_until: Option<Instant>,
-    /// When the next `EVENT REAUTH` is due. A re-LOGIN moves it, and timers are
-    /// never cancelled, so a `Timer::Reauth` firing before this is a stale one
-    /// (armed before the re-login) and must not send REAUTH early.
+    /// When the next `EVENT REAUTH` is due. A re-LOGIN or a resumption moves
+    /// it, and re-login timers are never cancelled (`Engine::reauths`), so an
+    /// entry whose deadline is not this one is dead and must not send REAUTH.
     pub reauth_at: Instant,
     /// Just logged in: deliveries wait for `REGISTER` (or `register_wait`).
     pub awaiting_register: bool,

@@ -639,6 +639,40 @@ fn a_thousand_logins_leave_no_wakeup_for_nothing() {
     assert_eq!(sim.next_line(c).as_deref(), Some("EVENT REAUTH 120"));
 }
 
+/// Re-login timers are never stopped (`timers::Lazy`, 32 bytes a session
+/// instead of a timer-table slot): a session that ended or re-logged in
+/// before its REAUTH leaves a dead entry, which must neither wake the loop
+/// nor send anything.
+#[test]
+fn an_ended_or_renewed_session_s_reauth_timer_never_wakes_the_loop() {
+    let mut sim = Sim::new(EngineConfig {
+        kdf_iterations: 1,
+        ..cfg()
+    });
+    let ttl = cfg().session_ttl;
+    let (gone, _) = sim.login_new("gone");
+    let (renewed, token) = sim.login_new("renewed");
+    // Both REGISTER waits are over.
+    sim.advance(Duration::from_secs(5));
+    sim.engine.handle(sim.now, Input::Disconnect { conn: gone });
+    sim.settle();
+    sim.send(renewed, "LOGIN renewed pw");
+    assert_eq!(
+        sim.expect_line(renewed),
+        format!("OK LOGIN renewed {token}")
+    );
+    let renewed_at = sim.now;
+    // Nothing is due before the renewed session's new deadline: the ended
+    // one's and the renewal's old entry are not deadlines any more.
+    assert_eq!(sim.engine.poll_timeout(), Some(renewed_at + ttl));
+    assert_eq!(sim.engine.reauths.len(), 1, "dead entries were purged");
+    sim.advance(ttl - Duration::from_secs(1));
+    sim.silent(renewed);
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.expect_line(renewed), "EVENT REAUTH 120");
+    sim.silent(renewed);
+}
+
 #[test]
 fn closing_a_connection_removes_the_user_and_cancels_requests() {
     let mut sim = Sim::new(cfg());
