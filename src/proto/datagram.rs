@@ -186,7 +186,23 @@ impl ClientDatagram {
     /// delivery's answer, so this works on bytes: no UTF-8 pass, no string
     /// searcher, the token decoded into a fixed array.
     pub fn parse(bytes: &[u8]) -> Option<ClientDatagram> {
-        let (f, n) = fields::<3>(body_of(bytes)?)?;
+        let body = body_of(bytes)?;
+        // `ACK <32 hex digits> <id>`, the form every delivery's answer
+        // takes, read at fixed offsets. Whatever this does not accept goes
+        // the general way below, so it can only ever agree with it: a token
+        // without spaces and an id of digits are exactly the three fields
+        // the general way would split.
+        if let Some(rest) = body.strip_prefix(b"ACK ") {
+            if rest.len() > 33 && rest[32] == b' ' {
+                if let (Some(t), Some(id)) = (unhex::<16>(&rest[..32]), u64_of(&rest[33..])) {
+                    return Some(ClientDatagram::Ack {
+                        token: Token::from_bytes(t),
+                        id,
+                    });
+                }
+            }
+        }
+        let (f, n) = fields::<3>(body)?;
         match &f[..n] {
             [b"ACK", t, id] => Some(ClientDatagram::Ack {
                 token: token_of(t)?,

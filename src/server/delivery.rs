@@ -40,6 +40,37 @@ pub(super) struct Fanout {
     pub next: usize,
 }
 
+/// Emptied in-flight lists kept for the next session that needs one: a
+/// session's list empties after nearly every ACK in a steady stream, and
+/// freeing it then (an idle session keeps no allocation) cost a `malloc`,
+/// two `realloc`s and a `free` per delivery. At most [`SPARE_LISTS`] are
+/// kept, each of [`UDP_WINDOW`] entries: 64 KiB at most, whatever the
+/// number of sessions.
+#[derive(Debug, Default)]
+pub(super) struct SpareLists(Vec<Vec<(u64, u32)>>);
+
+pub const SPARE_LISTS: usize = 256;
+
+impl SpareLists {
+    fn take(&mut self) -> Vec<(u64, u32)> {
+        self.0
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(UDP_WINDOW))
+    }
+
+    fn give(&mut self, mut list: Vec<(u64, u32)>) {
+        if self.0.len() < SPARE_LISTS && list.capacity() == UDP_WINDOW {
+            list.clear();
+            self.0.push(list);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// A session's unacknowledged UDP deliveries: (broadcast id, datagrams sent).
 #[derive(Debug, Default)]
 pub(super) struct Inflight {
@@ -64,6 +95,15 @@ impl Inflight {
         self.entries.len()
     }
 
+    /// A new delivery in flight (there is room: see [`Inflight::has_room`]);
+    /// the list comes from `spare` if the session has none.
+    pub fn start(&mut self, id: u64, spare: &mut SpareLists) {
+        if self.entries.capacity() == 0 {
+            self.entries = spare.take();
+        }
+        self.set_sent(id, 1);
+    }
+
     pub fn has_room(&self) -> bool {
         self.entries.len() < UDP_WINDOW
     }
@@ -72,13 +112,13 @@ impl Inflight {
     /// be sent: only once half the window is free, so a refill (which scans
     /// the user's pending broadcasts) is paid for by several sends, not one.
     #[must_use]
-    pub fn remove(&mut self, id: u64) -> bool {
+    pub fn remove(&mut self, id: u64, spare: &mut SpareLists) -> bool {
         if let Some(i) = self.entries.iter().position(|e| e.0 == id) {
             self.entries.swap_remove(i);
         }
         if self.entries.is_empty() {
             // An idle session keeps no allocation: this is per-session memory.
-            self.entries = Vec::new();
+            spare.give(std::mem::take(&mut self.entries));
         }
         let refill = self.held_back && self.entries.len() <= UDP_WINDOW / 2;
         if refill {
@@ -343,7 +383,7 @@ impl Engine {
         let refill = self
             .sessions
             .get_mut(&user)
-            .is_some_and(|s| s.inflight.remove(id));
+            .is_some_and(|s| s.inflight.remove(id, &mut self.inflight_spare));
         if refill {
             self.deliver_pending(now, user);
         }
@@ -372,7 +412,7 @@ impl Engine {
         match s.udp {
             Some(_) if !s.inflight.has_room() => s.inflight.held_back = true,
             Some(addr) => {
-                s.inflight.set_sent(id, 1);
+                s.inflight.start(id, &mut self.inflight_spare);
                 let serial = s.serial();
                 self.send_bcast(user, addr, id);
                 self.arm_retransmit(now, user, serial, id, 1);
@@ -494,5 +534,49 @@ impl Engine {
                 self.settle(now, user, id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod spare_tests {
+    use super::*;
+
+    /// A session whose deliveries are acknowledged one by one keeps no
+    /// allocation while idle, yet the next delivery reuses the list the last
+    /// one emptied (no malloc per delivery); the spare lists are bounded.
+    #[test]
+    fn in_flight_lists_are_reused_not_reallocated_and_stay_bounded() {
+        let mut spare = SpareLists::default();
+        let mut s = Inflight::default();
+        s.start(1, &mut spare);
+        let list = s.entries.as_ptr();
+        assert!(!s.remove(1, &mut spare));
+        assert_eq!(s.entries.capacity(), 0, "idle: no allocation");
+        assert_eq!(spare.len(), 1);
+        for id in 2..100 {
+            s.start(id, &mut spare);
+            assert_eq!(s.entries.as_ptr(), list, "the same list again");
+            assert_eq!(s.sent(id), Some(1));
+            let _ = s.remove(id, &mut spare);
+        }
+        // A full window never grows the list past what it was made with.
+        for id in 0..UDP_WINDOW as u64 {
+            assert!(s.has_room());
+            s.start(id, &mut spare);
+        }
+        assert!(!s.has_room());
+        assert_eq!(
+            (s.entries.as_ptr(), s.entries.capacity()),
+            (list, UDP_WINDOW)
+        );
+        // Many sessions going idle at once keep at most SPARE_LISTS lists.
+        let mut many: Vec<Inflight> = (0..SPARE_LISTS + 50).map(|_| Inflight::default()).collect();
+        for m in &mut many {
+            m.start(7, &mut spare);
+        }
+        for m in &mut many {
+            let _ = m.remove(7, &mut spare);
+        }
+        assert_eq!(spare.len(), SPARE_LISTS);
     }
 }

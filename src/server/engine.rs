@@ -331,6 +331,8 @@ pub struct Engine {
     pub(super) broadcasts_sent: Throttle<UserIdx>,
     /// Broadcasts being handed to online recipients: (id, next user index).
     pub(super) fanout: VecDeque<super::delivery::Fanout>,
+    /// Emptied in-flight lists, reused (see `delivery::SpareLists`).
+    pub(super) inflight_spare: super::delivery::SpareLists,
     /// Who watches whose presence (`WATCH`), see `presence.rs`.
     pub(super) presence: super::presence::Presence,
     pub(super) timers: crate::server::timers::Timers<Timer>,
@@ -419,6 +421,7 @@ impl Engine {
             signups,
             broadcasts_sent,
             fanout: VecDeque::new(),
+            inflight_spare: Default::default(),
             presence: Default::default(),
             timers: Default::default(),
             retransmits: Default::default(),
