@@ -26,6 +26,23 @@ fn welcomed(sim: &mut Sim, conn: ConnId) {
     assert!(l.starts_with("EVENT WELCOME"), "conn {conn}: {l}");
 }
 
+/// Signups limited to 4 an hour per source, and 10.0.0.1 (connection `c`)
+/// has just used its one at once: signs up a1, then returns the answer to
+/// its signing up a2.
+fn signup_rate_spent() -> (Sim, ConnId, String) {
+    let mut sim = Sim::new(EngineConfig {
+        signup_rate: 4,
+        ..cfg()
+    });
+    let c = sim.connect_from("10.0.0.1");
+    welcomed(&mut sim, c);
+    sim.send(c, "SIGNUP a1 pw pw");
+    assert_eq!(sim.expect_line(c), "OK SIGNUP a1");
+    sim.send(c, "SIGNUP a2 pw pw");
+    let refused = sim.expect_line(c);
+    (sim, c, refused)
+}
+
 #[test]
 fn connections_beyond_max_per_ip_are_closed_per_source() {
     let mut sim = Sim::new(EngineConfig {
@@ -190,19 +207,12 @@ fn signups_closed_and_per_source_rate() {
     sim.send(c, "SIGNUP alice pw pw");
     assert!(sim.expect_line(c).starts_with("ERR signup-closed "));
 
-    let mut sim = Sim::new(EngineConfig {
-        signup_rate: 4,
-        ..cfg()
-    });
-    let c = sim.connect_from("10.0.0.1");
-    welcomed(&mut sim, c);
-    sim.send(c, "SIGNUP a1 pw pw");
-    assert_eq!(sim.expect_line(c), "OK SIGNUP a1");
-    sim.send(c, "SIGNUP a2 pw pw");
+    let (mut sim, _, refused) = signup_rate_spent();
     // 4 an hour: one at once, then one every 20 minutes.
-    assert!(sim
-        .expect_line(c)
-        .starts_with("ERR rate-limited retry-after=1200 "));
+    assert!(
+        refused.starts_with("ERR rate-limited retry-after=1200 "),
+        "{refused}"
+    );
     let d = sim.connect_from("10.0.0.2");
     welcomed(&mut sim, d);
     sim.send(d, "SIGNUP a3 pw pw");
@@ -395,16 +405,8 @@ fn a_broadcast_costs_the_online_users_not_every_account() {
 
 #[test]
 fn a_configuration_reload_changes_the_limits_at_once() {
-    let mut sim = Sim::new(EngineConfig {
-        signup_rate: 4,
-        ..cfg()
-    });
-    let c = sim.connect_from("10.0.0.1");
-    welcomed(&mut sim, c);
-    sim.send(c, "SIGNUP a1 pw pw");
-    assert_eq!(sim.expect_line(c), "OK SIGNUP a1");
-    sim.send(c, "SIGNUP a2 pw pw");
-    assert!(sim.expect_line(c).starts_with("ERR rate-limited "));
+    let (mut sim, c, refused) = signup_rate_spent();
+    assert!(refused.starts_with("ERR rate-limited "), "{refused}");
     // SIGHUP with --signup-rate 0: no limit from now on.
     sim.engine.set_config(EngineConfig {
         signup_rate: 0,

@@ -280,6 +280,15 @@ impl Sim {
         (c, token.to_owned())
     }
 
+    /// alice (`a`) asks bob (`b`) for a link and bob accepts, listening on
+    /// `port`; the answers to the `ACCEPT` are left for the test to read.
+    fn alice_asks_bob(&mut self, a: ConnId, b: ConnId, port: u16) {
+        self.send(a, "CONNECT bob");
+        assert_eq!(self.expect_line(a), "OK CONNECT bob");
+        assert_eq!(self.expect_line(b), "EVENT REQUEST alice 127.0.0.1");
+        self.send(b, &format!("ACCEPT alice {port}"));
+    }
+
     /// `REGISTER`s `token` from `from` the way a client does: the server
     /// challenges, the client repeats with the cookie, the server confirms.
     fn register(&mut self, from: SocketAddr, token: &str) {
@@ -553,10 +562,7 @@ fn no_output_shows_a_token_in_a_log() {
     let mut sim = Sim::new(cfg());
     let (a, ta) = sim.login_new("alice");
     let (b, tb) = sim.login_new("bob");
-    sim.send(a, "CONNECT bob");
-    assert_eq!(sim.expect_line(a), "OK CONNECT bob");
-    assert_eq!(sim.expect_line(b), "EVENT REQUEST alice 127.0.0.1");
-    sim.send(b, "ACCEPT alice 5000");
+    sim.alice_asks_bob(a, b, 5000);
     let ok = sim.expect_line(b);
     let p2p = ok.strip_prefix("OK ACCEPT alice ").unwrap().to_owned();
     let peer = sim.expect_line(a);
@@ -580,10 +586,7 @@ fn tokens_come_from_the_engines_seeded_generator() {
         let mut sim = Sim::seeded(cfg(), seed);
         let (a, ta) = sim.login_new("alice");
         let (b, tb) = sim.login_new("bob");
-        sim.send(a, "CONNECT bob");
-        assert_eq!(sim.expect_line(a), "OK CONNECT bob");
-        assert_eq!(sim.expect_line(b), "EVENT REQUEST alice 127.0.0.1");
-        sim.send(b, "ACCEPT alice 5000");
+        sim.alice_asks_bob(a, b, 5000);
         let p2p = sim.expect_line(b);
         let peer = sim.expect_line(a);
         sim.send(a, "TICKET");
@@ -1532,10 +1535,7 @@ fn an_introduction_without_a_port_is_not_synced() {
     let mut sim = Sim::new(cfg());
     let (a, _) = sim.login_new("alice");
     let (b, _) = sim.login_new("bob");
-    sim.send(a, "CONNECT bob");
-    assert_eq!(sim.expect_line(a), "OK CONNECT bob");
-    sim.expect_line(b);
-    sim.send(b, "ACCEPT alice 7002");
+    sim.alice_asks_bob(a, b, 7002);
     assert!(sim.expect_line(a).starts_with("EVENT PEER bob"));
     assert!(sim.expect_line(b).starts_with("OK ACCEPT alice"));
     sim.advance(Duration::from_secs(1));
