@@ -119,8 +119,8 @@ struct TlsArgs {
 
 #[derive(clap::Args)]
 struct FloorArgs {
-    #[arg(long, default_value = "target/release/peerline-server")]
-    server: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Receiving sockets (and the bench's receivers).
     #[arg(long, default_value_t = 1000)]
     n: usize,
@@ -141,13 +141,6 @@ struct FloorArgs {
     /// The floor alone.
     #[arg(long)]
     floor_only: bool,
-    #[arg(long)]
-    no_mosquitto: bool,
-    #[arg(long)]
-    no_pin: bool,
-    /// Splice the floor section into this report.
-    #[arg(long)]
-    out_md: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -229,7 +222,7 @@ struct ScaleArgs {
     idle_secs: u64,
 }
 
-/// The arguments the measuring modes (`run`, `scale`, `tls`) share.
+/// The arguments the measuring modes (`run`, `scale`, `tls`, `floor`) share.
 #[derive(clap::Args)]
 struct CommonArgs {
     /// The peerline-server binary.
@@ -533,7 +526,8 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
 }
 
 fn floor_cmd(f: FloorArgs) -> Result<(), String> {
-    let pin = |c: usize| (!f.no_pin).then_some(c);
+    let c = &f.common;
+    let pin = |cpu: usize| (!c.no_pin).then_some(cpu);
     let load0 = floor::loadavg();
     let a = floor::Args {
         n: f.n.max(1),
@@ -552,10 +546,10 @@ fn floor_cmd(f: FloorArgs) -> Result<(), String> {
     let floors = floor::run(&a);
     let mut systems: Vec<(&str, Option<f64>)> = Vec::new();
     if !f.floor_only {
-        if !f.server.is_file() {
+        if !c.server.is_file() {
             return Err(format!(
                 "peerline-server not found at {}",
-                f.server.display()
+                c.server.display()
             ));
         }
         let plan = bench::Plan {
@@ -564,7 +558,7 @@ fn floor_cmd(f: FloorArgs) -> Result<(), String> {
             burst: a.rounds,
             burst_window: 32,
             per_worker: 2500,
-            kdf_low: 1000,
+            kdf_low: c.kdf_iterations,
             default_sessions: 20,
             storm: 20,
             pingers: 20,
@@ -575,10 +569,10 @@ fn floor_cmd(f: FloorArgs) -> Result<(), String> {
             tool_cpu: a.tool_cpu,
             growth_window: 128,
         };
-        let peer = bench::run(bench::System::Peerline, &plan, &f.server);
+        let peer = bench::run(bench::System::Peerline, &plan, &c.server);
         systems.push(("peerline", floor::bench_us(&peer)));
-        if !f.no_mosquitto && servers::which("mosquitto").is_some() {
-            let m = bench::run(bench::System::Mosquitto, &plan, &f.server);
+        if !c.no_mosquitto && servers::which("mosquitto").is_some() {
+            let m = bench::run(bench::System::Mosquitto, &plan, &c.server);
             systems.push(("mosquitto", floor::bench_us(&m)));
         }
     }
@@ -593,7 +587,7 @@ fn floor_cmd(f: FloorArgs) -> Result<(), String> {
     );
     let md = floor::markdown(&a, &floors, &systems, (&load0, &floor::loadavg()), &when);
     println!("{md}");
-    if let Some(path) = &f.out_md {
+    if let Some(path) = &c.out_md {
         let old = std::fs::read_to_string(path).unwrap_or_default();
         let text = scale::splice_between(&old, floor::BEGIN, floor::END, &md);
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
