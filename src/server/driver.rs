@@ -1053,7 +1053,7 @@ mod tests {
         let driver = std::mem::size_of::<Conn>();
         let engine = std::mem::size_of::<crate::server::engine::Conn>();
         assert!(driver <= 160, "driver::Conn is {driver} bytes");
-        assert!(engine <= 120, "engine::Conn is {engine} bytes");
+        assert!(engine <= 96, "engine::Conn is {engine} bytes");
     }
 
     /// The tables are reserved for no more connections than there can be

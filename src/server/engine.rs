@@ -219,7 +219,8 @@ pub(super) struct Conn {
     pub addr: SocketAddr,
     /// Set only by [`Engine::set_busy`].
     pub busy: Option<Busy>,
-    pub backlog: VecDeque<Frame>,
+    /// Input that came while busy: boxed, as almost no connection has any.
+    pub backlog: Backlog,
     pub last_input: Instant,
     /// The peer sent FIN but may still be reading (`printf … | nc -N`): close
     /// once everything it sent has been answered.
@@ -228,6 +229,38 @@ pub(super) struct Conn {
     pub udp_secret: Option<Box<UdpSecret>>,
     /// The connection speaks TLS (the driver says so before any of its lines).
     pub secure: bool,
+}
+
+/// Frames waiting for a connection's command to finish. A connection record
+/// is held for every connection (issue 18, memory per session) and a backlog
+/// is rare (input during a hash or a store write), so it is 8 bytes — an
+/// empty `Option<Box<…>>` — until used, and freed again once drained.
+#[derive(Debug, Default)]
+// A boxed deque on purpose: 8 bytes in every record instead of 32.
+#[allow(clippy::box_collection)]
+pub(super) struct Backlog(Option<Box<VecDeque<Frame>>>);
+
+impl Backlog {
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().map_or(true, |q| q.is_empty())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    pub fn push_back(&mut self, frame: Frame) {
+        self.0.get_or_insert_with(Default::default).push_back(frame);
+    }
+
+    pub fn pop_front(&mut self) -> Option<Frame> {
+        let q = self.0.as_mut()?;
+        let frame = q.pop_front();
+        if q.is_empty() {
+            self.0 = None;
+        }
+        frame
+    }
 }
 
 #[derive(Debug)]
@@ -576,7 +609,7 @@ impl Engine {
                 serial,
                 addr,
                 busy: None,
-                backlog: VecDeque::new(),
+                backlog: Backlog::default(),
                 last_input: now,
                 input_ended: false,
                 udp_secret: None,

@@ -676,6 +676,23 @@ fn an_ended_or_renewed_session_s_reauth_timer_never_wakes_the_loop() {
     sim.silent(renewed);
 }
 
+/// A connection's backlog owns no memory until input waits in it, and gives
+/// it back once drained (engine::Conn is held for every connection).
+#[test]
+fn a_backlog_is_empty_and_unboxed_until_used_and_again_once_drained() {
+    use super::engine::Backlog;
+    let mut b = Backlog::default();
+    assert!(b.is_empty() && b.pop_front().is_none());
+    assert_eq!(b.len(), 0);
+    b.push_back(Frame::Line("PING".into()));
+    b.push_back(Frame::TooLong);
+    assert_eq!((b.is_empty(), b.len()), (false, 2));
+    assert_eq!(b.pop_front(), Some(Frame::Line("PING".into())));
+    assert_eq!(b.pop_front(), Some(Frame::TooLong));
+    assert!(b.is_empty() && b.pop_front().is_none());
+    assert!(format!("{b:?}").contains("None"), "the box was kept: {b:?}");
+}
+
 #[test]
 fn closing_a_connection_removes_the_user_and_cancels_requests() {
     let mut sim = Sim::new(cfg());
