@@ -150,6 +150,16 @@ impl BroadcastBook {
         user.0 < live.record.audience && live.sender != Some(user)
     }
 
+    /// Of `users`, those in the audience of broadcast `id`: the broadcast is
+    /// looked up once for all of them (a fan-out to 19,000 did it 19,000
+    /// times, 4 % of the server's CPU in that fan-out).
+    pub fn recipients_among(&self, id: u64, users: impl Iterator<Item = UserIdx>) -> Vec<UserIdx> {
+        match self.find_live(id) {
+            Some(l) => users.filter(|&u| Self::eligible(l, u)).collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// Whether `user` is in the audience of broadcast `id` (alive or not).
     pub fn is_recipient(&self, id: u64, user: UserIdx) -> bool {
         self.find_live(id).is_some_and(|l| Self::eligible(l, user))

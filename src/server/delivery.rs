@@ -12,8 +12,9 @@
 //! when the `EVENT BROADCAST` line is handed to its TCP connection.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::accounts::UserIdx;
 use super::broadcast::{after_send, BroadcastRecord, DeliveryRow, NextStep};
@@ -30,6 +31,85 @@ use crate::proto::{ClientDatagram, Event, OkReply, ServerDatagram, ServerLine, U
 /// ACKs (or TCP fallbacks) free room. MQTT brokers do the same for QoS 1
 /// (mosquitto's `max_inflight_messages`, 20 by default).
 pub const UDP_WINDOW: usize = 16;
+
+/// Most plaintext ACKs parked at once (some 100 bytes each, given back when
+/// handled); past it they are handled as they come.
+const PARK_MAX: usize = 32_768;
+/// Longest an ACK waits parked, however long the fan-out: well under the
+/// first retransmit (0.5 s), so parking never causes one.
+const PARK_MAX_AGE: Duration = Duration::from_millis(100);
+/// Parked ACKs handled per loop turn once due, so the turn stays short.
+pub const PARKED_TURN_BUDGET: usize = 1024;
+
+/// Plaintext `ACK` datagrams that came while a fan-out still had recipients
+/// to send to, handled once it has sent (or once the oldest is
+/// [`PARK_MAX_AGE`] old), [`PARKED_TURN_BUDGET`] per turn, oldest first.
+///
+/// Only while one broadcast is fanning out and none waits behind it. In a
+/// burst of broadcasts most sends wait for window room (`UDP_WINDOW`), which
+/// only ACKs make: parking them there stalled the burst (one run at 1,000
+/// sessions, load average 8: 31,600 deliveries/s against 43,900), so a
+/// burst keeps handling its ACKs as they come.
+///
+/// Why: the ACKs of a fan-out's first recipients come back while it is
+/// still sending, and handling each (parse, token lookup, delivery book,
+/// `deliveries.csv` row, retransmit cancel) delayed the datagrams of the
+/// recipients after it; the last of 19,000 waited for some 19,000 ACKs.
+/// Parked, an ACK costs a copy. Only the handling waits: the datagrams are
+/// still read from the socket every turn (its buffer never fills with them),
+/// and a `PING`, a `REGISTER` or a sealed datagram (whose kind is only known
+/// once opened) is handled at once, so a `PING` during a fan-out is
+/// answered in the turn it is read.
+#[derive(Debug, Default)]
+pub(super) struct ParkedAcks {
+    bytes: Vec<u8>,
+    /// Source and where its bytes end in `bytes`, in arrival order.
+    items: Vec<(SocketAddr, u32)>,
+    /// Items already handled (taken from the front without moving the rest).
+    done: usize,
+    /// When the oldest item not yet handled was parked (at the latest).
+    since: Option<Instant>,
+}
+
+impl ParkedAcks {
+    pub fn is_empty(&self) -> bool {
+        self.done == self.items.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len() - self.done
+    }
+
+    /// Keeps a copy of the datagram; false (nothing kept) when full.
+    fn park(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> bool {
+        if self.len() >= PARK_MAX {
+            return false;
+        }
+        self.since.get_or_insert(now);
+        self.bytes.extend_from_slice(bytes);
+        self.items.push((from, self.bytes.len() as u32));
+        true
+    }
+
+    /// The oldest item not yet handled.
+    fn next(&mut self) -> Option<(SocketAddr, Range<usize>)> {
+        let &(from, end) = self.items.get(self.done)?;
+        let start = match self.done {
+            0 => 0,
+            i => self.items[i - 1].1 as usize,
+        };
+        self.done += 1;
+        Some((from, start..end as usize))
+    }
+
+    fn is_due(&self, now: Instant, fanout_done: bool) -> bool {
+        !self.is_empty()
+            && (fanout_done
+                || self
+                    .since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= PARK_MAX_AGE))
+    }
+}
 
 /// A broadcast being handed to the users who were online when it was made,
 /// `FANOUT_BATCH` per loop turn.
@@ -138,6 +218,43 @@ impl Engine {
     /// A session that logged in over TLS speaks only sealed datagrams (its
     /// token is refused in clear); one that did not, only plaintext ones.
     pub(super) fn on_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if self.fanout.len() == 1
+            && bytes.starts_with(b"ACK ")
+            && self.parked.park(now, from, bytes)
+        {
+            return;
+        }
+        self.handle_datagram(now, from, bytes);
+    }
+
+    /// Parked ACKs (see [`ParkedAcks`]), if due: at most `budget` of them.
+    pub(super) fn run_parked(&mut self, now: Instant, budget: usize) {
+        if self.parked.is_due(now, self.fanout.is_empty()) {
+            self.handle_parked(now, budget);
+        }
+    }
+
+    /// Handles up to `budget` parked ACKs, due or not (at shutdown: all, so
+    /// no acknowledged delivery goes unrecorded).
+    pub(super) fn handle_parked(&mut self, now: Instant, budget: usize) {
+        let mut parked = std::mem::take(&mut self.parked);
+        for _ in 0..budget {
+            let Some((from, range)) = parked.next() else {
+                break;
+            };
+            self.handle_datagram(now, from, &parked.bytes[range]);
+        }
+        // Drained: its memory goes back (a fan-out to 19,000 parks ~2 MB).
+        // Otherwise the rest stay due in the next turns (`since` is kept).
+        self.parked = if parked.is_empty() {
+            ParkedAcks::default()
+        } else {
+            parked
+        };
+    }
+
+    /// A datagram handled now (never parked).
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         if let Some(sid) = sealed::session_id(bytes) {
             return self.on_sealed(now, from, sid, bytes);
         }
@@ -326,11 +443,7 @@ impl Engine {
         // account ever made: the fan-out visits the users online at this
         // moment; offline ones get it at login (`deliver_pending`, by the
         // O(1) rule "seq below the audience bound").
-        let recipients: Vec<UserIdx> = self
-            .sessions
-            .keys()
-            .filter(|&u| self.book.is_recipient(id, u))
-            .collect();
+        let recipients = self.book.recipients_among(id, self.sessions.keys());
         let reached = recipients.len();
         let sender_counted = self
             .accounts

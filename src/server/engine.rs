@@ -366,6 +366,9 @@ pub struct Engine {
     pub(super) fanout: VecDeque<super::delivery::Fanout>,
     /// Emptied in-flight lists, reused (see `delivery::SpareLists`).
     pub(super) inflight_spare: super::delivery::SpareLists,
+    /// Plaintext ACKs that came while a fan-out was still sending, handled
+    /// once it has sent (`delivery.rs`, `ParkedAcks`).
+    pub(super) parked: super::delivery::ParkedAcks,
     /// Who watches whose presence (`WATCH`), see `presence.rs`.
     pub(super) presence: super::presence::Presence,
     pub(super) timers: crate::server::timers::Timers<Timer>,
@@ -455,6 +458,7 @@ impl Engine {
             broadcasts_sent,
             fanout: VecDeque::new(),
             inflight_spare: Default::default(),
+            parked: Default::default(),
             presence: Default::default(),
             timers: Default::default(),
             retransmits: Default::default(),
@@ -786,6 +790,7 @@ impl Engine {
         }
         self.run_kdf(now, KDF_TURN_BUDGET);
         self.run_fanout(now, FANOUT_BATCH);
+        self.run_parked(now, super::delivery::PARKED_TURN_BUDGET);
     }
 
     /// SIGHUP: new settings apply from now on. Timers already armed keep their
@@ -803,6 +808,7 @@ impl Engine {
 
     /// SIGINT/SIGTERM: tell everyone, close everything.
     fn shutdown(&mut self, now: Instant) {
+        self.handle_parked(now, usize::MAX);
         let conns: Vec<ConnId> = self.conns.keys().collect();
         for conn in conns {
             self.close_with(
@@ -826,7 +832,13 @@ impl Engine {
     /// latest `now` it was given, a deadline already passed: a driver that
     /// sleeps until this cannot leave work behind.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.outputs.is_empty() || !self.kdf_queue.is_empty() || !self.fanout.is_empty() {
+        // Parked ACKs are due once the fan-out they waited for is out, so
+        // with `fanout` empty they are work to do now.
+        if !self.outputs.is_empty()
+            || !self.kdf_queue.is_empty()
+            || !self.fanout.is_empty()
+            || !self.parked.is_empty()
+        {
             return Some(self.now);
         }
         [
@@ -843,7 +855,7 @@ impl Engine {
     /// drivers only ever need [`Engine::poll_timeout`]).
     #[cfg(test)]
     pub(super) fn has_work(&self) -> bool {
-        !self.kdf_queue.is_empty() || !self.fanout.is_empty()
+        !self.kdf_queue.is_empty() || !self.fanout.is_empty() || !self.parked.is_empty()
     }
 
     // ---- plumbing shared by the handlers --------------------------------------

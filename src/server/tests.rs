@@ -385,6 +385,9 @@ mod limits_tests;
 #[path = "resume_tests.rs"]
 mod resume_tests;
 
+#[path = "fanout_tests.rs"]
+mod fanout_tests;
+
 #[test]
 fn every_fixture_transcript_replays_on_the_engine() {
     let fixtures = transcript::load_dir(std::path::Path::new(concat!(

@@ -84,6 +84,9 @@ pub struct Fan {
     pub udp_drops: u64,
     /// Per repeat, nanoseconds: (receivers reached, first, last).
     pub samples: Vec<(u64, u64, u64)>,
+    /// Per repeat, nanoseconds: when the last copy reached its receiver's
+    /// socket (kernel timestamp), where `last` is when the tool read it.
+    pub arrived: Vec<u64>,
 }
 
 impl Fan {
@@ -92,6 +95,9 @@ impl Fan {
     }
     pub fn last(&self) -> Option<Summary> {
         Summary::of(&self.samples.iter().map(|s| s.2).collect::<Vec<_>>())
+    }
+    pub fn arrived(&self) -> Option<Summary> {
+        Summary::of(&self.arrived)
     }
     /// Repeats where some receiver had not got the message within the deadline.
     pub fn incomplete(&self) -> usize {
@@ -347,12 +353,12 @@ fn phase_default(system: System, plan: &Plan, bin: &Path, r: &mut Results) -> Re
     out
 }
 
-/// One broadcast to every receiver; returns (reached, first, last) in ns.
-fn fan_once(fleet: &mut Fleet, rep: u64, pad: usize) -> Res<(u64, u64, u64)> {
+/// One broadcast to every receiver; returns (reached, first, last, arrived) in ns.
+fn fan_once(fleet: &mut Fleet, rep: u64, pad: usize) -> Res<(u64, u64, u64, u64)> {
     fleet.all(&format!("WATCH {rep}"), "WATCHING", Duration::from_secs(10))?;
     fleet.send(0, &format!("BCAST {rep} {pad}"))?;
     let key = format!("FAN rep={rep} ");
-    let (mut n, mut first, mut last) = (0, u64::MAX, 0);
+    let (mut n, mut first, mut last, mut arrived) = (0, u64::MAX, 0, 0);
     for i in 0..fleet.len() {
         let line = match fleet.expect(i, &key, Duration::from_secs(15)) {
             Ok(l) => l,
@@ -366,10 +372,11 @@ fn fan_once(fleet: &mut Fleet, rep: u64, pad: usize) -> Res<(u64, u64, u64)> {
         if got > 0 {
             first = first.min(field(&line, "first"));
             last = last.max(field(&line, "last"));
+            arrived = arrived.max(field(&line, "arrived"));
         }
     }
     fleet.expect(0, "SENT", Duration::from_secs(10))?;
-    Ok((n, if n == 0 { 0 } else { first }, last))
+    Ok((n, if n == 0 { 0 } else { first }, last, arrived))
 }
 
 pub(crate) fn fan_reps(
@@ -383,12 +390,14 @@ pub(crate) fn fan_reps(
         n,
         udp_drops: 0,
         samples: Vec::new(),
+        arrived: Vec::new(),
     };
     let drops0 = procfs::udp_rcvbuf_errors();
     let started = Instant::now();
     for k in 0..reps {
-        let s = fan_once(fleet, rep0 + k as u64, pad)?;
-        fan.samples.push(s);
+        let (reached, first, last, arrived) = fan_once(fleet, rep0 + k as u64, pad)?;
+        fan.samples.push((reached, first, last));
+        fan.arrived.push(arrived);
         // Let ACKs and any retransmits settle so repeats do not overlap.
         std::thread::sleep(Duration::from_millis(if n >= 5000 { 200 } else { 50 }));
         if (k + 1) % 5 == 0 || k + 1 == reps {
@@ -400,15 +409,18 @@ pub(crate) fn fan_reps(
         }
     }
     fan.udp_drops = procfs::udp_rcvbuf_errors().saturating_sub(drops0);
-    let (f, l) = (
+    let (f, l, a) = (
         fan.first().expect("reps > 0"),
         fan.last().expect("reps > 0"),
+        fan.arrived().expect("reps > 0"),
     );
     eprintln!(
-        "  fan-out N={n}: first p50 {:.2} ms, last p50 {:.2} ms p99 {:.2} ms, {} incomplete, {} UDP drops",
+        "  fan-out N={n}: first p50 {:.2} ms, last p50 {:.2} ms p99 {:.2} ms (arrived p50 {:.2} p99 {:.2}), {} incomplete, {} UDP drops",
         f.p50 as f64 / 1e6,
         l.p50 as f64 / 1e6,
         l.p99 as f64 / 1e6,
+        a.p50 as f64 / 1e6,
+        a.p99 as f64 / 1e6,
         fan.incomplete(),
         fan.udp_drops
     );
