@@ -63,8 +63,10 @@ impl Variant {
 
     pub fn name(self) -> &'static str {
         match self {
-            Variant::V4 => "IPv4 socket (127.0.0.1)",
-            Variant::DualStack => "dual-stack socket (`::`, IPv4-mapped), as peerline binds",
+            Variant::V4 => "IPv4 socket (127.0.0.1, as the bench binds the servers)",
+            Variant::DualStack => {
+                "dual-stack socket (`::`, IPv4-mapped: the server's default `--bind`)"
+            }
             Variant::V4PmtuDo => "IPv4, `IP_MTU_DISCOVER` = `IP_PMTUDISC_DO`",
             Variant::V4PmtuOmit => "IPv4, `IP_MTU_DISCOVER` = `IP_PMTUDISC_OMIT`",
         }
@@ -86,6 +88,8 @@ pub struct Args {
     pub server_cpu: Option<usize>,
     pub tool_cpu: Option<usize>,
     pub variants: Vec<Variant>,
+    /// Broadcasts in the systems' sustained burst.
+    pub burst: usize,
 }
 
 /// One floor run.
@@ -455,9 +459,9 @@ pub fn markdown(
          `sendmmsg` and reads the {}-byte answer of each (an `ACK`) with `recvmmsg`, {} rounds, at most {} \
          unanswered; a generator thread on the other CPU answers. Its CPU (utime + stime of the thread, clock \
          ticks as for the servers) over the deliveries is what the kernel alone costs per acknowledged \
-         delivery; peerline and mosquitto ran their sustained burst at the same N right after, in the same \
-         invocation.\n",
-        load.0, load.1, a.bcast_len, a.n, a.ack_len, a.rounds, a.window
+         delivery; peerline and mosquitto ran their sustained burst ({} broadcasts to the same N, the bench's \
+         own scenario) right after, in the same invocation.\n",
+        load.0, load.1, a.bcast_len, a.n, a.ack_len, a.rounds, a.window, a.burst
     );
     let _ = writeln!(s, "| what | server CPU per acked delivery (µs) | × the IPv4 floor | deliveries | lost | wall (s) |");
     let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |");
@@ -520,6 +524,7 @@ mod tests {
             server_cpu: None,
             tool_cpu: None,
             variants: vec![Variant::V4, Variant::DualStack],
+            burst: 1,
         };
         for f in run(&a) {
             let f = f.unwrap();
@@ -539,6 +544,7 @@ mod tests {
             server_cpu: None,
             tool_cpu: None,
             variants: vec![Variant::V4],
+            burst: 1,
         };
         let f = Floor {
             variant: Variant::V4,

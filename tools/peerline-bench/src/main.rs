@@ -124,9 +124,13 @@ struct FloorArgs {
     /// Receiving sockets (and the bench's receivers).
     #[arg(long, default_value_t = 1000)]
     n: usize,
-    /// Floor rounds, and broadcasts in the systems' sustained burst.
+    /// Floor rounds (each one datagram to every socket).
     #[arg(long, default_value_t = 500)]
     rounds: usize,
+    /// Broadcasts in peerline's and mosquitto's sustained burst (the bench's
+    /// default: longer bursts overflow receive buffers on a loaded host).
+    #[arg(long, default_value_t = 200)]
+    burst: usize,
     /// Most unanswered rounds in the floor (4 × 1,000 ACKs fit the 8 MiB
     /// receive buffer; more overflow it and the floor measures losses).
     #[arg(long, default_value_t = 4)]
@@ -542,6 +546,7 @@ fn floor_cmd(f: FloorArgs) -> Result<(), String> {
         } else {
             floor::Variant::ALL.to_vec()
         },
+        burst: f.burst.max(1),
     };
     let floors = floor::run(&a);
     let mut systems: Vec<(&str, Option<f64>)> = Vec::new();
@@ -555,7 +560,7 @@ fn floor_cmd(f: FloorArgs) -> Result<(), String> {
         let plan = bench::Plan {
             sizes: vec![a.n],
             reps: 3,
-            burst: a.rounds,
+            burst: a.burst,
             burst_window: 32,
             per_worker: 2500,
             kdf_low: c.kdf_iterations,
