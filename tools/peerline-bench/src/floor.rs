@@ -563,7 +563,9 @@ mod tests {
             "today",
         );
         assert!(
-            md.contains("| floor: IPv4 socket (127.0.0.1) | 2.00 | 1.00 |"),
+            md.contains(
+                "| floor: IPv4 socket (127.0.0.1, as the bench binds the servers) | 2.00 | 1.00 |"
+            ),
             "{md}"
         );
         assert!(
