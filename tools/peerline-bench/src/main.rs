@@ -8,6 +8,7 @@ mod fleet;
 mod floor;
 mod links;
 mod mqtt;
+mod probe;
 mod procfs;
 mod report;
 mod restart;
@@ -70,6 +71,20 @@ enum Cmd {
     /// The kernel's floor per acknowledged delivery (floor.rs), then
     /// peerline's and mosquitto's sustained burst at the same N.
     Floor(FloorArgs),
+    /// (internal) The restart storm's bystanders, commanded over stdin/stdout.
+    #[command(hide = true)]
+    RestartProbe {
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        interval_ms: u64,
+        #[arg(long)]
+        src: std::net::IpAddr,
+    },
     /// (internal) A session-driving worker, commanded over stdin/stdout.
     #[command(hide = true)]
     Worker {
@@ -363,6 +378,28 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("peerline-bench scale: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::RestartProbe {
+            prefix,
+            password,
+            count,
+            interval_ms,
+            src,
+        } => {
+            let cfg = probe::Config {
+                prefix,
+                password,
+                count,
+                interval: std::time::Duration::from_millis(interval_ms.max(1)),
+                src,
+            };
+            match probe::main(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("restart-probe: {e}");
                     ExitCode::FAILURE
                 }
             }

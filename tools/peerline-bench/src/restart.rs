@@ -10,7 +10,16 @@
 //! - time from the kill until each session is logged in again (p50/p99/max);
 //! - bystanders' `PING` round trips while the storm lasts: sessions of other
 //!   accounts (cheap hashes, another source address) that log in as soon as
-//!   the new server listens, then ping every few milliseconds.
+//!   the new server listens, then ping on a fixed schedule. They run in a
+//!   process of their own (`restart-probe`, probe.rs), so a PING is never
+//!   held up by this loop driving 10,000 sessions: the figure is the server's.
+//!
+//! Each storm's figures are printed (stderr) and written into `--out-md` as
+//! soon as that storm ends, so a run stopped later keeps them. The
+//! password-only storm at the default cost takes many minutes at 10,000
+//! sessions; it is bounded by `--password-storm-cap`, and a capped storm
+//! reports how many were back, the rate, and the time to all extrapolated
+//! from that rate (said as such).
 //!
 //! Invariants:
 //! - Every wait is bounded (`--timeout-secs` per phase); a phase that runs
@@ -18,7 +27,8 @@
 //! - The server runs with its defaults except what one source address needs
 //!   (`--max-per-ip 0`) and room for the fleet (`--max-clients`): the
 //!   login timeout, the unauthenticated reserve and the fair hashing queue
-//!   all act as they would on a real restart.
+//!   all act as they would on a real restart. It logs at its default level
+//!   (`info`: a line per login) into a file, as a service's log would cost.
 //! - One mio loop on this thread; sessions in a `Slab`; only processes this
 //!   tool started are signalled, by PID.
 //!
@@ -71,9 +81,13 @@ pub struct Args {
     /// Logins in flight at once while setting up.
     #[arg(long, default_value_t = 64)]
     pub setup_window: usize,
-    /// Bound on the setup and on each storm.
+    /// Bound on the setup and on the ticket storm.
     #[arg(long, default_value_t = 1200)]
     pub timeout_secs: u64,
+    /// Bound on the password-only storm (seconds from the kill): at the cap
+    /// the storm reports how many were back and the rate; 0 skips it.
+    #[arg(long, default_value_t = 120)]
+    pub password_storm_cap: u64,
     /// Also put the section into this report (between `<!-- restart:begin -->`
     /// and `<!-- restart:end -->`; the main `run` carries it over).
     #[arg(long)]
@@ -88,7 +102,8 @@ pub fn carry(old: &str, new: String) -> String {
     crate::scale::carry_between(old, new, BEGIN, END)
 }
 
-/// The subcommand: runs both storms, prints the report section on stdout.
+/// The subcommand: runs both storms, prints the report section on stdout
+/// (and each storm's figures on stderr as soon as it ends).
 pub fn main(a: &Args) -> Res<()> {
     let need = a.sessions as u64 + a.bystanders as u64 + 64;
     let limit = crate::procfs::fd_limit();
@@ -97,25 +112,46 @@ pub fn main(a: &Args) -> Res<()> {
             "open-file limit is {limit}; {need} are needed (raise `ulimit -n`)"
         ));
     }
-    let r = run(a)?;
-    let section = markdown(&r, a, &crate::report::Machine::probe());
-    print!("{section}");
-    if let Some(md) = &a.out_md {
-        let old = std::fs::read_to_string(md).unwrap_or_default();
-        let heading = "### The restart storm (`peerline-bench restart`)\n\n\
-            Not part of `tools/bench.sh`: `target/release/peerline-bench restart --sessions N`. N sessions \
-            log in by password and take a ticket; the server is killed with SIGKILL and restarted on the same \
-            data dir and port; each session reconnects with the client's own backoff and jitter \
-            (`client::reconnect::Backoff`, one seed each) and sends `RESUME` with its ticket, falling back to \
-            `LOGIN` when it is refused, or (second column: no tickets) `LOGIN` at once. Times are from the kill. \
-            The server runs with its defaults (login timeout, unauthenticated reserve, fair hashing) except \
-            `--max-per-ip 0` and `--max-clients` for the fleet.\n\n";
-        let text = crate::scale::splice_between(&old, BEGIN, END, &format!("{heading}{section}"));
-        std::fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))?;
-    }
+    let machine = crate::report::Machine::probe();
+    // After each storm: its figures now, and the section so far in the
+    // report, so a run stopped later (or failing later) keeps them.
+    let mut after_storm = |r: &Report| -> Res<()> {
+        if let Some(st) = r.storms.last() {
+            eprintln!("restart: {}", storm_summary(st));
+        }
+        write_section(a, r, &machine)
+    };
+    let r = run(a, &mut after_storm)?;
+    print!("{}", markdown(&r, a, &machine));
     if r.storms.iter().any(|s| s.timed_out) {
-        return Err("a storm did not finish within --timeout-secs".into());
+        return Err("the ticket storm did not finish within --timeout-secs".into());
     }
+    Ok(())
+}
+
+/// Splices the section (as far as it goes) into `--out-md`, if given.
+fn write_section(a: &Args, r: &Report, machine: &crate::report::Machine) -> Res<()> {
+    let Some(md) = &a.out_md else { return Ok(()) };
+    let old = std::fs::read_to_string(md).unwrap_or_default();
+    let heading = "### The restart storm (`peerline-bench restart`)\n\n\
+        Not part of `tools/bench.sh`: `target/release/peerline-bench restart --sessions N --out-md docs/BENCHMARKS.md`. \
+        N sessions log in by password and take a ticket; the server is killed with SIGKILL and restarted on the same \
+        data dir and port; each session reconnects with the client's own backoff and jitter \
+        (`client::reconnect::Backoff`, one seed each) and sends `RESUME` with its ticket, falling back to \
+        `LOGIN` when it is refused, or (second column: no tickets) `LOGIN` at once. Times are from the kill. \
+        The server runs with its defaults (login timeout, unauthenticated reserve, fair hashing, `info` log \
+        into a file) except `--max-per-ip 0` and `--max-clients` for the fleet. The bystanders run in a process \
+        of their own and ping on a fixed schedule, answered or not (pipelined), so a stall is charged to every \
+        ping that waited. The password-only storm stops at `--password-storm-cap`; its time to all is then \
+        extrapolated from its rate, and said so.\n\n";
+    let text = crate::scale::splice_between(
+        &old,
+        BEGIN,
+        END,
+        &format!("{heading}{}", markdown(r, a, machine)),
+    );
+    std::fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))?;
+    eprintln!("restart: wrote {}", md.display());
     Ok(())
 }
 
@@ -138,6 +174,12 @@ impl Proc {
         port: u16,
         max_clients: usize,
     ) -> Res<(Proc, std::sync::mpsc::Receiver<Res<SocketAddr>>)> {
+        // Beside the data dir, appended to by every server of the run.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.with_extension("log"))
+            .map_err(|e| format!("server log: {e}"))?;
         let mut child = Command::new(bin)
             .args([
                 "--bind",
@@ -153,10 +195,11 @@ impl Proc {
                 "--max-per-ip",
                 "0",
             ])
-            .env("RUST_LOG", "error")
+            // Its default level (`info`: a line per login), as deployed.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .map_err(|e| format!("start {}: {e}", bin.display()))?;
         let out = child.stdout.take().expect("piped");
@@ -205,8 +248,6 @@ enum Phase {
 }
 
 struct Sess {
-    /// Fleet index, or `None` for a bystander.
-    fleet: Option<usize>,
     user: String,
     src: IpAddr,
     stream: Option<TcpStream>,
@@ -217,7 +258,6 @@ struct Sess {
     ticket: Option<peerline::proto::Ticket>,
     /// Bumped on every new attempt: stale timers are ignored.
     gen: u64,
-    ping_sent: Option<Instant>,
     /// The unanswered first command on this connection was `RESUME`.
     resuming: bool,
 }
@@ -225,7 +265,6 @@ struct Sess {
 #[derive(Default)]
 struct Tally {
     back_ms: Vec<u64>,
-    pings_us: Vec<u64>,
     resumes: usize,
     fallbacks: usize,
     password_logins: usize,
@@ -244,11 +283,9 @@ struct Net {
     tickets: bool,
     /// When the storm began (the kill); `None` while setting up.
     t0: Option<Instant>,
-    /// Fleet sessions logged in, kept as they change: scanning 10,000
-    /// sessions every turn would make the tool, not the server, the delay.
+    /// Sessions logged in, kept as they change: scanning 10,000 sessions
+    /// every turn would make the tool, not the server, the delay.
     up: usize,
-    /// The bystanders' keys.
-    bystanders: Vec<usize>,
     tally: Tally,
 }
 
@@ -257,7 +294,6 @@ impl Net {
         let s = &mut self.sess[key];
         s.gen += 1;
         s.inbuf.clear();
-        s.ping_sent = None;
         let src = s.src;
         let stream = connect_from(src, self.server).and_then(|mut st| {
             self.poll
@@ -279,7 +315,7 @@ impl Net {
     /// client does (`Engine::schedule_reconnect`).
     fn lost(&mut self, key: usize, failed_connect: bool) {
         let s = &mut self.sess[key];
-        if s.phase == Phase::Up && s.fleet.is_some() {
+        if s.phase == Phase::Up {
             self.up -= 1;
         }
         if let Some(mut st) = s.stream.take() {
@@ -307,7 +343,7 @@ impl Net {
     fn connected(&mut self, key: usize) {
         let s = &mut self.sess[key];
         s.phase = Phase::Authing;
-        let resume = match (&s.ticket, self.tickets && s.fleet.is_some()) {
+        let resume = match (&s.ticket, self.tickets) {
             (Some(t), true) => Some(format!("RESUME {} {t}", s.user)),
             _ => None,
         };
@@ -326,22 +362,14 @@ impl Net {
                 self.back(key);
             }
             Some(ServerLine::Ok(OkReply::Login { .. })) => {
-                let fleet = s.fleet.is_some();
-                if fleet {
-                    self.tally.password_logins += 1;
-                }
+                self.tally.password_logins += 1;
                 // The client asks for a ticket after each password login.
-                if self.tickets && fleet {
+                if self.tickets {
                     self.send(key, "TICKET");
                 }
                 self.back(key);
             }
             Some(ServerLine::Ok(OkReply::Ticket { ticket, .. })) => s.ticket = Some(ticket),
-            Some(ServerLine::Ok(OkReply::Ping)) => {
-                if let (Some(at), Some(_)) = (s.ping_sent.take(), self.t0) {
-                    self.tally.pings_us.push(at.elapsed().as_micros() as u64);
-                }
-            }
             Some(ServerLine::Err { .. }) if s.phase == Phase::Authing => {
                 if std::mem::take(&mut s.resuming) {
                     // The client's fallback: the password, on the same
@@ -368,11 +396,9 @@ impl Net {
         let s = &mut self.sess[key];
         if s.phase != Phase::Up {
             s.phase = Phase::Up;
-            if s.fleet.is_some() {
-                self.up += 1;
-            }
+            self.up += 1;
             s.backoff.reset();
-            if let (Some(t0), Some(_)) = (self.t0, s.fleet) {
+            if let Some(t0) = self.t0 {
                 self.tally.back_ms.push(t0.elapsed().as_millis() as u64);
             }
         }
@@ -404,15 +430,12 @@ impl Net {
         }
     }
 
-    /// One turn: events, due reconnects, due pings. `deadline` bounds the wait.
-    fn turn(&mut self, events: &mut Events, ping_every: Option<Duration>) -> Res<()> {
+    /// One turn: events, due reconnects.
+    fn turn(&mut self, events: &mut Events) -> Res<()> {
         let now = Instant::now();
         let mut wait = Duration::from_millis(50);
         if let Some(Reverse((due, _, _))) = self.timers.peek() {
             wait = wait.min(due.saturating_duration_since(now));
-        }
-        if let Some(p) = ping_every {
-            wait = wait.min(p);
         }
         self.poll
             .poll(events, Some(wait))
@@ -462,18 +485,6 @@ impl Net {
                 self.open(key);
             }
         }
-        if ping_every.is_some() {
-            let keys: Vec<usize> = self
-                .bystanders
-                .iter()
-                .copied()
-                .filter(|&k| self.sess[k].phase == Phase::Up && self.sess[k].ping_sent.is_none())
-                .collect();
-            for k in keys {
-                self.sess[k].ping_sent = Some(Instant::now());
-                self.send(k, "PING");
-            }
-        }
         Ok(())
     }
 
@@ -483,7 +494,7 @@ impl Net {
 }
 
 /// A non-blocking connect from `src` (a loopback address of ours).
-fn connect_from(src: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) fn connect_from(src: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     sock.set_nonblocking(true)?;
     sock.bind(&SocketAddr::new(src, 0).into())?;
@@ -525,14 +536,34 @@ pub struct Storm {
     pub back: usize,
     pub back_ms: Option<Summary>,
     pub restart_ms: u64,
+    /// The bystanders' round trips (µs), from their own process.
     pub pings_us: Option<Summary>,
+    /// Pings still unanswered when the storm ended.
+    pub pings_unanswered: usize,
+    /// Bystanders logged in when the storm ended (of `--bystanders`).
+    pub bystanders_up: usize,
     pub resumes: usize,
     pub fallbacks: usize,
     pub password_logins: usize,
     pub connect_failures: usize,
     pub closed_by_server: usize,
     pub refused: usize,
+    /// Still unfinished at `--timeout-secs` (an error for the ticket storm).
     pub timed_out: bool,
+    /// Stopped at `--password-storm-cap` (seconds), not all back: expected.
+    pub capped: Option<u64>,
+}
+
+impl Storm {
+    /// Sessions back per second since the kill, over the whole storm (to
+    /// the last one back, or to the cap).
+    pub fn rate(&self) -> Option<f64> {
+        let secs = match self.capped {
+            Some(cap) => cap as f64,
+            None => self.back_ms?.max as f64 / 1e3,
+        };
+        (self.back > 0 && secs > 0.0).then(|| self.back as f64 / secs)
+    }
 }
 
 pub struct Report {
@@ -543,15 +574,21 @@ pub struct Report {
     pub storms: Vec<Storm>,
 }
 
-pub fn run(a: &Args) -> Res<Report> {
+pub fn run(a: &Args, on_storm: &mut dyn FnMut(&Report) -> Res<()>) -> Res<Report> {
     let iterations = a.kdf_iterations.unwrap_or(kdf::DEFAULT_ITERATIONS);
     let dir = crate::servers::temp_dir("restart")?;
-    let result = run_in(a, &dir, iterations);
+    let result = run_in(a, &dir, iterations, on_storm);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
     result
 }
 
-fn run_in(a: &Args, dir: &Path, iterations: u32) -> Res<Report> {
+fn run_in(
+    a: &Args,
+    dir: &Path,
+    iterations: u32,
+    on_storm: &mut dyn FnMut(&Report) -> Res<()>,
+) -> Res<Report> {
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split(' ').next().map(str::to_owned))
@@ -571,14 +608,12 @@ fn run_in(a: &Args, dir: &Path, iterations: u32) -> Res<Report> {
         tickets: true,
         t0: None,
         up: 0,
-        bystanders: Vec::new(),
         tally: Tally::default(),
     };
     let sources = a.sources.clamp(1, 250);
     for i in 0..a.sessions {
         let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % sources) as u8));
         net.sess.insert(Sess {
-            fleet: Some(i),
             user: format!("r{i}"),
             src,
             stream: None,
@@ -587,7 +622,6 @@ fn run_in(a: &Args, dir: &Path, iterations: u32) -> Res<Report> {
             backoff: Backoff::new(0x5eed_0000 + i as u64),
             ticket: None,
             gen: 0,
-            ping_sent: None,
             resuming: false,
         });
     }
@@ -606,7 +640,7 @@ fn run_in(a: &Args, dir: &Path, iterations: u32) -> Res<Report> {
             net.open(next);
             next += 1;
         }
-        net.turn(&mut events, None)?;
+        net.turn(&mut events)?;
         let tickets = net.sess.iter().filter(|(_, s)| s.ticket.is_some()).count();
         if net.fleet_up() == a.sessions && tickets == a.sessions {
             break;
@@ -626,8 +660,19 @@ fn run_in(a: &Args, dir: &Path, iterations: u32) -> Res<Report> {
         a.sessions
     );
     let port = addr.port();
-    let mut storms = Vec::new();
-    for (label, tickets) in [("with tickets", true), ("password only", false)] {
+    let mut probe = ProbeProc::spawn(a)?;
+    let mut report = Report {
+        load,
+        setup_secs,
+        iterations,
+        storms: Vec::new(),
+    };
+    let mut storms = vec![("with tickets", true, a.timeout_secs, None)];
+    if a.password_storm_cap > 0 {
+        let cap = a.password_storm_cap.min(a.timeout_secs);
+        storms.push(("password only", false, cap, Some(cap)));
+    }
+    for (label, tickets, bound, cap) in storms {
         net.tickets = tickets;
         if !tickets {
             for (_, s) in net.sess.iter_mut() {
@@ -635,14 +680,6 @@ fn run_in(a: &Args, dir: &Path, iterations: u32) -> Res<Report> {
             }
         }
         net.tally = Tally::default();
-        // Bystanders of the last storm leave first.
-        let old = std::mem::take(&mut net.bystanders);
-        for k in old {
-            if let Some(mut st) = net.sess[k].stream.take() {
-                let _ = net.poll.registry().deregister(&mut st);
-            }
-            net.sess.remove(k);
-        }
         eprintln!("restart: kill -9, restart ({label})");
         let t0 = Instant::now();
         server.kill9();
@@ -652,7 +689,7 @@ fn run_in(a: &Args, dir: &Path, iterations: u32) -> Res<Report> {
         // The fleet notices the loss and backs off while the server starts.
         let mut restart_ms = None;
         while restart_ms.is_none() {
-            net.turn(&mut events, None)?;
+            net.turn(&mut events)?;
             match listening.try_recv() {
                 Ok(r) => {
                     r?;
@@ -661,38 +698,25 @@ fn run_in(a: &Args, dir: &Path, iterations: u32) -> Res<Report> {
                 Err(std::sync::mpsc::TryRecvError::Empty) => {}
                 Err(e) => return Err(format!("restart: {e}")),
             }
+            if t0.elapsed() > Duration::from_secs(a.timeout_secs) {
+                return Err("restart: the new server never listened".into());
+            }
         }
         let restart_ms = restart_ms.expect("set above");
-        for i in 0..a.bystanders {
-            let key = net.sess.insert(Sess {
-                fleet: None,
-                user: format!("by{i}"),
-                src: IpAddr::V4(BYSTANDER_SRC),
-                stream: None,
-                phase: Phase::Waiting,
-                inbuf: Vec::new(),
-                backoff: Backoff::new(i as u64),
-                ticket: None,
-                gen: 0,
-                ping_sent: None,
-                resuming: false,
-            });
-            net.bystanders.push(key);
-            net.open(key);
-        }
-        let limit = t0 + Duration::from_secs(a.timeout_secs);
-        let ping = Some(Duration::from_millis(a.ping_interval_ms.max(1)));
-        let mut timed_out = false;
+        probe.command(&format!("start {addr}"))?;
+        let limit = t0 + Duration::from_secs(bound);
+        let mut stopped = false;
         loop {
-            net.turn(&mut events, ping)?;
+            net.turn(&mut events)?;
             if net.fleet_up() == a.sessions {
                 break;
             }
             if Instant::now() > limit {
-                timed_out = true;
+                stopped = true;
                 break;
             }
         }
+        let pings = probe.stop()?;
         let t = &net.tally;
         let storm = Storm {
             label,
@@ -700,30 +724,156 @@ fn run_in(a: &Args, dir: &Path, iterations: u32) -> Res<Report> {
             back: t.back_ms.len(),
             back_ms: Summary::of(&t.back_ms),
             restart_ms,
-            pings_us: Summary::of(&t.pings_us),
+            pings_us: pings.summary,
+            pings_unanswered: pings.unanswered,
+            bystanders_up: pings.up,
             resumes: t.resumes,
             fallbacks: t.fallbacks,
             password_logins: t.password_logins,
             connect_failures: t.connect_failures,
             closed_by_server: t.closed_by_server,
             refused: t.refused,
-            timed_out,
+            timed_out: stopped && cap.is_none(),
+            capped: cap.filter(|_| stopped),
         };
-        eprintln!(
-            "restart: {label}: {} of {} back, max {:?} ms",
-            storm.back,
-            storm.n,
-            storm.back_ms.map(|s| s.max)
-        );
-        storms.push(storm);
+        report.storms.push(storm);
+        on_storm(&report)?;
     }
     drop(server);
-    Ok(Report {
-        load,
-        setup_secs,
-        iterations,
-        storms,
-    })
+    Ok(report)
+}
+
+/// The bystanders' process (`peerline-bench restart-probe`, probe.rs).
+struct ProbeProc {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// What the probe reports at the end of a storm.
+struct Pings {
+    summary: Option<Summary>,
+    unanswered: usize,
+    up: usize,
+}
+
+impl ProbeProc {
+    fn spawn(a: &Args) -> Res<ProbeProc> {
+        let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+        let mut child = Command::new(exe)
+            .args([
+                "restart-probe",
+                "--prefix",
+                "by",
+                "--password",
+                PASSWORD,
+                "--count",
+                &a.bystanders.to_string(),
+                "--interval-ms",
+                &a.ping_interval_ms.max(1).to_string(),
+                "--src",
+                &BYSTANDER_SRC.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("start the probe: {e}"))?;
+        let stdin = child.stdin.take().expect("piped");
+        let out = child.stdout.take().expect("piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(ProbeProc {
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    fn command(&mut self, line: &str) -> Res<()> {
+        writeln!(self.stdin, "{line}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("probe: {e}"))
+    }
+
+    fn stop(&mut self) -> Res<Pings> {
+        self.command("stop")?;
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "probe: no answer to stop".to_owned())?;
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| w.get(i).and_then(|v| v.parse::<u64>().ok());
+        if w.first() != Some(&"stats") || w.len() != 7 {
+            return Err(format!("probe: unexpected answer {line:?}"));
+        }
+        let summary = match (num(1), num(2), num(3), num(4)) {
+            (Some(n), Some(p50), Some(p99), Some(max)) if n > 0 => Some(Summary {
+                n: n as usize,
+                p50,
+                p99,
+                max,
+                mean: f64::NAN,
+            }),
+            _ => None,
+        };
+        Ok(Pings {
+            summary,
+            unanswered: num(5).unwrap_or(0) as usize,
+            up: num(6).unwrap_or(0) as usize,
+        })
+    }
+}
+
+impl Drop for ProbeProc {
+    fn drop(&mut self) {
+        // Ours, by PID; closing stdin alone also ends it.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// One storm on one line, for stderr as soon as it ends.
+fn storm_summary(st: &Storm) -> String {
+    let ms = |us: u64| us as f64 / 1e3;
+    let back = st.back_ms.map_or("-".into(), |b| {
+        format!(
+            "p50 {:.2} s, p99 {:.2} s, last {:.2} s",
+            b.p50 as f64 / 1e3,
+            b.p99 as f64 / 1e3,
+            b.max as f64 / 1e3
+        )
+    });
+    let pings = st.pings_us.map_or("no PING samples".into(), |p| {
+        format!(
+            "bystanders' PING p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} samples",
+            ms(p.p50),
+            ms(p.p99),
+            ms(p.max),
+            p.n
+        )
+    });
+    format!(
+        "{}: {} of {} back{} ({back}); {pings}; {} by ticket, {} by password",
+        st.label,
+        st.back,
+        st.n,
+        match (st.capped, st.timed_out) {
+            (Some(cap), _) => format!(" at the {cap} s cap"),
+            (None, true) => " (timed out)".into(),
+            _ => String::new(),
+        },
+        st.resumes,
+        st.password_logins
+    )
 }
 
 /// The report section, as `docs/BENCHMARKS.md` carries it.
@@ -732,8 +882,8 @@ pub fn markdown(r: &Report, a: &Args, machine: &crate::report::Machine) -> Strin
     let mut s = String::new();
     s.push_str(&format!(
         "{} sessions, password cost {} PBKDF2 iterations{}, spread over {} loopback source addresses; \
-         {} bystanders (cheap hashes, their own address) pinging every {} ms. Setup (every session logged in \
-         by password, a window of {} at a time, and a ticket taken): {:.1} s. Machine: {}, {} cores, \
+         {} bystanders (cheap hashes, their own address and process) pinging every {} ms. Setup (every session \
+         logged in by password, a window of {} at a time, and a ticket taken): {:.1} s. Machine: {}, {} cores, \
          load average {} at the start (a shared machine).\n\n",
         a.sessions,
         r.iterations,
@@ -767,7 +917,11 @@ pub fn markdown(r: &Report, a: &Args, machine: &crate::report::Machine) -> Strin
             "{} of {}{}",
             st.back,
             st.n,
-            if st.timed_out { " (timed out)" } else { "" }
+            match (st.capped, st.timed_out) {
+                (Some(cap), _) => format!(" at the {cap} s cap"),
+                (None, true) => " (timed out)".into(),
+                _ => String::new(),
+            }
         )
     }));
     s.push_str(&row("kill → new server listening (ms)", &|st| {
@@ -786,6 +940,21 @@ pub fn markdown(r: &Report, a: &Args, machine: &crate::report::Machine) -> Strin
             })
         },
     ));
+    s.push_str(&row("sessions back per second; time to all (s)", &|st| {
+        let Some(rate) = st.rate() else {
+            return "-".into();
+        };
+        match (st.capped, st.back_ms) {
+            (Some(_), _) => format!(
+                "{rate:.1}; {:.0} extrapolated at that rate (not measured)",
+                st.n as f64 / rate
+            ),
+            (None, Some(b)) if st.back == st.n => {
+                format!("{rate:.1}; {:.2} measured", b.max as f64 / 1e3)
+            }
+            _ => format!("{rate:.1}; -"),
+        }
+    }));
     s.push_str(&row(
         "bystanders' PING: p50 / p99 / max (ms), samples",
         &|st| {
@@ -798,6 +967,15 @@ pub fn markdown(r: &Report, a: &Args, machine: &crate::report::Machine) -> Strin
                     p.n
                 )
             })
+        },
+    ));
+    s.push_str(&row(
+        "bystanders logged in / pings unanswered at the end",
+        &|st| {
+            format!(
+                "{} of {} / {}",
+                st.bystanders_up, a.bystanders, st.pings_unanswered
+            )
         },
     ));
     s.push_str(&row(
