@@ -19,6 +19,7 @@ use slab::Slab;
 use super::accept::FdReserve;
 use super::admin::AdminRequest;
 use super::admin_socket::{self, AdminSocket};
+use super::admission::Admission;
 use super::config::Config;
 use super::engine::{Engine, Input, Output};
 use super::flow::{ReadGate, OUT_CAP};
@@ -34,6 +35,10 @@ use crate::signals::{Caught, SignalPipe};
 use crate::tls::layer::TLS_HANDSHAKE_BYTE;
 use crate::tls::Layer;
 use crate::udpbatch::{Mmsg, RecvBatch, SendQueue};
+
+#[cfg(test)]
+#[path = "admission_tests.rs"]
+mod admission_tests;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const UDP: Token = Token(usize::MAX - 2);
@@ -112,6 +117,8 @@ pub struct Driver {
     sniffing: VecDeque<(Instant, usize)>,
     /// Handshake work left this turn (`tls::HANDSHAKE_BUDGET`).
     handshakes: HandshakeBudget,
+    /// Accepts and newcomers' frames left this turn (`admission.rs`).
+    admission: Admission,
     /// Memory of closed connections, given back to the OS (`give_back.rs`).
     give_back: GiveBack,
 }
@@ -300,6 +307,7 @@ impl Driver {
             tls,
             sniffing: VecDeque::new(),
             handshakes: HandshakeBudget::default(),
+            admission: Admission::default(),
             give_back: GiveBack::default(),
         };
         d.run_outputs(Instant::now());
@@ -317,19 +325,25 @@ impl Driver {
                 }
                 return Err(format!("poll failed: {e}"));
             }
-            let now = Instant::now();
-            self.handshakes.new_turn();
-            self.end_sniffing(now);
-            let caught = self.dispatch(now, &events);
-            self.settle(now);
-            if caught.reload && !caught.stop {
-                self.reload();
-            }
-            if caught.stop {
+            if self.turn(&events) {
                 log::info!("signal received: shutting down");
                 return self.shutdown();
             }
         }
+    }
+
+    /// One loop turn on what the poll returned. True: a signal asks to stop.
+    fn turn(&mut self, events: &Events) -> bool {
+        let now = Instant::now();
+        self.handshakes.new_turn();
+        self.admission.new_turn();
+        self.end_sniffing(now);
+        let caught = self.dispatch(now, events);
+        self.settle(now);
+        if caught.reload && !caught.stop {
+            self.reload();
+        }
+        caught.stop
     }
 
     /// Hands each readiness event of this turn to its owner; returns the
@@ -384,6 +398,9 @@ impl Driver {
             self.fds.retry_at = None;
             self.accept_all(now);
         }
+        if self.admission.accept_again() {
+            self.accept_all(now);
+        }
         self.catch_up_reads(now);
         self.engine.handle(now, Input::Timeout);
         // Everything this turn wrote to the store shares one fsync per
@@ -410,6 +427,7 @@ impl Driver {
     /// outputs), and not at all while the driver has work of its own.
     fn timeout(&self, now: Instant) -> Option<Duration> {
         let busy = self.udp_read_again
+            || self.admission.accept_again()
             || !self.reads_due.is_empty()
             || !self.dirty.is_empty()
             || self.persist.has_pending();
@@ -432,8 +450,13 @@ impl Driver {
         )
     }
 
+    /// Accepts what the listener holds, up to this turn's budget
+    /// (`admission.rs`; the rest next turn).
     fn accept_all(&mut self, now: Instant) {
         loop {
+            if !self.admission.admit_accept() {
+                return;
+            }
             match self.listener.accept() {
                 Ok((stream, addr)) => {
                     let addr = netio::canonical(addr);
@@ -455,7 +478,10 @@ impl Driver {
                     self.engine.handle(now, Input::Connect { conn: key, addr });
                     self.fds.accepted();
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.admission.backlog_empty();
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if FdReserve::is_exhaustion(&e) => {
                     // Returning with connections queued waited for an edge
@@ -611,8 +637,21 @@ impl Driver {
                 // Records read may need answers (handshake, key update, alerts).
                 mark_dirty(&mut self.dirty, key, c);
             }
+            // Newcomers' frames are sliced per turn (admission.rs); a
+            // held-back frame stays unread until next turn.
+            let logged_in = self.engine.is_logged_in(key);
+            if !self.admission.may_take(logged_in) {
+                self.read_next_turn(key);
+                return;
+            }
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
+            };
             match c.io.next_input(&mut taken) {
-                Next::Frame(frame) => self.feed_frame(now, key, frame),
+                Next::Frame(frame) => {
+                    self.admission.took_frame(logged_in);
+                    self.feed_frame(now, key, frame)
+                }
                 // The handshake has just finished, and no frame that came
                 // with it has reached the engine yet: the session a LOGIN
                 // among them starts is sealed.

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod admin_cli;
 pub mod admin_socket;
+pub mod admission;
 pub mod broadcast;
 pub mod config;
 pub mod cookie;
