@@ -584,7 +584,14 @@ pub fn run(a: &Args, on_storm: &mut dyn FnMut(&Report) -> Res<()>) -> Res<Report
     let dir = crate::servers::temp_dir("restart")?;
     let result = run_in(a, &dir, iterations, on_storm);
     let _ = std::fs::remove_dir_all(&dir);
-    //DBG let _ = std::fs::remove_file(dir.with_extension("log"));
+    // The servers' log goes with a good run; a failed one keeps it.
+    let log = dir.with_extension("log");
+    match &result {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&log);
+        }
+        Err(_) => eprintln!("restart: the servers' log is kept in {}", log.display()),
+    }
     result
 }
 
