@@ -10,8 +10,11 @@
 //!
 //! Invariants:
 //! - Per turn, at most [`ACCEPTS_PER_TURN`] accepts and at most
-//!   [`LOGIN_FRAMES_PER_TURN`] frames from connections not logged in.
-//!   Logged-in connections are never held back by this budget: their PING
+//!   [`LOGIN_FRAMES_PER_TURN`] login attempts (`LOGIN`, `RESUME`, `SIGNUP`)
+//!   from connections not logged in. Once that is spent, a newcomer's input
+//!   of any kind waits for the next turn; before, its other lines (a `PING`,
+//!   a wrong verb: one short reply each) pass without counting.
+//! - Logged-in connections are never held back by this budget: their PING
 //!   is answered in the turn it is read, whatever the storm.
 //! - Nothing is lost or waits for an event that may not come (readiness is
 //!   edge-triggered): a connection held back is read next turn without an
@@ -22,11 +25,24 @@
 //!   taken and dropped.
 
 use super::engine::{ConnId, Engine};
+use crate::proto::command::Verb;
+use crate::proto::Frame;
 
 /// Connections accepted per loop turn; the rest wait in the listen backlog.
 pub const ACCEPTS_PER_TURN: usize = 32;
-/// Frames taken per loop turn from connections that have not logged in.
+/// Login attempts taken per loop turn from connections not logged in.
 pub const LOGIN_FRAMES_PER_TURN: usize = 64;
+
+/// Whether a newcomer's frame is a login attempt, the unit of the budget:
+/// it starts a session (and its log line, timers, presence events) or a
+/// password hash.
+pub fn is_login_attempt(frame: &Frame) -> bool {
+    let Frame::Line(line) = frame else {
+        return false;
+    };
+    let name = line.split(' ').next().unwrap_or("");
+    Verb::from_name(name).is_some_and(|v| matches!(v, Verb::Login | Verb::Resume | Verb::Signup))
+}
 
 /// What is left of this turn's budgets, and whether the listener has more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,15 +93,15 @@ impl Admission {
     }
 
     /// May a frame be taken from a connection (`logged_in` or not)?
-    /// Only connections not logged in count against the budget; call
-    /// [`Admission::took_frame`] once one was taken.
+    /// Call [`Admission::took_frame`] with each one taken.
     pub fn may_take(&self, logged_in: bool) -> bool {
         logged_in || self.frames_left > 0
     }
 
-    /// A frame was taken from a connection (`logged_in` when it was read).
-    pub fn took_frame(&mut self, logged_in: bool) {
-        if !logged_in {
+    /// A frame was taken from a connection (`logged_in` when it was read):
+    /// a newcomer's login attempt counts against the budget.
+    pub fn took_frame(&mut self, logged_in: bool, frame: &Frame) {
+        if !logged_in && is_login_attempt(frame) {
             self.frames_left = self.frames_left.saturating_sub(1);
         }
     }
@@ -102,6 +118,28 @@ impl Engine {
 mod tests {
     use super::*;
 
+    fn line(s: &str) -> Frame {
+        Frame::Line(s.to_owned())
+    }
+
+    #[test]
+    fn login_attempts_are_login_signup_and_resume_in_any_case() {
+        for l in [
+            "LOGIN a b",
+            "login a b",
+            "RESUME a t",
+            "SIGNUP a b b",
+            "Resume",
+        ] {
+            assert!(is_login_attempt(&line(l)), "{l}");
+        }
+        for l in ["PING", "LIST", "LOGINX a b", "", "QUIT"] {
+            assert!(!is_login_attempt(&line(l)), "{l}");
+        }
+        assert!(!is_login_attempt(&Frame::TooLong));
+        assert!(!is_login_attempt(&Frame::BadUtf8));
+    }
+
     #[test]
     fn each_turn_admits_its_budget_and_logged_in_input_always() {
         let mut a = Admission::default();
@@ -110,16 +148,18 @@ mod tests {
             let accepted = (0..1000).take_while(|_| a.admit_accept()).count();
             assert_eq!(accepted, ACCEPTS_PER_TURN);
             assert!(a.accept_again(), "the backlog is left for next turn");
+            // A newcomer's PING does not count; its RESUMEs do.
+            a.took_frame(false, &line("PING"));
             let mut taken = 0;
             while a.may_take(false) {
-                a.took_frame(false);
+                a.took_frame(false, &line("resume alice 00"));
                 taken += 1;
                 assert!(taken <= LOGIN_FRAMES_PER_TURN);
             }
             assert_eq!(taken, LOGIN_FRAMES_PER_TURN);
             // A logged-in client's PING is never held back.
             assert!(a.may_take(true));
-            a.took_frame(true);
+            a.took_frame(true, &line("PING"));
             assert!(a.may_take(true));
         }
         a.backlog_empty();

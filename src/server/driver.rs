@@ -649,7 +649,7 @@ impl Driver {
             };
             match c.io.next_input(&mut taken) {
                 Next::Frame(frame) => {
-                    self.admission.took_frame(logged_in);
+                    self.admission.took_frame(logged_in, &frame);
                     self.feed_frame(now, key, frame)
                 }
                 // The handshake has just finished, and no frame that came
