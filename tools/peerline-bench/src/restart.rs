@@ -886,14 +886,19 @@ fn storm_summary(st: &Storm) -> String {
         st.label,
         st.back,
         st.n,
-        match (st.capped, st.timed_out) {
-            (Some(cap), _) => format!(" at the {cap} s cap"),
-            (None, true) => " (timed out)".into(),
-            _ => String::new(),
-        },
+        how_it_ended(st),
         st.resumes,
         st.password_logins
     )
+}
+
+/// How a storm stopped short, if it did: " at the N s cap", " (timed out)" or nothing.
+fn how_it_ended(st: &Storm) -> String {
+    match (st.capped, st.timed_out) {
+        (Some(cap), _) => format!(" at the {cap} s cap"),
+        (None, true) => " (timed out)".into(),
+        _ => String::new(),
+    }
 }
 
 /// The report section, as `docs/BENCHMARKS.md` carries it.
@@ -935,16 +940,7 @@ pub fn markdown(r: &Report, a: &Args, machine: &crate::report::Machine) -> Strin
         format!("| {name} | {} |\n", cells.join(" | "))
     };
     s.push_str(&row("sessions back and logged in", &|st| {
-        format!(
-            "{} of {}{}",
-            st.back,
-            st.n,
-            match (st.capped, st.timed_out) {
-                (Some(cap), _) => format!(" at the {cap} s cap"),
-                (None, true) => " (timed out)".into(),
-                _ => String::new(),
-            }
-        )
+        format!("{} of {}{}", st.back, st.n, how_it_ended(st))
     }));
     s.push_str(&row("kill → new server listening (ms)", &|st| {
         st.restart_ms.to_string()
