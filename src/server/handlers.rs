@@ -171,14 +171,14 @@ impl Engine {
             || self.pending_signups.contains(&name.to_ascii_lowercase())
     }
 
-    fn source_of(&self, conn: ConnId) -> Source {
+    pub(super) fn source_of(&self, conn: ConnId) -> Source {
         let ip = self.conns.get(&conn).map(|c| c.addr.ip());
         Source::of(ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()))
     }
 
     /// A connection's address for a log line, canonical (`203.0.113.5`,
     /// never `::ffff:203.0.113.5`), as fail2ban must see it.
-    fn ip_for_log(&self, conn: ConnId) -> String {
+    pub(super) fn ip_for_log(&self, conn: ConnId) -> String {
         self.conns.get(&conn).map_or_else(
             || "?".to_owned(),
             |c| c.addr.ip().to_canonical().to_string(),

@@ -357,6 +357,13 @@ impl Engine {
         if current.is_some() {
             return self.line(conn, ServerLine::err(ErrorCode::AlreadyLoggedIn));
         }
+        // A ticket is a credential that costs no hash to try, so guessing at
+        // it is held to the password limits, checked before it is used up
+        // (a refused check burns no good ticket).
+        if let Err(refusal) = self.guesses.check(now, self.source_of(conn), name) {
+            let reply = self.guess_refusal(refusal);
+            return self.line(conn, reply);
+        }
         let now_ms = self.unix_ms(now);
         let account = self.accounts.find(name);
         let checked = match account.and_then(|a| Some((a, self.binding(a)?))) {
@@ -368,20 +375,7 @@ impl Engine {
         };
         let (user, deadline) = match checked {
             Ok(x) => x,
-            Err(why) => {
-                self.stats.tickets_refused += 1;
-                // Never the ticket itself; the name sanitised as for LOGIN.
-                log::info!(
-                    "refused resumption ticket for user {} from {} (conn {conn}): {}",
-                    super::limits::sanitize_for_log(name),
-                    self.conns.get(&conn).map_or_else(
-                        || "?".to_owned(),
-                        |c| c.addr.ip().to_canonical().to_string()
-                    ),
-                    why.as_str()
-                );
-                return self.line(conn, ServerLine::err(ErrorCode::BadTicket));
-            }
+            Err(why) => return self.ticket_refused(now, conn, name, why),
         };
         if !self.accounts.get(user).enabled {
             self.stats.tickets_refused += 1;
@@ -416,6 +410,28 @@ impl Engine {
                 expires: deadline,
             }),
         );
+    }
+
+    /// A refused ticket: `ERR bad-ticket`, and why in the log (never the
+    /// ticket). An expired one is what an honest client that slept past its
+    /// re-login presents: `info`. Anything else (forged, another account's,
+    /// replayed, revoked) is what a stolen or made-up one looks like, so it
+    /// counts against the source as a wrong password does and gets the same
+    /// one `warn` line, for fail2ban.
+    fn ticket_refused(&mut self, now: Instant, conn: ConnId, name: &str, why: Refusal) {
+        self.stats.tickets_refused += 1;
+        let user = super::limits::sanitize_for_log(name);
+        let ip = self.ip_for_log(conn);
+        if why == Refusal::Expired {
+            log::info!("refused RESUME for user {user} from {ip} (conn {conn}): expired");
+        } else {
+            self.guesses.wrong(now, self.source_of(conn));
+            log::warn!(
+                "failed RESUME for user {user} from {ip} (conn {conn}): {}",
+                why.as_str()
+            );
+        }
+        self.line(conn, ServerLine::err(ErrorCode::BadTicket));
     }
 
     /// The account changed (password, deleted, disabled, enabled): no ticket

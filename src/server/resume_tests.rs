@@ -22,7 +22,19 @@ fn ticket(sim: &mut Sim, conn: ConnId) -> (String, u64) {
 
 /// `RESUME` on a fresh connection: `Ok((conn, token, next ticket))` or the ERR line.
 fn resume(sim: &mut Sim, user: &str, t: &str) -> Result<(ConnId, String, String), String> {
-    let c = sim.connect();
+    resume_from(sim, "127.0.0.1", user, t)
+}
+
+/// [`resume`] from the loopback address `ip` (a source of its own).
+fn resume_from(
+    sim: &mut Sim,
+    ip: &str,
+    user: &str,
+    t: &str,
+) -> Result<(ConnId, String, String), String> {
+    let c = sim.connect_from(ip);
+    let welcome = sim.next_line(c).expect("a WELCOME");
+    assert!(welcome.starts_with("EVENT WELCOME"), "{welcome}");
     sim.send(c, &format!("RESUME {user} {t}"));
     // No hash is queued: the answer is there at once, no time passing.
     let l = sim.next_line(c).expect("an immediate answer");
@@ -117,14 +129,17 @@ fn another_users_ticket_a_forged_one_and_an_unknown_user_are_refused_alike() {
     let (a, _) = sim.login_new("alice");
     let (_b, _) = sim.login_new("bob");
     let (ta, _) = ticket(&mut sim, a);
-    let bob = refused(resume(&mut sim, "bob", &ta));
-    let nobody = refused(resume(&mut sim, "mallory", &ta));
+    // The attacker tries from an address of its own: refusals count against
+    // it (see `refused_tickets_count_against_the_source_like_wrong_passwords`).
+    let mallory = "127.0.7.7";
+    let bob = refused(resume_from(&mut sim, mallory, "bob", &ta));
+    let nobody = refused(resume_from(&mut sim, mallory, "mallory", &ta));
     // Flip one bit of the tag.
     let mut forged = ta.clone().into_bytes();
     let last = forged.len() - 1;
     forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
     let forged = String::from_utf8(forged).unwrap();
-    let bad = refused(resume(&mut sim, "alice", &forged));
+    let bad = refused(resume_from(&mut sim, mallory, "alice", &forged));
     // One answer for every failure: nothing tells an attacker which check failed.
     assert_eq!(bob, nobody);
     assert_eq!(bob, bad);
@@ -136,22 +151,63 @@ fn another_users_ticket_a_forged_one_and_an_unknown_user_are_refused_alike() {
     other.settle();
     let (oa, _) = other.login_new("alice");
     let (foreign, _) = ticket(&mut other, oa);
-    refused(resume(&mut sim, "alice", &foreign));
+    refused(resume_from(&mut sim, mallory, "alice", &foreign));
     // None of that used the real one up.
     sim.engine.handle(sim.now, Input::Disconnect { conn: a });
     assert!(resume(&mut sim, "alice", &ta).is_ok());
 }
 
 #[test]
+fn refused_tickets_count_against_the_source_like_wrong_passwords() {
+    let mut sim = Sim::new(cfg());
+    let (a, _) = sim.login_new("alice");
+    let (ta, _) = ticket(&mut sim, a);
+    sim.engine.handle(sim.now, Input::Disconnect { conn: a });
+    // Forged tickets from one source: the password burst (4), then refused
+    // before the ticket is even looked at, as a fifth wrong password is.
+    let mallory = "127.0.7.7";
+    let mut forged = ta.clone().into_bytes();
+    forged[40] = if forged[40] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).unwrap();
+    for _ in 0..4 {
+        refused(resume_from(&mut sim, mallory, "alice", &forged));
+    }
+    let limited = resume_from(&mut sim, mallory, "alice", &ta).expect_err("limited");
+    assert!(
+        limited.starts_with("ERR rate-limited retry-after="),
+        "{limited}"
+    );
+    // The check came first: alice's real ticket was not used up by it, and
+    // a wrong password from that source is refused the same way.
+    let m = sim.connect_from(mallory);
+    sim.expect_line(m);
+    sim.send(m, "LOGIN alice guess");
+    assert!(sim.expect_line(m).starts_with("ERR rate-limited"));
+    assert_eq!(sim.engine.stats.tickets_refused, 4);
+    assert!(resume(&mut sim, "alice", &ta).is_ok(), "another source");
+    // An expired ticket is what an honest client that slept through its
+    // re-login holds: refused, but not counted (five in a row, one source).
+    let (b, _) = sim.login_new("bob");
+    let (tb, _) = ticket(&mut sim, b);
+    sim.advance(Duration::from_secs(TTL + 1));
+    for _ in 0..5 {
+        refused(resume_from(&mut sim, "127.0.8.8", "bob", &tb));
+    }
+    assert_eq!(sim.engine.stats.tickets_refused, 9);
+}
+
+#[test]
 fn passwd_disable_and_del_revoke_tickets() {
     let mut sim = Sim::new(cfg());
+    // Each refused try from an address of its own: refusals count against
+    // their source like wrong passwords, which is not what this tests.
     // The user's own PASSWD.
     let (a, _) = sim.login_new("alice");
     let (t, _) = ticket(&mut sim, a);
     sim.send(a, "PASSWD pw pw2 pw2");
     assert_eq!(sim.expect_line(a), "OK PASSWD");
     sim.engine.handle(sim.now, Input::Disconnect { conn: a });
-    refused(resume(&mut sim, "alice", &t));
+    refused(resume_from(&mut sim, "127.0.9.1", "alice", &t));
     // The administrator's disable, then enable: the old ticket stays dead.
     let (b, _) = sim.login_new("bob");
     let (t, _) = ticket(&mut sim, b);
@@ -164,7 +220,7 @@ fn passwd_disable_and_del_revoke_tickets() {
     );
     sim.settle();
     assert_eq!(sim.next_line(ADMIN).as_deref(), Some("OK"));
-    refused(resume(&mut sim, "bob", &t));
+    refused(resume_from(&mut sim, "127.0.9.2", "bob", &t));
     sim.engine.handle(
         sim.now,
         Input::Admin {
@@ -174,7 +230,7 @@ fn passwd_disable_and_del_revoke_tickets() {
     );
     sim.settle();
     assert_eq!(sim.next_line(ADMIN).as_deref(), Some("OK"));
-    refused(resume(&mut sim, "bob", &t));
+    refused(resume_from(&mut sim, "127.0.9.3", "bob", &t));
     // Delete.
     let (c, _) = sim.login_new("carol");
     let (t, _) = ticket(&mut sim, c);
@@ -188,11 +244,11 @@ fn passwd_disable_and_del_revoke_tickets() {
     );
     sim.settle();
     assert_eq!(sim.next_line(ADMIN).as_deref(), Some("OK"));
-    refused(resume(&mut sim, "carol", &t));
+    refused(resume_from(&mut sim, "127.0.9.4", "carol", &t));
     // Signed up again under the same name: the old ticket is not theirs.
     let (c2, _) = sim.login_new("carol");
     sim.engine.handle(sim.now, Input::Disconnect { conn: c2 });
-    refused(resume(&mut sim, "carol", &t));
+    refused(resume_from(&mut sim, "127.0.9.5", "carol", &t));
 }
 
 #[test]

@@ -179,6 +179,16 @@ impl Server {
         c
     }
 
+    /// [`Server::connect`] from the loopback address `src` (any of
+    /// 127.0.0.0/8): a source address of its own for the server's limits.
+    pub fn connect_from(&self, src: &str) -> Line {
+        let ip = src.parse().unwrap_or_else(|e| panic!("{src}: {e}"));
+        let mut c = Line::connect_from(ip, self.tcp);
+        c.send("");
+        c.expect_prefix("EVENT WELCOME");
+        c
+    }
+
     /// A new TLS control connection (trusting this server's generated
     /// certificate) that has consumed `EVENT WELCOME`.
     pub fn connect_tls(&self) -> Line {

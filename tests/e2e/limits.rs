@@ -17,13 +17,6 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// A connection from `src` that has read its `EVENT WELCOME`.
-fn connect_from(server: &Server, src: &str) -> Line {
-    let mut c = Line::connect_from(ip(src), server.tcp);
-    c.expect_prefix("EVENT WELCOME");
-    c
-}
-
 /// The seconds of `ERR rate-limited retry-after=<seconds> …`.
 fn retry_after(reply: &str) -> u64 {
     let rest = reply
@@ -35,7 +28,7 @@ fn retry_after(reply: &str) -> u64 {
 #[test]
 fn connections_beyond_max_per_ip_are_closed_with_per_ip_limit() {
     let server = Server::start(&["--max-per-ip", "3"]);
-    let held: Vec<Line> = (0..3).map(|_| connect_from(&server, "127.0.9.1")).collect();
+    let held: Vec<Line> = (0..3).map(|_| server.connect_from("127.0.9.1")).collect();
     let mut fourth = Line::connect_from(ip("127.0.9.1"), server.tcp);
     let first = fourth.next("the refusal");
     assert!(
@@ -45,7 +38,7 @@ fn connections_beyond_max_per_ip_are_closed_with_per_ip_limit() {
     );
     fourth.expect_closed();
     // Another address is not affected; a freed slot is a slot again.
-    connect_from(&server, "127.0.9.2").cmd_ok("PING");
+    server.connect_from("127.0.9.2").cmd_ok("PING");
     drop(held);
     let mut again = None;
     for _ in 0..50 {
@@ -65,7 +58,7 @@ fn connections_beyond_max_per_ip_are_closed_with_per_ip_limit() {
 fn an_unauthenticated_connection_dripping_ping_is_closed_at_its_hard_lifetime() {
     // The idle timer (60 s) never fires: a whole PING arrives every second.
     let server = Server::start(&["--login-timeout", "3s"]);
-    let mut c = connect_from(&server, "127.0.9.3");
+    let mut c = server.connect_from("127.0.9.3");
     let start = Instant::now();
     let mut closed_after = None;
     'drip: for _ in 0..40 {
@@ -100,16 +93,18 @@ fn an_unauthenticated_connection_dripping_ping_is_closed_at_its_hard_lifetime() 
 #[test]
 fn signup_closed_and_signup_rate_per_address() {
     let closed = Server::start(&["--signup", "closed"]);
-    connect_from(&closed, "127.0.9.4").cmd_err("SIGNUP alice pw pw", "signup-closed");
+    closed
+        .connect_from("127.0.9.4")
+        .cmd_err("SIGNUP alice pw pw", "signup-closed");
 
     // 4 an hour per address: one at once, then one every 20 minutes.
     let server = Server::start(&["--signup-rate", "4"]);
-    let mut a = connect_from(&server, "127.0.9.5");
+    let mut a = server.connect_from("127.0.9.5");
     a.cmd_ok("SIGNUP s1 pw pw");
     let r = a.cmd_err("SIGNUP s2 pw pw", "rate-limited");
     assert_eq!(retry_after(&r), 1200, "{r}");
     // Another address has its own allowance.
-    connect_from(&server, "127.0.9.6").cmd_ok("SIGNUP s3 pw pw");
+    server.connect_from("127.0.9.6").cmd_ok("SIGNUP s3 pw pw");
     // A refused signup created nothing.
     a.cmd_err("LOGIN s2 pw", "bad-credentials");
 }
@@ -186,7 +181,7 @@ fn total(handles: Vec<thread::JoinHandle<Tally>>) -> Tally {
 fn password_guessing_from_one_and_from_fifty_addresses_stays_within_the_limits() {
     let server = Server::start(&[]);
     for user in ["victim1", "victim2"] {
-        let mut c = connect_from(&server, "127.0.10.1");
+        let mut c = server.connect_from("127.0.10.1");
         c.cmd_ok(&format!("SIGNUP {user} right-{user} right-{user}"));
     }
     const SECS: u64 = 12;
@@ -198,7 +193,7 @@ fn password_guessing_from_one_and_from_fifty_addresses_stays_within_the_limits()
     // Halfway through, the owner logs in with the right password from an
     // address with no failures: never refused because of the attack.
     thread::sleep(Duration::from_secs(SECS / 2));
-    let mut owner = connect_from(&server, "127.0.13.1");
+    let mut owner = server.connect_from("127.0.13.1");
     let t = Instant::now();
     owner.cmd_ok("LOGIN victim2 right-victim2");
     let owner_login = t.elapsed();
@@ -258,7 +253,7 @@ fn a_bystander_is_served_while_unauthenticated_connections_and_guessing_run() {
         "10m",
     ]);
     let (mut bystander, _) = {
-        let mut c = connect_from(&server, "127.0.20.1");
+        let mut c = server.connect_from("127.0.20.1");
         c.cmd_ok("SIGNUP watcher pw-w pw-w");
         c.cmd_ok("SIGNUP owner pw-o pw-o");
         let r = c.cmd_ok("LOGIN watcher pw-w");
@@ -269,7 +264,7 @@ fn a_bystander_is_served_while_unauthenticated_connections_and_guessing_run() {
     let mut idle = Vec::with_capacity(n);
     for i in 0..n {
         let src = format!("127.0.{}.{}", 30 + i / 2000, 1 + (i / 10) % 200);
-        idle.push(connect_from(&server, &src));
+        idle.push(server.connect_from(&src));
     }
     let opened = t.elapsed();
     let stop = Arc::new(AtomicBool::new(false));
@@ -283,7 +278,7 @@ fn a_bystander_is_served_while_unauthenticated_connections_and_guessing_run() {
         rtts.push(t.elapsed());
         thread::sleep(Duration::from_millis(10));
     }
-    let mut owner = connect_from(&server, "127.0.22.1");
+    let mut owner = server.connect_from("127.0.22.1");
     let t = Instant::now();
     owner.cmd_ok("LOGIN owner pw-o");
     let owner_login = t.elapsed();
@@ -307,21 +302,34 @@ fn a_bystander_is_served_while_unauthenticated_connections_and_guessing_run() {
 #[test]
 fn fail2ban_filter_matches_a_real_server_log() {
     let server = Server::start(&[]);
-    connect_from(&server, "127.0.14.9").cmd_ok("SIGNUP mallory pw pw");
-    let mut a = connect_from(&server, "127.0.14.1");
+    server
+        .connect_from("127.0.14.9")
+        .cmd_ok("SIGNUP mallory pw pw");
+    let mut a = server.connect_from("127.0.14.1");
     for _ in 0..3 {
         a.cmd_err("LOGIN mallory wrong", "bad-credentials");
     }
     // An unknown user is logged the same way.
-    connect_from(&server, "127.0.14.2").cmd_err("LOGIN nobody.here wrong", "bad-credentials");
+    server
+        .connect_from("127.0.14.2")
+        .cmd_err("LOGIN nobody.here wrong", "bad-credentials");
     // A right password is not a failure; a wrong old password in PASSWD is.
-    let mut m = connect_from(&server, "127.0.14.3");
+    let mut m = server.connect_from("127.0.14.3");
     m.cmd_ok("LOGIN mallory pw");
     m.cmd_err("PASSWD wrong new-pw new-pw", "bad-credentials");
+    // A made-up resumption ticket is a failed credential too.
+    server.connect_from("127.0.14.4").cmd_err(
+        &format!("RESUME mallory 01{}", "ab".repeat(36)),
+        "bad-ticket",
+    );
     let mut log = Vec::new();
     let deadline = Instant::now() + WAIT;
-    let failed_line = |l: &&String| l.contains(" failed login ") || l.contains(" failed PASSWD ");
-    while log.iter().filter(failed_line).count() < 5 {
+    let failed_line = |l: &&String| {
+        [" failed login ", " failed PASSWD ", " failed RESUME "]
+            .iter()
+            .any(|what| l.contains(what))
+    };
+    while log.iter().filter(failed_line).count() < 6 {
         assert!(
             Instant::now() < deadline,
             "warn lines missing:\n{}",
@@ -335,7 +343,8 @@ fn fail2ban_filter_matches_a_real_server_log() {
         failed.iter().all(|l| l.contains(" WARN ")
             && (l.contains("user mallory from 127.0.14.1")
                 || l.contains("user nobody.here from 127.0.14.2")
-                || l.contains("PASSWD for user mallory from 127.0.14.3"))),
+                || l.contains("PASSWD for user mallory from 127.0.14.3")
+                || l.contains("RESUME for user mallory from 127.0.14.4"))),
         "{failed:#?}"
     );
     let Some(ips) = fail2ban_ips(&log) else {
@@ -348,7 +357,8 @@ fn fail2ban_filter_matches_a_real_server_log() {
             "127.0.14.1",
             "127.0.14.1",
             "127.0.14.2",
-            "127.0.14.3"
+            "127.0.14.3",
+            "127.0.14.4"
         ],
         "fail2ban-regex -o ip on:\n{}",
         log.join("\n")

@@ -108,28 +108,33 @@ fn forged_foreign_replayed_and_revoked_tickets_are_refused() {
     let ta = ticket(&mut alice);
     let tb = ticket(&mut bob);
     drop(alice);
-    let mut c = server.connect();
+    // The attacker, from an address of its own: every refusal counts against
+    // it like a wrong password, so the fifth try is refused before it is
+    // looked at.
+    let mut m = server.connect_from("127.0.23.1");
     // Forged: one hex digit of the tag changed.
     let mut forged = ta.clone().into_bytes();
     let last = forged.len() - 1;
     forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
-    c.cmd_err(
+    m.cmd_err(
         &format!("RESUME alice {}", String::from_utf8(forged).unwrap()),
         "bad-ticket",
     );
     // Bob's ticket for alice, alice's for bob, for nobody.
-    c.cmd_err(&format!("RESUME alice {tb}"), "bad-ticket");
-    c.cmd_err(&format!("RESUME bob {ta}"), "bad-ticket");
-    c.cmd_err(&format!("RESUME mallory {ta}"), "bad-ticket");
-    c.cmd_err("RESUME alice 00", "bad-ticket");
-    // Good once; replayed on another connection, refused.
+    m.cmd_err(&format!("RESUME alice {tb}"), "bad-ticket");
+    m.cmd_err(&format!("RESUME bob {ta}"), "bad-ticket");
+    m.cmd_err(&format!("RESUME mallory {ta}"), "bad-ticket");
+    m.cmd_err(&format!("RESUME alice {ta}"), "rate-limited");
+    // None of that used alice's ticket up: good once from her address;
+    // replayed, refused.
+    let mut c = server.connect();
     let ok = c.cmd_ok(&format!("RESUME alice {ta}"));
     let fresh = ok
         .split(' ')
         .nth(4)
         .expect("OK RESUME user token ticket expires=…")
         .to_owned();
-    let mut d = server.connect();
+    let mut d = server.connect_from("127.0.23.2");
     d.cmd_err(&format!("RESUME alice {ta}"), "bad-ticket");
     // Logged in for real by the ticket.
     assert_eq!(c.cmd_ok("LIST"), "OK LIST 2", "alice (by ticket) and bob");
@@ -151,14 +156,31 @@ fn forged_foreign_replayed_and_revoked_tickets_are_refused() {
     drop(carol);
     let (st, _, err) = run_to_exit(&["user", "del", "carol", "--data-dir", &dir]);
     assert!(st.success(), "{err}");
-    d.cmd_err(&format!("RESUME carol {tc}"), "bad-ticket");
+    // (A third address: `d` has used its four.)
+    server
+        .connect_from("127.0.23.3")
+        .cmd_err(&format!("RESUME carol {tc}"), "bad-ticket");
     // Not one ticket in the server's debug log.
     let mut seen = Vec::new();
     wait_log(
         &server,
         &mut seen,
-        "refused resumption ticket for user carol",
+        "failed RESUME for user carol from 127.0.23.3",
     );
+    // One warn line per refusal, with why, as for a wrong password (fail2ban).
+    for why in [
+        "alice from 127.0.23.1 (conn",
+        "bob from 127.0.23.1",
+        "mallory from 127.0.23.1",
+    ] {
+        assert!(
+            seen.iter()
+                .any(|l| l.contains(" WARN ")
+                    && l.contains(&format!("failed RESUME for user {why}"))),
+            "no warn line for {why}:\n{}",
+            seen.join("\n")
+        );
+    }
     for t in [&ta, &tb, &tc, &fresh] {
         assert!(
             !seen.iter().any(|l| l.contains(t.as_str())),
