@@ -21,11 +21,6 @@ fn closing(sim: &mut Sim, conn: ConnId, reason: &str) {
     );
 }
 
-fn welcomed(sim: &mut Sim, conn: ConnId) {
-    let l = sim.expect_line(conn);
-    assert!(l.starts_with("EVENT WELCOME"), "conn {conn}: {l}");
-}
-
 /// Signups limited to 4 an hour per source, and 10.0.0.1 (connection `c`)
 /// has just used its one at once: signs up a1, then returns the answer to
 /// its signing up a2.
@@ -35,7 +30,7 @@ fn signup_rate_spent() -> (Sim, ConnId, String) {
         ..cfg()
     });
     let c = sim.connect_from("10.0.0.1");
-    welcomed(&mut sim, c);
+    sim.welcomed(c);
     sim.send(c, "SIGNUP a1 pw pw");
     assert_eq!(sim.expect_line(c), "OK SIGNUP a1");
     sim.send(c, "SIGNUP a2 pw pw");
@@ -51,26 +46,26 @@ fn connections_beyond_max_per_ip_are_closed_per_source() {
     });
     let a1 = sim.connect_from("10.0.0.1");
     let a2 = sim.connect_from("10.0.0.1");
-    welcomed(&mut sim, a1);
-    welcomed(&mut sim, a2);
+    sim.welcomed(a1);
+    sim.welcomed(a2);
     let a3 = sim.connect_from("10.0.0.1");
     closing(&mut sim, a3, "per-ip-limit");
     // IPv4-mapped is the same address.
     let a4 = sim.connect_from("::ffff:10.0.0.1");
     closing(&mut sim, a4, "per-ip-limit");
     let b = sim.connect_from("10.0.0.2");
-    welcomed(&mut sim, b);
+    sim.welcomed(b);
     // One IPv6 /64 counts as one source.
     let v1 = sim.connect_from("2001:db8:0:1::1");
     let v2 = sim.connect_from("2001:db8:0:1::2");
     let v3 = sim.connect_from("2001:db8:0:1:ffff::3");
-    welcomed(&mut sim, v1);
-    welcomed(&mut sim, v2);
+    sim.welcomed(v1);
+    sim.welcomed(v2);
     closing(&mut sim, v3, "per-ip-limit");
     // A slot freed is a slot again.
     sim.engine.handle(sim.now, Input::Disconnect { conn: a1 });
     let a5 = sim.connect_from("10.0.0.1");
-    welcomed(&mut sim, a5);
+    sim.welcomed(a5);
     assert_eq!(sim.engine.stats.rate_limited, 3);
 }
 
@@ -86,7 +81,7 @@ fn unauthenticated_connections_leave_a_quarter_of_max_clients_to_sessions() {
     let waiting: Vec<ConnId> = (0..6)
         .map(|i| {
             let c = sim.connect_from(&format!("10.0.1.{i}"));
-            welcomed(&mut sim, c);
+            sim.welcomed(c);
             c
         })
         .collect();
@@ -100,7 +95,7 @@ fn unauthenticated_connections_leave_a_quarter_of_max_clients_to_sessions() {
     sim.send(waiting[0], "LOGIN bob pw");
     assert!(sim.expect_line(waiting[0]).starts_with("OK LOGIN bob "));
     let next = sim.connect_from("10.0.2.1");
-    welcomed(&mut sim, next);
+    sim.welcomed(next);
 }
 
 #[test]
@@ -145,7 +140,7 @@ fn login_from(sim: &mut Sim, conn: ConnId, password: &str) -> (String, bool) {
 fn wrong_passwords_past_the_source_limit_are_refused_without_hashing() {
     let mut sim = guess_sim();
     let c = sim.connect_from("10.0.0.1");
-    welcomed(&mut sim, c);
+    sim.welcomed(c);
     for _ in 0..4 {
         let (reply, hashed) = login_from(&mut sim, c, "wrong");
         assert!(reply.starts_with("ERR bad-credentials"), "{reply}");
@@ -172,7 +167,7 @@ fn a_right_password_from_a_clean_source_gets_in_while_the_account_is_attacked() 
         .map(|i| sim.connect_from(&format!("10.0.3.{i}")))
         .collect();
     for &c in &attackers {
-        welcomed(&mut sim, c);
+        sim.welcomed(c);
         for _ in 0..4 {
             assert!(login_from(&mut sim, c, "guess")
                 .0
@@ -192,7 +187,7 @@ fn a_right_password_from_a_clean_source_gets_in_while_the_account_is_attacked() 
     assert!(reply.starts_with("ERR rate-limited "), "{reply}");
     // ...but never to one that did not.
     let clean = sim.connect_from("192.0.2.7");
-    welcomed(&mut sim, clean);
+    sim.welcomed(clean);
     let (reply, _) = login_from(&mut sim, clean, "pw");
     assert!(reply.starts_with("OK LOGIN alice "), "{reply}");
 }
@@ -214,12 +209,12 @@ fn signups_closed_and_per_source_rate() {
         "{refused}"
     );
     let d = sim.connect_from("10.0.0.2");
-    welcomed(&mut sim, d);
+    sim.welcomed(d);
     sim.send(d, "SIGNUP a3 pw pw");
     assert_eq!(sim.expect_line(d), "OK SIGNUP a3");
     sim.advance(secs(1200));
     let c = sim.connect_from("10.0.0.1");
-    welcomed(&mut sim, c);
+    sim.welcomed(c);
     sim.send(c, "SIGNUP a2 pw pw");
     assert_eq!(sim.expect_line(c), "OK SIGNUP a2");
 }
@@ -297,7 +292,7 @@ fn hashing_is_shared_per_source_so_a_hundred_guessers_cannot_delay_a_login() {
     sim.login_new("alice");
     // Alone.
     let solo = sim.connect_from("10.0.9.1");
-    welcomed(&mut sim, solo);
+    sim.welcomed(solo);
     sim.feed(solo, "LOGIN alice pw");
     let (alone, reply) = turns_until_reply(&mut sim, solo, 10_000);
     assert!(reply.starts_with("OK LOGIN"), "{reply}");
@@ -444,8 +439,7 @@ fn at_once_from(sim: &mut Sim, ip: &str, n: usize, line: &str) -> Vec<String> {
     conns
         .into_iter()
         .map(|c| {
-            let l = sim.expect_line(c);
-            assert!(l.starts_with("EVENT WELCOME"), "{l}");
+            sim.welcomed(c);
             sim.expect_line(c)
         })
         .collect()
@@ -483,7 +477,7 @@ fn wrong_guesses_sent_at_once_from_one_address_get_no_more_hashes() {
 fn passwd_counts_as_a_password_check() {
     let mut sim = guess_sim();
     let c = sim.connect_from("10.0.6.1");
-    welcomed(&mut sim, c);
+    sim.welcomed(c);
     sim.send(c, "LOGIN alice pw");
     assert!(sim.expect_line(c).starts_with("OK LOGIN alice "));
     for _ in 0..4 {
@@ -498,7 +492,7 @@ fn passwd_counts_as_a_password_check() {
     assert!(l.starts_with("ERR rate-limited retry-after="), "{l}");
     // A LOGIN from the same address is refused too: one count per source.
     let d = sim.connect_from("10.0.6.1");
-    welcomed(&mut sim, d);
+    sim.welcomed(d);
     sim.send(d, "LOGIN alice pw");
     assert!(sim.expect_line(d).starts_with("ERR rate-limited "));
 }

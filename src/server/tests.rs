@@ -106,9 +106,14 @@ impl Sim {
 
     fn connect(&mut self) -> ConnId {
         let conn = self.connect_from("127.0.0.1");
-        let welcome = self.next_line(conn).expect("a WELCOME");
-        assert!(welcome.starts_with("EVENT WELCOME"), "{welcome}");
+        self.welcomed(conn);
         conn
+    }
+
+    /// Reads `conn`'s first line, which must be its `EVENT WELCOME`.
+    fn welcomed(&mut self, conn: ConnId) {
+        let l = self.next_line(conn).expect("a WELCOME");
+        assert!(l.starts_with("EVENT WELCOME"), "conn {conn}: {l}");
     }
 
     /// A connection from `ip`, whatever the engine answers it.

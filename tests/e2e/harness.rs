@@ -173,17 +173,17 @@ impl Server {
     /// It sends an empty line first (ignored by the protocol), so the server
     /// knows at once it is not TLS instead of waiting out its sniffing window.
     pub fn connect(&self) -> Line {
-        let mut c = Line::connect(self.tcp);
-        c.send("");
-        c.expect_prefix("EVENT WELCOME");
-        c
+        Self::welcomed(Line::connect(self.tcp))
     }
 
     /// [`Server::connect`] from the loopback address `src` (any of
     /// 127.0.0.0/8): a source address of its own for the server's limits.
     pub fn connect_from(&self, src: &str) -> Line {
         let ip = src.parse().unwrap_or_else(|e| panic!("{src}: {e}"));
-        let mut c = Line::connect_from(ip, self.tcp);
+        Self::welcomed(Line::connect_from(ip, self.tcp))
+    }
+
+    fn welcomed(mut c: Line) -> Line {
         c.send("");
         c.expect_prefix("EVENT WELCOME");
         c
