@@ -323,6 +323,16 @@ enum BroadcastLine {
     Next(u64),
 }
 
+/// Ids start at 1 in both versions (0 is "none" to the delivery floors), so
+/// a 0 is damage in either, and one version must not take what the other
+/// refuses: a migrated record has to read back from the version 2 file.
+fn broadcast_id(s: &str) -> Result<u64, String> {
+    match num(s, "id")? {
+        0 => Err("id 0 is never used".into()),
+        id => Ok(id),
+    }
+}
+
 fn parse_broadcast_line(text: &str) -> Result<BroadcastLine, String> {
     if let Some(n) = text.strip_prefix("next,") {
         return Ok(BroadcastLine::Next(num(n, "next id")?));
@@ -334,12 +344,8 @@ fn parse_broadcast_line(text: &str) -> Result<BroadcastLine, String> {
     let [id, from, created, expires, audience, text] = f[..] else {
         return Err(format!("{} fields, expected 7", f.len() + 1));
     };
-    let id: u64 = num(id, "id")?;
-    if id == 0 {
-        return Err("id 0 is never used".into());
-    }
     Ok(BroadcastLine::Record(BroadcastRecord {
-        id,
+        id: broadcast_id(id)?,
         from: username(from)?,
         created_unix: num(created, "created")?,
         expires_unix: num(expires, "expires")?,
@@ -364,7 +370,7 @@ pub fn parse_broadcasts(bytes: &[u8]) -> (BroadcastFile, Parsed<()>) {
             };
             let audience: u32 = num(audience, "audience")?;
             Ok(BroadcastLine::Record(BroadcastRecord {
-                id: num(id, "id")?,
+                id: broadcast_id(id)?,
                 from: username(from)?,
                 created_unix: num(created, "created")?,
                 expires_unix: num(expires, "expires")?,
@@ -424,7 +430,11 @@ fn parse_delivery_line(text: &str) -> Result<DeliveryRow, String> {
     let [kind, seq, id] = f[..] else {
         return Err(format!("{} fields, expected 3", f.len()));
     };
-    let user = UserIdx(num(seq, "seq")?);
+    delivery_row(kind, UserIdx(num(seq, "seq")?), id)
+}
+
+/// A delivery row of either version, once its account is known.
+fn delivery_row(kind: &str, user: UserIdx, id: &str) -> Result<DeliveryRow, String> {
     let id = num(id, "id")?;
     match kind {
         "got" => Ok(DeliveryRow::Got { user, id }),
@@ -446,12 +456,7 @@ pub fn parse_deliveries(
                 return Err(format!("{} fields, expected 3", f.len()));
             };
             let user = seq_of(name).ok_or_else(|| format!("no account {name:?}"))?;
-            let id = num(id, "id")?;
-            match kind {
-                "got" => Ok(DeliveryRow::Got { user, id }),
-                "upto" => Ok(DeliveryRow::Upto { user, id }),
-                _ => Err(format!("bad kind {kind:?}")),
-            }
+            delivery_row(kind, user, id)
         });
     }
     parse_v2(bytes, DELIVERIES_V2, parse_delivery_line)
@@ -610,6 +615,25 @@ mod tests {
             ]
         );
         assert_eq!(p.skipped.len(), 1);
+    }
+
+    /// Found by the `data_files` fuzz target: a version 1 broadcast with id
+    /// 0 was taken, and written into the version 2 file, which refuses it on
+    /// the next start. Both versions now skip it, with its line number.
+    #[test]
+    fn a_v1_broadcast_with_id_0_is_skipped_as_in_v2() {
+        let text = format!("{BROADCASTS_V1_HEADER}\n0,alice,1,2,2,hi\n4,bob,1,2,2,yo\n");
+        let (f, p) = parse_broadcasts(text.as_bytes());
+        assert_eq!(f.records.len(), 1);
+        assert_eq!(f.records[0].id, 4);
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].line, 2);
+        assert_eq!(p.skipped[0].why, "id 0 is never used");
+        let v2 = format!("{BROADCASTS_V2}\nb,0,alice,1,2,3,hi\n");
+        assert_eq!(
+            parse_broadcasts(v2.as_bytes()).1.skipped[0].why,
+            "id 0 is never used"
+        );
     }
 
     #[test]
