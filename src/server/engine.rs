@@ -1093,7 +1093,15 @@ impl Engine {
         let Some(c) = self.conns.get(&conn).filter(|c| c.serial == serial) else {
             return;
         };
-        if self.sessions.user_of(conn).is_some() || c.busy.is_some() {
+        if self.sessions.user_of(conn).is_some() {
+            return;
+        }
+        if c.busy.is_some() {
+            // Not silent while we owe it an answer (a hash can wait in the
+            // fair queue for long); but the rule must outlive the answer, or
+            // a wrong LOGIN would leave only the login deadline to close it.
+            let again = now + self.cfg.idle_timeout;
+            self.timers.arm(again, Timer::Idle(conn, serial));
             return;
         }
         let due = c.last_input + self.cfg.idle_timeout;

@@ -122,6 +122,36 @@ fn a_connection_that_never_logs_in_is_closed_however_busy_it_keeps() {
     assert_eq!(sim.expect_line(alice), "OK PING");
 }
 
+/// Found by reading the code against docs/PROTOCOL.md: the idle timer that
+/// fired while a hash was in progress was not armed again, so after a wrong
+/// LOGIN only the (longer) login deadline closed a silent connection.
+#[test]
+fn a_connection_busy_when_its_idle_timer_fires_is_still_closed_for_silence() {
+    let mut sim = Sim::new(EngineConfig {
+        idle_timeout: secs(60),
+        login_timeout: secs(600),
+        ..cfg()
+    });
+    let c = sim.connect();
+    sim.advance(Duration::from_millis(59_900));
+    // The LOGIN is taken but not hashed yet when the idle timer fires at 60 s
+    // (a turn fires timers before it hashes).
+    sim.feed(c, "LOGIN nobody wrong");
+    sim.now += Duration::from_millis(100);
+    sim.engine.handle(sim.now, Input::Timeout);
+    sim.settle();
+    let l = sim.next_line(c).expect("the answer");
+    assert!(l.starts_with("ERR bad-credentials"), "{l}");
+    // Silent since the LOGIN at 59.9 s: closed by 121 s, not at 600.
+    sim.advance(secs(61));
+    let l = sim.next_line(c).expect("closed for silence");
+    assert!(
+        l.starts_with("EVENT CLOSING idle ") && l.contains("inactivity"),
+        "{l}"
+    );
+    assert!(sim.closed.get(&c).copied().unwrap_or(false));
+}
+
 fn guess_sim() -> Sim {
     let mut sim = Sim::new(cfg());
     sim.login_new("alice");
