@@ -24,10 +24,7 @@ impl Engine {
             Err(e) => {
                 let text = match e.verb {
                     Some(v) => format!("{v}: {}", e.code.default_text()),
-                    None => format!(
-                        "{}; try SIGNUP, LOGIN, RESUME, LIST, CONNECT, ACCEPT, DENY, BROADCAST, WATCH, PING, QUIT",
-                        e.code.default_text()
-                    ),
+                    None => format!("{}; try {}", e.code.default_text(), suggested_verbs()),
                 };
                 return self.line(conn, ServerLine::err_with(e.code, text));
             }
@@ -604,4 +601,16 @@ impl Engine {
         self.book.reserve_id(record.id);
         self.await_store(conn, Output::StoreBroadcast { conn, record });
     }
+}
+
+/// What an unknown verb is answered with: the verbs a person typing at `nc`
+/// uses (`SYNC` and `TICKET` are the client's own business), named from
+/// [`Verb`], where verb names are written.
+fn suggested_verbs() -> String {
+    use crate::proto::command::Verb::*;
+    [
+        Signup, Login, Resume, List, Connect, Accept, Deny, Broadcast, Watch, Passwd, Ping, Quit,
+    ]
+    .map(|v| v.name())
+    .join(", ")
 }

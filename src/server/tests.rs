@@ -1567,3 +1567,24 @@ fn an_introduction_without_a_port_is_not_synced() {
     assert_eq!(sim.next_line(a), None);
     assert_eq!(sim.next_line(b), None);
 }
+
+#[test]
+fn an_unknown_verb_is_answered_with_real_verbs_to_try() {
+    let mut sim = Sim::new(cfg());
+    let c = sim.connect();
+    sim.send(c, "FROB x");
+    let l = sim.expect_line(c);
+    let (_, tried) = l.split_once("; try ").unwrap_or_else(|| panic!("{l}"));
+    let names: Vec<&str> = tried.split(", ").collect();
+    assert!(l.starts_with("ERR unknown-verb"), "{l}");
+    for n in &names {
+        assert!(
+            crate::proto::command::Verb::from_name(n).is_some(),
+            "{n} in {l}"
+        );
+    }
+    assert!(
+        names.contains(&"PASSWD") && names.contains(&"RESUME"),
+        "{l}"
+    );
+}
