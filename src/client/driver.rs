@@ -402,8 +402,9 @@ pub fn run(mut opts: Options) -> io::Result<i32> {
         stdin.is_terminal(),
         utc_offset,
     );
-    let mut engine = Engine::new(cfg);
-    engine.start(now());
+    let started = now();
+    let mut engine = Engine::new(cfg, started);
+    engine.start(started);
     let mut d = Driver {
         poll,
         engine,

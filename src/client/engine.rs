@@ -326,20 +326,22 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cfg: Config) -> Engine {
+    /// An engine made at `now` (the caller's clock, as everywhere in the
+    /// engine); [`Engine::start`] begins its work.
+    pub fn new(cfg: Config, now: Now) -> Engine {
         Engine {
             out: VecDeque::new(),
             conn: ConnState::Up,
             backoff: Backoff::new(cfg.seed),
-            heartbeat: Heartbeat::new(Instant::now()),
+            heartbeat: Heartbeat::new(now.mono),
             rejoining: false,
             no_reconnect: false,
             reconnect_now: false,
             auth_refused: false,
             received: 0,
             timeout_at: None,
-            unix: 0,
-            mono: Instant::now(),
+            unix: now.unix,
+            mono: now.mono,
             watch: Default::default(),
             last_list: Vec::new(),
             sent: VecDeque::new(),

@@ -46,9 +46,16 @@ struct T {
 impl T {
     /// A started engine, and what starting it produced.
     fn started(cfg: Config) -> (T, Vec<Output>) {
+        let t0 = Instant::now();
         let mut t = T {
-            e: Engine::new(cfg),
-            t0: Instant::now(),
+            e: Engine::new(
+                cfg,
+                Now {
+                    mono: t0,
+                    unix: 1_700_000_000,
+                },
+            ),
+            t0,
             elapsed: Duration::ZERO,
         };
         t.e.start(t.now());
