@@ -522,8 +522,6 @@ impl Store {
         records::push_delivery(&mut self.delivery_buf, row);
     }
 
-    /// Writes this turn's delivery rows; fsyncs if the last fsync is a second old.
-    /// Returns when the next fsync is due, if rows are unsynced.
     /// The resume key, created once (0600, fsynced, renamed into place) by
     /// the process holding the data dir lock. A damaged key file is replaced:
     /// that only makes the tickets issued so far unusable (their holders log
@@ -545,6 +543,8 @@ impl Store {
         Ok(key)
     }
 
+    /// Writes this turn's delivery rows; fsyncs if the last fsync is a second old.
+    /// Returns when the next fsync is due, if rows are unsynced.
     pub fn flush_deliveries(
         &mut self,
         now: Instant,
