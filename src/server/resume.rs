@@ -53,6 +53,7 @@ use sha2::{Digest, Sha256};
 
 use super::accounts::UserIdx;
 use super::engine::{ConnId, Engine};
+use crate::proto::names::Token;
 use crate::proto::{ErrorCode, OkReply, ServerLine, Ticket};
 
 /// Bytes of a resume key.
@@ -328,10 +329,7 @@ impl Engine {
         let Some(binding) = self.binding(me) else {
             return self.line(conn, ServerLine::err(ErrorCode::NotLoggedIn));
         };
-        let ticket = self
-            .tickets
-            .issue(self.unix_ms(now), me.0, deadline, &binding);
-        let ticket = Ticket::parse(&ticket).expect("issued tickets are hex");
+        let ticket = self.issue_ticket(self.unix_ms(now), me, deadline, &binding);
         self.line(
             conn,
             ServerLine::Ok(OkReply::Ticket {
@@ -365,15 +363,7 @@ impl Engine {
             return self.line(conn, reply);
         }
         let now_ms = self.unix_ms(now);
-        let account = self.accounts.find(name);
-        let checked = match account.and_then(|a| Some((a, self.binding(a)?))) {
-            Some((a, binding)) => self
-                .tickets
-                .redeem(now_ms, ticket.expose(), a.0, &binding)
-                .map(|d| (a, d)),
-            None => Err(Refusal::OtherUser),
-        };
-        let (user, deadline) = match checked {
+        let (user, deadline) = match self.redeem_ticket(now_ms, name, ticket) {
             Ok(x) => x,
             Err(why) => return self.ticket_refused(now, conn, name, why),
         };
@@ -381,9 +371,66 @@ impl Engine {
             self.stats.tickets_refused += 1;
             return self.line(conn, ServerLine::err(ErrorCode::AccountDisabled));
         }
-        // The deadline never moves: at most the ticket's, at most a TTL away.
+        let (token, reauth_at) = self.start_resumed_session(now, conn, user, deadline);
+        self.stats.resumes_ok += 1;
+        log::info!(
+            "resumed {} by ticket (conn {conn})",
+            self.accounts.name(user)
+        );
+        let deadline = self.unix_secs(reauth_at);
+        let binding = self.binding(user).expect("the account exists");
+        let ticket = self.issue_ticket(now_ms, user, deadline, &binding);
+        self.line(
+            conn,
+            ServerLine::Ok(OkReply::Resume {
+                user: self.accounts.name(user).to_owned(),
+                token,
+                ticket,
+                expires: deadline,
+            }),
+        );
+    }
+
+    /// A new ticket for `user`'s session, good until `deadline_unix`.
+    fn issue_ticket(
+        &mut self,
+        now_ms: u64,
+        user: UserIdx,
+        deadline_unix: u64,
+        b: &Binding,
+    ) -> Ticket {
+        let text = self.tickets.issue(now_ms, user.0, deadline_unix, b);
+        Ticket::parse(&text).expect("issued tickets are hex")
+    }
+
+    /// Uses up `ticket` for the account `name`: the account and the re-login
+    /// deadline (unix seconds) the ticket carries.
+    fn redeem_ticket(
+        &mut self,
+        now_ms: u64,
+        name: &str,
+        ticket: &Ticket,
+    ) -> Result<(UserIdx, u64), Refusal> {
+        let account = self.accounts.find(name).ok_or(Refusal::OtherUser)?;
+        let binding = self.binding(account).ok_or(Refusal::OtherUser)?;
+        let deadline = self
+            .tickets
+            .redeem(now_ms, ticket.expose(), account.0, &binding)?;
+        Ok((account, deadline))
+    }
+
+    /// A session for `user` that keeps the ticket's re-login deadline: its
+    /// token and that deadline. The deadline never moves: at most the
+    /// ticket's, at most a TTL away.
+    fn start_resumed_session(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        user: UserIdx,
+        deadline_unix: u64,
+    ) -> (Token, Instant) {
         let reauth_at = self
-            .instant_of_unix(deadline)
+            .instant_of_unix(deadline_unix)
             .min(now + self.cfg.session_ttl);
         let token = self.start_session(now, conn, user);
         let serial = {
@@ -393,23 +440,7 @@ impl Engine {
         };
         // The entry `start_session` armed (a TTL away) is dead now.
         self.reauths.arm(reauth_at, (user, serial));
-        self.stats.resumes_ok += 1;
-        log::info!(
-            "resumed {} by ticket (conn {conn})",
-            self.accounts.name(user)
-        );
-        let deadline = self.unix_secs(reauth_at);
-        let binding = self.binding(user).expect("the account exists");
-        let fresh = self.tickets.issue(now_ms, user.0, deadline, &binding);
-        self.line(
-            conn,
-            ServerLine::Ok(OkReply::Resume {
-                user: self.accounts.name(user).to_owned(),
-                token,
-                ticket: Ticket::parse(&fresh).expect("issued tickets are hex"),
-                expires: deadline,
-            }),
-        );
+        (token, reauth_at)
     }
 
     /// A refused ticket: `ERR bad-ticket`, and why in the log (never the
