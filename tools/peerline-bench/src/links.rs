@@ -27,11 +27,23 @@ use peerline::proto::Frame;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// `peerline-bench links` flags.
+#[derive(clap::Args)]
 pub struct Args {
+    /// The peerline-server binary.
+    #[arg(long, default_value = "target/release/peerline-server")]
     pub server: PathBuf,
+    /// The peerline-client binary (plays bob, the accepting side).
+    #[arg(long, default_value = "target/release/peerline-client")]
     pub client: PathBuf,
+    /// Links set up per form (p50/p90 over these).
+    #[arg(long, default_value_t = 30)]
     pub links: usize,
+    /// Messages sent for the throughput figure, per form.
+    #[arg(long, default_value_t = 20000)]
     pub messages: usize,
+    /// Padding bytes added to each message text.
+    #[arg(long, default_value_t = 64)]
     pub pad: usize,
 }
 

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(about = "Load generator and benchmark for peerline (and mosquitto, side by side)")]
@@ -32,34 +32,12 @@ struct Cli {
     cmd: Cmd,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum ProtoArg {
-    Peerline,
-    Mqtt,
-}
-
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the scenarios and write the report.
     Run(RunArgs),
     /// Direct links: setup time and messages/s, encrypted vs plaintext, in one run.
-    Links {
-        /// The peerline-server binary.
-        #[arg(long, default_value = "target/release/peerline-server")]
-        server: PathBuf,
-        /// The peerline-client binary (plays bob, the accepting side).
-        #[arg(long, default_value = "target/release/peerline-client")]
-        client: PathBuf,
-        /// Links set up per form (p50/p90 over these).
-        #[arg(long, default_value_t = 30)]
-        links: usize,
-        /// Messages sent for the throughput figure, per form.
-        #[arg(long, default_value_t = 20000)]
-        messages: usize,
-        /// Padding bytes added to each message text.
-        #[arg(long, default_value_t = 64)]
-        pad: usize,
-    },
+    Links(links::Args),
     /// Sessions to the host's limit and accounts to a million (scale.rs).
     Scale(ScaleArgs),
     /// The restart storm: N sessions back after kill -9 and restart, with
@@ -73,29 +51,13 @@ enum Cmd {
     Floor(FloorArgs),
     /// (internal) The restart storm's bystanders, commanded over stdin/stdout.
     #[command(hide = true)]
-    RestartProbe {
-        #[arg(long)]
-        prefix: String,
-        #[arg(long)]
-        password: String,
-        #[arg(long)]
-        count: usize,
-        #[arg(long)]
-        interval_ms: u64,
-        #[arg(long)]
-        src: std::net::IpAddr,
-    },
+    RestartProbe(probe::Config),
     /// (internal) A session-driving worker, commanded over stdin/stdout.
     #[command(hide = true)]
     Worker {
-        #[arg(long, value_enum)]
-        proto: ProtoArg,
-        #[arg(long)]
-        server: std::net::SocketAddr,
-        #[arg(long)]
-        prefix: String,
-        #[arg(long)]
-        password: String,
+        #[command(flatten)]
+        config: worker::WorkerConfig,
+        // The process's CPU, not the worker's business: main pins it.
         #[arg(long)]
         cpu: Option<usize>,
     },
@@ -132,6 +94,29 @@ struct TlsArgs {
     strict: bool,
 }
 
+impl TlsArgs {
+    /// tls.rs's arguments: pinned as `CpuArgs::pin` says, and a broadcast
+    /// window of at least one (none would never send).
+    fn to_args(&self) -> tls::Args {
+        let c = &self.common;
+        tls::Args {
+            server: c.server.clone(),
+            handshakes: self.handshakes,
+            window: self.window,
+            sessions: self.sessions,
+            broadcasts: self.broadcasts,
+            bwindow: self.broadcast_window.max(1),
+            pad: self.pad,
+            kdf_iterations: c.kdf_iterations,
+            server_cpu: self.cpus.pin(c.no_pin, self.cpus.server_cpu),
+            tool_cpu: self.cpus.pin(c.no_pin, self.cpus.tool_cpu),
+            no_mosquitto: c.no_mosquitto,
+            out_md: c.out_md.clone(),
+            strict: self.strict,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct FloorArgs {
     #[command(flatten)]
@@ -160,6 +145,31 @@ struct FloorArgs {
     /// The floor alone.
     #[arg(long)]
     floor_only: bool,
+}
+
+impl FloorArgs {
+    /// floor.rs's arguments: counts of at least one, message lengths that
+    /// fit peerline's largest datagram, the server on CPU 0 and the tool on
+    /// CPU 1 unless `--no-pin`.
+    fn to_args(&self) -> floor::Args {
+        use peerline::proto::datagram::MAX_DATAGRAM;
+        let pin = |cpu: usize| (!self.common.no_pin).then_some(cpu);
+        floor::Args {
+            n: self.n.max(1),
+            rounds: self.rounds.max(1),
+            window: self.window.max(1),
+            bcast_len: self.bcast_len.clamp(1, MAX_DATAGRAM),
+            ack_len: self.ack_len.clamp(1, MAX_DATAGRAM),
+            server_cpu: pin(0),
+            tool_cpu: pin(1),
+            variants: if self.two_variants {
+                vec![floor::Variant::V4, floor::Variant::DualStack]
+            } else {
+                floor::Variant::ALL.to_vec()
+            },
+            burst: self.burst.max(1),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -218,6 +228,66 @@ struct RunArgs {
     strict: bool,
 }
 
+impl RunArgs {
+    /// Checks before anything starts, so a run never fails an hour in for
+    /// a reason known at once: positive sizes, the server binary, and the
+    /// descriptor budget (a worker's sessions, the server's at the largest
+    /// N); then makes the report's directory. Returns the open-file limit.
+    fn preflight(&self) -> Result<u64, String> {
+        let (c, per_worker) = (&self.common, self.workers.per_worker);
+        if self.sizes.is_empty() || self.sizes.contains(&0) {
+            return Err("--sizes needs positive receiver counts".into());
+        }
+        let max_n = *self.sizes.iter().max().expect("non-empty");
+        if !c.server.is_file() {
+            return Err(format!(
+                "peerline-server not found at {} (build it with `cargo build --release`, or pass --server)",
+                c.server.display()
+            ));
+        }
+        let limit = procfs::fd_limit();
+        let worker_need = 2 * per_worker.min(max_n + 1) as u64 + 32;
+        let server_need = max_n as u64 + 64;
+        if limit < worker_need || limit < server_need {
+            return Err(format!(
+                "open-file limit is {limit}: a worker with {} sessions needs {worker_need} and the server needs {server_need} \
+                 for N = {max_n}; lower --per-worker or --sizes, or raise `ulimit -n`",
+                per_worker.min(max_n + 1)
+            ));
+        }
+        if let Some(md) = &c.out_md {
+            if let Some(dir) = md.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+        }
+        Ok(limit)
+    }
+
+    /// bench.rs's plan: every count at least one (a zero would measure
+    /// nothing), at least as many default-cost sessions as the storm logs in.
+    fn plan(&self) -> bench::Plan {
+        let c = &self.common;
+        let pin = |cpu: usize| self.cpus.pin(c.no_pin, cpu);
+        bench::Plan {
+            sizes: self.sizes.clone(),
+            reps: self.reps.max(1),
+            burst: self.burst.max(1),
+            burst_window: self.burst_window.max(1),
+            per_worker: self.workers.per_worker.max(1),
+            kdf_low: c.kdf_iterations,
+            default_sessions: self.default_sessions.max(self.storm),
+            storm: self.storm.max(1),
+            pingers: self.pingers.max(1),
+            ping_interval_ms: self.ping_interval_ms.max(1),
+            idle_secs: self.idle_secs,
+            pad: self.pad,
+            server_cpu: pin(self.cpus.server_cpu),
+            tool_cpu: pin(self.cpus.tool_cpu),
+            growth_window: self.growth_window.max(1),
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct ScaleArgs {
     #[command(flatten)]
@@ -239,6 +309,31 @@ struct ScaleArgs {
     /// Idle window after the first login burst.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
+}
+
+impl ScaleArgs {
+    /// scale.rs's arguments: counts of at least one, the server on CPU 0
+    /// and the tool on CPU 1 unless `--no-pin`, plots beside the report.
+    fn into_args(self) -> scale::Args {
+        let c = self.common;
+        scale::Args {
+            server: c.server,
+            sizes: self.sizes,
+            accounts: self.accounts,
+            online: self.online.max(1),
+            reps: self.reps.max(1),
+            per_worker: self.workers.per_worker.max(1),
+            kdf_iterations: c.kdf_iterations,
+            idle_secs: self.idle_secs,
+            no_mosquitto: c.no_mosquitto,
+            pin: (!c.no_pin).then_some((0, 1)),
+            svg_dir: c
+                .out_md
+                .as_ref()
+                .and_then(|m| m.parent().map(PathBuf::from)),
+            out_md: c.out_md,
+        }
+    }
 }
 
 /// The arguments the measuring modes (`run`, `scale`, `tls`, `floor`) share.
@@ -290,220 +385,76 @@ struct WorkerArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Worker {
-            proto,
-            server,
-            prefix,
-            password,
-            cpu,
-        } => {
-            if let Some(c) = cpu {
-                if let Err(e) = clock::pin_to_cpu(c) {
-                    eprintln!("worker: cannot pin to CPU {c}: {e}");
-                }
-            }
-            let cfg = worker::WorkerConfig {
-                proto: match proto {
-                    ProtoArg::Peerline => worker::Proto::Peerline,
-                    ProtoArg::Mqtt => worker::Proto::Mqtt,
-                },
-                server,
-                password,
-                prefix,
-            };
-            match worker::Worker::new(cfg).and_then(|w| w.run()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("worker: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::Links {
-            server,
-            client,
-            links,
-            messages,
-            pad,
-        } => {
-            let args = links::Args {
-                server,
-                client,
-                links,
-                messages,
-                pad,
-            };
-            match links::run(&args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("peerline-bench links: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::Scale(a) => {
-            let c = a.common;
-            let args = scale::Args {
-                server: c.server,
-                sizes: a.sizes,
-                accounts: a.accounts,
-                online: a.online.max(1),
-                reps: a.reps.max(1),
-                per_worker: a.workers.per_worker.max(1),
-                kdf_iterations: c.kdf_iterations,
-                idle_secs: a.idle_secs,
-                no_mosquitto: c.no_mosquitto,
-                pin: (!c.no_pin).then_some((0, 1)),
-                svg_dir: c
-                    .out_md
-                    .as_ref()
-                    .and_then(|m| m.parent().map(PathBuf::from)),
-                out_md: c.out_md,
-            };
-            let res = scale::run(&args).and_then(|r| {
-                let machine = report::Machine::probe();
-                println!("{}", scale::markdown(&r, &args, &machine));
-                if let (Some(md), Some(dir)) = (&args.out_md, &args.svg_dir) {
-                    scale::write(&r, &args, md, dir)?;
-                    eprintln!("wrote {}", md.display());
-                }
-                Ok(r.errors.is_empty()
-                    && r.peer.errors.is_empty()
-                    && r.mosq.iter().all(|m| m.errors.is_empty()))
-            });
-            match res {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("peerline-bench scale: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::RestartProbe {
-            prefix,
-            password,
-            count,
-            interval_ms,
-            src,
-        } => {
-            let cfg = probe::Config {
-                prefix,
-                password,
-                count,
-                interval: std::time::Duration::from_millis(interval_ms.max(1)),
-                src,
-            };
-            match probe::main(cfg) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("restart-probe: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::Restart(args) => match restart::main(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("peerline-bench restart: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Cmd::Tls(t) => {
-            let c = t.common;
-            let args = tls::Args {
-                server: c.server,
-                handshakes: t.handshakes,
-                window: t.window,
-                sessions: t.sessions,
-                broadcasts: t.broadcasts,
-                bwindow: t.broadcast_window.max(1),
-                pad: t.pad,
-                kdf_iterations: c.kdf_iterations,
-                server_cpu: t.cpus.pin(c.no_pin, t.cpus.server_cpu),
-                tool_cpu: t.cpus.pin(c.no_pin, t.cpus.tool_cpu),
-                no_mosquitto: c.no_mosquitto,
-                out_md: c.out_md,
-                strict: t.strict,
-            };
-            match tls::main(&args, &t.shown_command) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => {
-                    eprintln!("peerline-bench tls: some phases failed (see above)");
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("peerline-bench tls: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::Floor(f) => match floor_cmd(f) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("peerline-bench floor: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Cmd::Run(args) => match run(args) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("peerline-bench: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    match Cli::parse().cmd {
+        Cmd::Run(a) => exit_code("peerline-bench", run(a)),
+        Cmd::Links(a) => exit_code("peerline-bench links", links::run(&a).map(|()| true)),
+        Cmd::Scale(a) => exit_code("peerline-bench scale", scale_cmd(a.into_args())),
+        Cmd::Restart(a) => exit_code("peerline-bench restart", restart::main(&a).map(|()| true)),
+        Cmd::Tls(a) => exit_code("peerline-bench tls", tls_cmd(&a)),
+        Cmd::Floor(a) => exit_code("peerline-bench floor", floor_cmd(&a).map(|()| true)),
+        Cmd::RestartProbe(cfg) => exit_code("restart-probe", probe::main(cfg).map(|()| true)),
+        Cmd::Worker { config, cpu } => exit_code("worker", worker_cmd(config, cpu).map(|()| true)),
     }
 }
 
-fn run(a: RunArgs) -> Result<ExitCode, String> {
-    let (c, per_worker) = (&a.common, a.workers.per_worker);
-    let started = Instant::now();
-    if a.sizes.is_empty() || a.sizes.contains(&0) {
-        return Err("--sizes needs positive receiver counts".into());
-    }
-    let max_n = *a.sizes.iter().max().expect("non-empty");
-    // Checks before anything starts: the server binary and the descriptor budget.
-    if !c.server.is_file() {
-        return Err(format!(
-            "peerline-server not found at {} (build it with `cargo build --release`, or pass --server)",
-            c.server.display()
-        ));
-    }
-    let limit = procfs::fd_limit();
-    let worker_need = 2 * per_worker.min(max_n + 1) as u64 + 32;
-    let server_need = max_n as u64 + 64;
-    if limit < worker_need || limit < server_need {
-        return Err(format!(
-            "open-file limit is {limit}: a worker with {} sessions needs {worker_need} and the server needs {server_need} \
-             for N = {max_n}; lower --per-worker or --sizes, or raise `ulimit -n`",
-            per_worker.min(max_n + 1)
-        ));
-    }
-    if let Some(md) = &c.out_md {
-        if let Some(dir) = md.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+/// The process's exit status for a mode's outcome: `Ok(true)` passes,
+/// `Ok(false)` fails without a word here (the mode said what failed), an
+/// error is printed after `who`, the mode's name.
+fn exit_code(who: &str, outcome: Result<bool, impl std::fmt::Display>) -> ExitCode {
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{who}: {e}");
+            ExitCode::FAILURE
         }
     }
-    let pin = |cpu: usize| a.cpus.pin(c.no_pin, cpu);
-    let plan = bench::Plan {
-        sizes: a.sizes.clone(),
-        reps: a.reps.max(1),
-        burst: a.burst.max(1),
-        burst_window: a.burst_window.max(1),
-        per_worker: per_worker.max(1),
-        kdf_low: c.kdf_iterations,
-        default_sessions: a.default_sessions.max(a.storm),
-        storm: a.storm.max(1),
-        pingers: a.pingers.max(1),
-        ping_interval_ms: a.ping_interval_ms.max(1),
-        idle_secs: a.idle_secs,
-        pad: a.pad,
-        server_cpu: pin(a.cpus.server_cpu),
-        tool_cpu: pin(a.cpus.tool_cpu),
-        growth_window: a.growth_window.max(1),
-    };
+}
+
+/// `worker`: pinned before its first session, so every session it drives
+/// runs on that CPU; a pin that fails is said and is not fatal (the figures
+/// are then less steady, not wrong).
+fn worker_cmd(config: worker::WorkerConfig, cpu: Option<usize>) -> std::io::Result<()> {
+    if let Some(c) = cpu {
+        if let Err(e) = clock::pin_to_cpu(c) {
+            eprintln!("worker: cannot pin to CPU {c}: {e}");
+        }
+    }
+    worker::Worker::new(config).and_then(|w| w.run())
+}
+
+/// `scale`: prints the section and, with `--out-md`, writes it and its
+/// plots; passes when no step of either system reported an error.
+fn scale_cmd(args: scale::Args) -> Result<bool, String> {
+    let r = scale::run(&args)?;
+    let machine = report::Machine::probe();
+    println!("{}", scale::markdown(&r, &args, &machine));
+    if let (Some(md), Some(dir)) = (&args.out_md, &args.svg_dir) {
+        scale::write(&r, &args, md, dir)?;
+        eprintln!("wrote {}", md.display());
+    }
+    Ok(r.errors.is_empty()
+        && r.peer.errors.is_empty()
+        && r.mosq.iter().all(|m| m.errors.is_empty()))
+}
+
+/// `tls`: passes when every phase did (tls.rs printed the ones that failed).
+fn tls_cmd(t: &TlsArgs) -> Result<bool, String> {
+    let passed = tls::main(&t.to_args(), &t.shown_command)?;
+    if !passed {
+        eprintln!("peerline-bench tls: some phases failed (see above)");
+    }
+    Ok(passed)
+}
+
+/// `run`: the scenarios on peerline, then on mosquitto, the report, and a
+/// summary table on stdout. Fails only with `--strict`, when a scenario
+/// failed or a fan-out was incomplete: without it a partial report is still
+/// the run's product.
+fn run(a: RunArgs) -> Result<bool, String> {
+    let started = Instant::now();
+    let limit = a.preflight()?;
+    let plan = a.plan();
     if plan.tool_cpu.is_some() {
         let _ = clock::pin_to_cpu(a.cpus.tool_cpu);
     }
@@ -511,122 +462,104 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
         "peerline-bench: sizes {:?}, {} repeats, {} per worker, open-file limit {limit}",
         plan.sizes, plan.reps, plan.per_worker
     );
-    let peer = bench::run(bench::System::Peerline, &plan, &c.server);
-    let mut mosquitto_note = a.mosquitto_note.clone();
-    let mosq = if c.no_mosquitto {
-        None
-    } else if servers::which("mosquitto").is_none() {
-        mosquitto_note = "not installed; peerline reported alone".into();
-        eprintln!("mosquitto is not installed: reporting peerline alone");
-        None
-    } else {
-        Some(bench::run(bench::System::Mosquitto, &plan, &c.server))
-    };
+    let peer = bench::run(bench::System::Peerline, &plan, &a.common.server);
+    let (mosq, mosquitto_note) = run_mosquitto(&a, &plan);
     let machine = report::Machine::probe();
     let wall = started.elapsed().as_secs_f64();
-    if let Some(md) = &c.out_md {
-        let svg_path = a
-            .out_svg
-            .clone()
-            .unwrap_or_else(|| md.with_file_name("bench-fanout.svg"));
-        let svg_name = svg_path.file_name().map_or("bench-fanout.svg".into(), |n| {
-            n.to_string_lossy().into_owned()
-        });
-        let notes = std::fs::read_to_string(&a.notes).unwrap_or_default();
-        let text = report::markdown(
-            &peer,
-            mosq.as_ref(),
-            &mosquitto_note,
-            &plan,
-            &machine,
-            &a.shown_command,
-            &svg_name,
-            &notes,
-            wall,
-        );
-        // Sections other modes wrote (scale.rs) survive the rewrite.
-        let old = std::fs::read_to_string(md).unwrap_or_default();
-        let text = scale::carry(&old, text);
-        let text = restart::carry(&old, text);
-        let text = floor::carry(&old, text);
-        std::fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))?;
-        std::fs::write(&svg_path, report::svg(&peer, mosq.as_ref()))
-            .map_err(|e| format!("{}: {e}", svg_path.display()))?;
-        eprintln!("wrote {} and {}", md.display(), svg_path.display());
-    }
+    write_report(
+        &a,
+        &plan,
+        &peer,
+        mosq.as_ref(),
+        &mosquitto_note,
+        &machine,
+        wall,
+    )?;
     print_summary(&peer, mosq.as_ref());
     let failed = std::iter::once(&peer)
         .chain(mosq.as_ref())
         .any(|r| !r.errors.is_empty() || r.fans.iter().any(|f| f.incomplete() > 0));
-    Ok(if a.strict && failed {
+    if a.strict && failed {
         eprintln!("peerline-bench: some scenarios failed (see above)");
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+        return Ok(false);
+    }
+    Ok(true)
 }
 
-fn floor_cmd(f: FloorArgs) -> Result<(), String> {
-    let c = &f.common;
-    let pin = |cpu: usize| (!c.no_pin).then_some(cpu);
-    let load0 = floor::loadavg();
-    let a = floor::Args {
-        n: f.n.max(1),
-        rounds: f.rounds.max(1),
-        window: f.window.max(1),
-        bcast_len: f.bcast_len.clamp(1, 1200),
-        ack_len: f.ack_len.clamp(1, 1200),
-        server_cpu: pin(0),
-        tool_cpu: pin(1),
-        variants: if f.two_variants {
-            vec![floor::Variant::V4, floor::Variant::DualStack]
-        } else {
-            floor::Variant::ALL.to_vec()
-        },
-        burst: f.burst.max(1),
-    };
-    let floors = floor::run(&a);
-    let mut systems: Vec<(&str, Option<f64>)> = Vec::new();
-    if !f.floor_only {
-        if !c.server.is_file() {
-            return Err(format!(
-                "peerline-server not found at {}",
-                c.server.display()
-            ));
-        }
-        let plan = bench::Plan {
-            sizes: vec![a.n],
-            reps: 3,
-            burst: a.burst,
-            burst_window: 32,
-            per_worker: 2500,
-            kdf_low: c.kdf_iterations,
-            default_sessions: 20,
-            storm: 20,
-            pingers: 20,
-            ping_interval_ms: 5,
-            idle_secs: 1,
-            pad: 64,
-            server_cpu: a.server_cpu,
-            tool_cpu: a.tool_cpu,
-            growth_window: 128,
-        };
-        let peer = bench::run(bench::System::Peerline, &plan, &c.server);
-        systems.push(("peerline", floor::bench_us(&peer)));
-        if !c.no_mosquitto && servers::which("mosquitto").is_some() {
-            let m = bench::run(bench::System::Mosquitto, &plan, &c.server);
-            systems.push(("mosquitto", floor::bench_us(&m)));
-        }
+/// mosquitto's results for `run`, and what the report says about them:
+/// none with `--no-mosquitto` (the report gives `--mosquitto-note`), none
+/// when it is not installed (and the report says so).
+fn run_mosquitto(a: &RunArgs, plan: &bench::Plan) -> (Option<bench::Results>, String) {
+    if a.common.no_mosquitto {
+        (None, a.mosquitto_note.clone())
+    } else if servers::which("mosquitto").is_none() {
+        eprintln!("mosquitto is not installed: reporting peerline alone");
+        (None, "not installed; peerline reported alone".into())
+    } else {
+        let mosq = bench::run(bench::System::Mosquitto, plan, &a.common.server);
+        (Some(mosq), a.mosquitto_note.clone())
     }
-    let when = format!(
-        "Measured {} UTC",
-        std::process::Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M"])
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
+}
+
+/// `run`'s report into `--out-md` (nothing without it) and its fan-out plot
+/// beside it (or at `--out-svg`).
+fn write_report(
+    a: &RunArgs,
+    plan: &bench::Plan,
+    peer: &bench::Results,
+    mosq: Option<&bench::Results>,
+    mosquitto_note: &str,
+    machine: &report::Machine,
+    wall: f64,
+) -> Result<(), String> {
+    let Some(md) = &a.common.out_md else {
+        return Ok(());
+    };
+    let svg_path = a
+        .out_svg
+        .clone()
+        .unwrap_or_else(|| md.with_file_name("bench-fanout.svg"));
+    let svg_name = svg_path.file_name().map_or("bench-fanout.svg".into(), |n| {
+        n.to_string_lossy().into_owned()
+    });
+    let notes = std::fs::read_to_string(&a.notes).unwrap_or_default();
+    let text = report::markdown(
+        peer,
+        mosq,
+        mosquitto_note,
+        plan,
+        machine,
+        &a.shown_command,
+        &svg_name,
+        &notes,
+        wall,
     );
+    // Sections other modes wrote (scale.rs) survive the rewrite.
+    let old = std::fs::read_to_string(md).unwrap_or_default();
+    let text = scale::carry(&old, text);
+    let text = restart::carry(&old, text);
+    let text = floor::carry(&old, text);
+    std::fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))?;
+    std::fs::write(&svg_path, report::svg(peer, mosq))
+        .map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    eprintln!("wrote {} and {}", md.display(), svg_path.display());
+    Ok(())
+}
+
+/// `floor`: the kernel's floor per acknowledged delivery, then (unless
+/// `--floor-only`) the systems' sustained burst at the same N; prints the
+/// section and splices it into `--out-md`.
+fn floor_cmd(f: &FloorArgs) -> Result<(), String> {
+    let c = &f.common;
+    let load0 = floor::loadavg();
+    let a = f.to_args();
+    let floors = floor::run(&a);
+    let systems = if f.floor_only {
+        Vec::new()
+    } else {
+        burst_beside_floor(&a, c)?
+    };
+    let when = measured_at();
     let md = floor::markdown(&a, &floors, &systems, (&load0, &floor::loadavg()), &when);
     println!("{md}");
     if let Some(path) = &c.out_md {
@@ -636,6 +569,60 @@ fn floor_cmd(f: FloorArgs) -> Result<(), String> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// peerline's (and, when installed and not `--no-mosquitto`, mosquitto's)
+/// CPU per delivery in a sustained burst to the floor's N receivers: the
+/// bench's own burst, with the other scenarios kept small, so the floor
+/// section compares like with like.
+fn burst_beside_floor(
+    a: &floor::Args,
+    c: &CommonArgs,
+) -> Result<Vec<(&'static str, Option<f64>)>, String> {
+    if !c.server.is_file() {
+        return Err(format!(
+            "peerline-server not found at {}",
+            c.server.display()
+        ));
+    }
+    let plan = bench::Plan {
+        sizes: vec![a.n],
+        reps: 3,
+        burst: a.burst,
+        burst_window: 32,
+        per_worker: 2500,
+        kdf_low: c.kdf_iterations,
+        default_sessions: 20,
+        storm: 20,
+        pingers: 20,
+        ping_interval_ms: 5,
+        idle_secs: 1,
+        pad: 64,
+        server_cpu: a.server_cpu,
+        tool_cpu: a.tool_cpu,
+        growth_window: 128,
+    };
+    let peer = bench::run(bench::System::Peerline, &plan, &c.server);
+    let mut systems = vec![("peerline", floor::bench_us(&peer))];
+    if !c.no_mosquitto && servers::which("mosquitto").is_some() {
+        let m = bench::run(bench::System::Mosquitto, &plan, &c.server);
+        systems.push(("mosquitto", floor::bench_us(&m)));
+    }
+    Ok(systems)
+}
+
+/// "Measured <date, minutes> UTC", from `date -u` (the date left empty if
+/// it cannot run: the figures matter more than their stamp).
+fn measured_at() -> String {
+    format!(
+        "Measured {} UTC",
+        std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    )
 }
 
 fn print_summary(p: &bench::Results, m: Option<&bench::Results>) {

@@ -40,12 +40,27 @@ const MAX_OUTSTANDING: usize = 10_000;
 /// How soon a bystander that could not connect (server not up) tries again.
 const RETRY: Duration = Duration::from_millis(20);
 
+/// `peerline-bench restart-probe` flags (restart.rs passes them).
+#[derive(clap::Args)]
 pub struct Config {
+    #[arg(long)]
     pub prefix: String,
+    #[arg(long)]
     pub password: String,
+    #[arg(long)]
     pub count: usize,
-    pub interval: Duration,
+    #[arg(long)]
+    pub interval_ms: u64,
+    #[arg(long)]
     pub src: IpAddr,
+}
+
+impl Config {
+    /// The time between two pings of one bystander (never zero: a zero
+    /// interval would ping in a busy loop).
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.max(1))
+    }
 }
 
 struct Bystander {
@@ -147,9 +162,9 @@ impl Probe {
                 let b = &mut self.by[i];
                 if b.logged_in && b.next_ping <= now && b.sent.len() < MAX_OUTSTANDING {
                     // On schedule, not "interval after the last answer".
-                    b.next_ping += self.cfg.interval;
+                    b.next_ping += self.cfg.interval();
                     if b.next_ping < now {
-                        b.next_ping = now + self.cfg.interval;
+                        b.next_ping = now + self.cfg.interval();
                     }
                     b.outbuf.extend_from_slice(b"PING\n");
                     b.sent.push_back(Instant::now());

@@ -51,17 +51,23 @@ const SETUP_TIMEOUT_NS: u64 = 120_000_000_000;
 const PROGRESS_NS: u64 = 1_000_000_000;
 pub const TOPIC: &str = "bench/fanout";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Proto {
     Peerline,
     Mqtt,
 }
 
+/// `peerline-bench worker` flags (fleet.rs passes them).
+#[derive(clap::Args)]
 pub struct WorkerConfig {
+    #[arg(long, value_enum)]
     pub proto: Proto,
+    #[arg(long)]
     pub server: SocketAddr,
-    pub password: String,
+    #[arg(long)]
     pub prefix: String,
+    #[arg(long)]
+    pub password: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
